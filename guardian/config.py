@@ -1,0 +1,267 @@
+"""TOML to frozen dataclasses.
+
+Every problem becomes one ``ConfigError`` line that names the file, the key and
+what is wrong, so that cron mails an operator something they can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from guardian.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/guardian/guardian.toml")
+DEFAULT_STATE_DIR = "/var/lib/guardian"
+# cron's environment is nearly empty; targets get this PATH unless their env sets one.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DURATION_HELP = 'a number of seconds or a string such as "500ms", "30s", "5m", "1h"'
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"`` or ``"1d"``.
+
+    Raises ValueError with a message fit to follow a key name.
+    """
+    if isinstance(value, bool):  # TOML true is an int to Python; never a duration
+        # One error type (ValueError) for every bad value, as callers expect: TRY004 waived.
+        raise ValueError(f"{value!r} is not a duration ({DURATION_HELP})")  # noqa: TRY004
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
+        seconds = float(m[1]) * _UNITS[m[2] or "s"]
+    else:
+        raise ValueError(f"{value!r} is not a duration ({DURATION_HELP})")
+    if not 0 <= seconds < 10 * 365 * 86400:  # also rejects nan and inf
+        raise ValueError(f"{value!r} is out of range (0 up to 10 years)")
+    return seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    state_dir: Path
+    audit_log: Path
+    timeout: float
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.state_dir / "locks"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    command: tuple[str, ...]
+    pidfile: Path
+    daemonizes: bool
+    match: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str]
+    user: str | None
+    output: Path
+    start_timeout: float
+    start_grace: float
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    settings: Settings
+    targets: tuple[Target, ...]
+
+    def select(self, names: tuple[str, ...] | list[str]) -> tuple[Target, ...]:
+        """The targets named (all when none are), in config order; unknown names are an error."""
+        known = {t.name for t in self.targets}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(
+                f"{self.path}: no target named {unknown[0]!r} (targets: {', '.join(sorted(known))})"
+            )
+        return tuple(t for t in self.targets if not names or t.name in names)
+
+
+class _Table:
+    """One TOML table being read: typed getters, and every unused key is an error."""
+
+    def __init__(self, path: Path, where: str, data: Mapping[str, Any]) -> None:
+        self.path = path
+        self.where = where
+        self.data = data
+        self.used: set[str] = set()
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        dotted = f"{self.where}.{key}" if self.where else key
+        return ConfigError(f"{self.path}: {dotted}: {problem}")
+
+    def get(self, key: str, kind: type, default: Any = None) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        value = self.data[key]
+        if (kind is not bool and isinstance(value, bool)) or not isinstance(value, kind):
+            raise self.error(key, f"expected {_KIND_NAMES[kind]}, got {_describe(value)}")
+        return value
+
+    def duration(self, key: str, default: str, *, positive: bool = False) -> float:
+        self.used.add(key)
+        try:
+            seconds = parse_duration(self.data.get(key, default))
+        except ValueError as e:
+            raise self.error(key, str(e)) from None
+        if positive and seconds <= 0:
+            raise self.error(key, "must be more than 0")
+        return seconds
+
+    def path_value(self, key: str, default: str | None = None) -> Path | None:
+        value = self.get(key, str, default)
+        if value is None:
+            return None
+        if not value:
+            raise self.error(key, "must not be empty")
+        return _resolve(self.path.parent, value)
+
+    def string_list(self, key: str) -> tuple[str, ...] | None:
+        value = self.get(key, list)
+        if value is None:
+            return None
+        if not value:
+            raise self.error(key, "must not be empty")
+        if not all(isinstance(v, str) for v in value):
+            raise self.error(key, "expected a list of strings")
+        if not value[0]:
+            raise self.error(key, "the program (first item) must not be empty")
+        return tuple(value)
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.used:
+                raise self.error(key, "unknown key")
+
+
+_KIND_NAMES = {str: "a string", bool: "true or false", list: "a list", dict: "a table"}
+
+
+def _describe(value: object) -> str:
+    kind = {str: "string", bool: "boolean", int: "integer", float: "number", list: "list"}
+    return f"{kind.get(type(value), 'table' if isinstance(value, dict) else 'value')} {value!r}"
+
+
+def _resolve(base: Path, value: str) -> Path:
+    # Lexical only (abspath, not resolve): a virtualenv's python is a symlink
+    # that must be executed by its own path.
+    return Path(os.path.abspath(base / os.path.expanduser(value)))
+
+
+def _which(program: str, path_env: str) -> str | None:
+    for folder in path_env.split(os.pathsep):
+        candidate = os.path.join(folder or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _program(table: _Table, key: str, argv: tuple[str, ...], path_env: str) -> tuple[str, ...]:
+    """argv with argv[0] made absolute: paths against the config's folder, bare names on PATH."""
+    program = argv[0]
+    if "/" in program:
+        return (str(_resolve(table.path.parent, program)), *argv[1:])
+    found = _which(program, path_env)
+    if found is None:
+        raise table.error(key, f"program {program!r} not found on PATH {path_env}")
+    return (found, *argv[1:])
+
+
+def _target(path: Path, name: str, data: object, settings: Settings) -> Target:
+    where = f"targets.{name}"
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"{path}: {where}: a target name is 1 to 64 letters, digits, '.', '-' or '_', "
+            "starting with a letter or digit"
+        )
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {where}: expected a table, got {_describe(data)}")
+    t = _Table(path, where, data)
+
+    env = dict(t.get("env", dict, {}))
+    for key, value in env.items():
+        if not isinstance(value, str):
+            raise t.error(f"env.{key}", f"expected a string, got {_describe(value)}")
+    env.setdefault("PATH", DEFAULT_PATH)
+
+    raw_command = t.string_list("command")
+    if raw_command is None:
+        raise t.error("command", "is required (a list: the program and its arguments)")
+    command = _program(t, "command", raw_command, env["PATH"])
+    raw_match = t.string_list("match")
+    match = command if raw_match is None else _program(t, "match", raw_match, env["PATH"])
+
+    daemonizes = t.get("daemonizes", bool, False)
+    pidfile = t.path_value("pidfile")
+    if pidfile is None:
+        if daemonizes:
+            raise t.error("pidfile", "is required when daemonizes = true (the target writes it)")
+        pidfile = settings.state_dir / "pids" / f"{name}.pid"
+
+    user = t.get("user", str)
+    if user is not None:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise t.error("user", f"no such user {user!r}") from None
+
+    target = Target(
+        name=name,
+        command=command,
+        pidfile=pidfile,
+        daemonizes=daemonizes,
+        match=match,
+        cwd=t.path_value("cwd", "/") or Path("/"),
+        env=env,
+        user=user,
+        output=t.path_value("output") or settings.state_dir / f"{name}.out",
+        start_timeout=t.duration("start_timeout", "30s", positive=True),
+        start_grace=t.duration("start_grace", "1s"),
+    )
+    t.finish()
+    return target
+
+
+def load(path: Path) -> Config:
+    """Read and check the config at ``path``; any problem is a ConfigError."""
+    path = Path(os.path.abspath(path))
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({e.reason})") from None
+
+    top = _Table(path, "", data)
+    g = _Table(path, "guardian", top.get("guardian", dict, {}))
+    state_dir = g.path_value("state_dir", DEFAULT_STATE_DIR) or Path(DEFAULT_STATE_DIR)
+    settings = Settings(
+        state_dir=state_dir,
+        audit_log=g.path_value("audit_log") or state_dir / "audit.jsonl",
+        timeout=g.duration("timeout", "50s", positive=True),
+    )
+    g.finish()
+
+    raw_targets = top.get("targets", dict, {})
+    top.finish()
+    if not raw_targets:
+        raise ConfigError(f"{path}: targets: no target defined (add a [targets.NAME] table)")
+    targets = tuple(_target(path, name, body, settings) for name, body in raw_targets.items())
+    return Config(path=path, settings=settings, targets=targets)
