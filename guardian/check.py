@@ -96,7 +96,7 @@ def _dry_run(found: Found | Missing | Unsure, record: _Recorder) -> AuditRecord:
 
 def _act(target: Target, run: Run, record: _Recorder) -> AuditRecord:
     """Under the lock: look again (another run may have acted), then adopt or start."""
-    from guardian.launch import Launch, spawn, tail, write_pidfile
+    from guardian.launch import start, tail, write_pidfile
 
     found = discover(target)
     if isinstance(found, Found):
@@ -122,7 +122,7 @@ def _act(target: Target, run: Run, record: _Recorder) -> AuditRecord:
 
     run.doing = "starting it"
     try:
-        launch = Launch(target, spawn(target))
+        launch = start(target)
     except LaunchError as e:
         return record("start_failed", found.reason, old_pid=found.old_pid, error=str(e))
     run.launches.append(launch)

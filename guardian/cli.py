@@ -134,7 +134,7 @@ def check(
             )
         if not dry_run and (verbose or record.action not in _QUIET):
             line = f"{record.target}: {_WORDS.get(record.action, record.action)}: {record.reason}"
-            if record.pid is not None and record.action in ("ok", "started", "adopted"):
+            if record.pid is not None and record.action in ("started", "adopted"):
                 line += f" (pid {record.pid})"
             _err(line + (f": {record.error}" if record.error else ""))
             for out in record.output_tail:

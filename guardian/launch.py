@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guardian.config import Target
-from guardian.discovery import Found, discover, is_alive
+from guardian.discovery import Found, Matcher, discover, is_alive, proc_stat, scan
 from guardian.errors import LaunchError
 from guardian.files import atomic_write
 
@@ -96,6 +96,14 @@ def spawn(target: Target) -> subprocess.Popen[bytes]:
         os.close(out)
 
 
+def start(target: Target) -> Launch:
+    """Spawn the target and remember when, so that ``Launch.end`` knows what is ours."""
+    proc = spawn(target)
+    stat = proc_stat(proc.pid)  # our unreaped child: its /proc entry is there, zombie or not
+    # (No stat is impossible for an unreaped child; if it were, claim no strays at all.)
+    return Launch(target, proc, since_ticks=stat.start_ticks if stat else 2**63)
+
+
 def write_pidfile(path: Path, pid: int) -> None:
     atomic_write(path, f"{pid}\n".encode(), mode=0o644)
 
@@ -129,6 +137,7 @@ class Launch:
 
     target: Target
     proc: subprocess.Popen[bytes]
+    since_ticks: int  # when our child started, in clock ticks since boot
     found: Found | None = None
 
     def wait_ready(self) -> Ready:
@@ -163,9 +172,13 @@ class Launch:
             time.sleep(min(POLL, end - now))
 
     def end(self, wait: float = END_WAIT) -> None:
-        """End what this start created: SIGTERM, up to ``wait`` seconds, then SIGKILL."""
-        if self.found is not None and self.found.pid != self.proc.pid:
-            _end_process(self.found, wait)  # a daemon that forked away from our child
+        """End what this start created: SIGTERM, up to ``wait`` seconds, then SIGKILL.
+
+        That is our child with its process group, and any process with the
+        target's command line that started since: a daemon that forked into a
+        session of its own before it became ready. Under the target's lock
+        nothing else can have started one.
+        """
         if self.proc.returncode is None:
             _signal_group(self.proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + wait
@@ -174,6 +187,9 @@ class Launch:
             # Still unreaped, so the group id is still ours: sweep what ignored SIGTERM.
             _signal_group(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        for stray in scan(Matcher(self.target.match)):
+            if stray.start_ticks >= self.since_ticks:
+                _end_process(stray, wait)
 
     def kill_now(self) -> None:
         """For the hard time-out: SIGKILL without waiting (no reaping, no I/O)."""

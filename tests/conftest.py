@@ -1,0 +1,182 @@
+"""Real processes, real pidfiles, real locks: the fixtures every test shares."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guardian.discovery import Found, Matcher, proc_stat, scan
+
+AGENT = Path(__file__).parent / "targets" / "agent.py"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "it") -> Any:
+    """Poll until ``predicate`` returns something true; fail the test after ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    stat = proc_stat(pid)
+    return stat is not None and stat.state != "Z"
+
+
+class Reaper:
+    """Every process a test starts, or learns that guardian started, ended by pid at teardown.
+
+    A pid is remembered with its start time, so a pid reused since is never hit.
+    """
+
+    def __init__(self) -> None:
+        self.procs: dict[int, int] = {}
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def track(self, pid: int | None) -> None:
+        if pid is None:
+            return
+        stat = proc_stat(pid)
+        if stat is not None:
+            self.procs.setdefault(pid, stat.start_ticks)
+
+    def kill_all(self) -> None:
+        for pid, ticks in self.procs.items():
+            stat = proc_stat(pid)
+            if stat is None or stat.start_ticks != ticks:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(pid) == pid:  # a target leads its own group: end what it started too
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+        for child in self.children:  # the test's own children: reap them too
+            child.wait()
+
+
+@pytest.fixture
+def reaper() -> Iterator[Reaper]:
+    r = Reaper()
+    yield r
+    r.kill_all()
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)  # strings and lists of strings: JSON's syntax is TOML's
+
+
+def write_config(
+    path: Path, guardian: dict[str, object], targets: dict[str, dict[str, object]]
+) -> Path:
+    lines = ["[guardian]"] + [f"{k} = {toml_value(v)}" for k, v in guardian.items()]
+    for name, fields in targets.items():
+        lines += ["", f"[targets.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in fields.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class Guardian:
+    """One test's guardian: its config, its target, its runs, its audit log."""
+
+    def __init__(self, tmp_path: Path, reaper: Reaper) -> None:
+        self.tmp = tmp_path
+        self.reaper = reaper
+        self.state = tmp_path / "state"
+        self.pidfile = tmp_path / "agent.pid"
+        self.config_path = tmp_path / "guardian.toml"
+        self.command: list[str] = []
+        self.configure()
+
+    def agent(self, *extra: str) -> list[str]:
+        return [sys.executable, str(AGENT), "--tag", str(self.tmp), *extra]
+
+    def configure(
+        self, *extra: str, guardian: dict[str, object] | None = None, **target: object
+    ) -> Path:
+        self.command = list(target.pop("command", self.agent(*extra)))  # type: ignore[call-overload]
+        fields: dict[str, object] = {
+            "command": self.command,
+            "pidfile": str(self.pidfile),
+            "start_grace": "0.3s",
+            "start_timeout": "10s",
+            **target,
+        }
+        settings = {"state_dir": str(self.state), "timeout": "30s", **(guardian or {})}
+        return write_config(self.config_path, settings, {"agent": fields})
+
+    def run(self, *args: str, timeout: float = 60, **popen: Any) -> Result:
+        began = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "guardian", *args, "--config", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **popen,
+        )
+        self.track()
+        return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - began)
+
+    def check(self, *args: str, **kwargs: Any) -> Result:
+        return self.run("check", *args, **kwargs)
+
+    def track(self) -> None:
+        """Hand whatever runs with the target's command line to the reaper."""
+        for found in self.matches():
+            self.reaper.track(found.pid)
+
+    def matches(self) -> list[Found]:
+        return scan(Matcher(tuple(self.command)))
+
+    def pid(self) -> int:
+        return int(self.pidfile.read_text())
+
+    def audit(self) -> list[dict[str, Any]]:
+        path = self.state / "audit.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def actions(self) -> list[str]:
+        return [r["action"] for r in self.audit()]
+
+    def spawn(self, argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+        """Start a process of the test's own (tracked for teardown)."""
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **popen)
+        self.reaper.track(proc.pid)
+        self.reaper.children.append(proc)
+        return proc
+
+
+@pytest.fixture
+def g(tmp_path: Path, reaper: Reaper) -> Guardian:
+    return Guardian(tmp_path, reaper)

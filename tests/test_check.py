@@ -1,0 +1,320 @@
+"""`guardian check` end to end: real targets, real pidfiles, real lock contention."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Guardian, alive, wait_for
+
+from guardian.discovery import proc_stat
+
+FIELDS = {"ts", "host", "guardian_pid", "version", "target", "action", "reason", "pid",
+          "old_pid", "duration_ms", "dry_run"}  # fmt: skip
+
+
+def test_dead_target_is_started_and_healthy_one_left_alone(g: Guardian) -> None:
+    first = g.check()
+    assert (first.rc, first.stdout) == (0, "")
+    assert "agent: started" in first.stderr
+    pid = g.pid()
+    assert alive(pid)
+
+    second = g.check()
+    assert (second.rc, second.stdout, second.stderr) == (0, "", "")  # quiet when all is well
+    assert g.pid() == pid
+    assert [m.pid for m in g.matches()] == [pid]
+    assert g.actions() == ["started", "ok"]
+
+
+def test_started_target_survives_guardian_and_a_kill_of_its_process_group(g: Guardian) -> None:
+    # Run guardian as cron would: in a process group of its own, behind a shell,
+    # with its output on a pipe that must close when guardian exits.
+    shell = subprocess.Popen(
+        [
+            "/bin/sh",
+            "-c",
+            f'"{sys.executable}" -m guardian check --config "{g.config_path}"; sleep 60',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    g.reaper.track(shell.pid)
+    pid = wait_for(lambda: g.pidfile.exists() and g.actions() and g.pid(), what="the start")
+    g.reaper.track(pid)
+    os.killpg(shell.pid, signal.SIGKILL)
+    shell.wait()
+    assert shell.stdout is not None
+    with shell.stdout:
+        shell.stdout.read()  # EOF: the target does not hold guardian's output open
+    time.sleep(0.5)
+    assert alive(pid)
+    assert os.getsid(pid) == pid  # it leads a session of its own
+    assert g.check().rc == 0
+    assert g.pid() == pid
+
+
+def test_output_pipe_closes_when_guardian_exits(g: Guardian) -> None:
+    # The `cmd &` bug of shell guardians: cron waits for EOF on the job's output.
+    result = g.check(timeout=20)  # subprocess.run reads to EOF: it would hang here
+    assert result.rc == 0
+    assert alive(g.pid())
+
+
+def test_target_gets_devnull_output_file_cwd_env_and_no_other_descriptors(g: Guardian) -> None:
+    g.configure(cwd=str(g.tmp), env={"GREETING": "hello"}, output=str(g.tmp / "agent.out"))
+    assert g.check().rc == 0
+    pid = g.pid()
+    fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    assert fds[0] == "/dev/null"
+    assert fds[1] == fds[2] == str(g.tmp / "agent.out")
+    # Nothing else, above all not guardian's lock: a target holding it would hold it for ever.
+    assert set(fds) == {0, 1, 2}, fds
+    assert os.readlink(f"/proc/{pid}/cwd") == str(g.tmp)
+    env = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
+        if "=" in item
+    )
+    assert env["GREETING"] == "hello"
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert "PYTEST_CURRENT_TEST" not in env  # cron's environment is not leaked, nor ours
+    wait_for(lambda: "starting" in (g.tmp / "agent.out").read_text(), what="output")
+
+
+def test_pidfile_naming_an_unrelated_process_leaves_it_untouched(g: Guardian) -> None:
+    bystander = g.spawn(["sleep", "300"])
+    g.pidfile.write_text(f"{bystander.pid}\n")
+    result = g.check()
+    assert result.rc == 0
+    assert g.pid() != bystander.pid
+    assert bystander.poll() is None  # alive, and never signalled
+    record = g.audit()[-1]
+    assert record["action"] == "started"
+    assert record["old_pid"] == bystander.pid
+    assert (
+        f"pidfile names pid {bystander.pid}, whose command line is ['sleep', '300']"
+        in (record["reason"])
+    )
+
+
+def test_pidfile_naming_a_zombie_counts_as_dead(g: Guardian) -> None:
+    zombie = g.spawn(["true"])  # exits at once; we do not reap it yet
+    wait_for(lambda: (s := proc_stat(zombie.pid)) and s.state == "Z", what="a zombie")
+    g.pidfile.write_text(str(zombie.pid))
+    result = g.check()
+    assert result.rc == 0
+    assert g.pid() != zombie.pid
+    assert "zombie" in g.audit()[-1]["reason"]
+    zombie.wait()
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "is empty"),
+        (b"\n  \n", "is empty"),
+        (b"hello", "not a pid"),
+        (b"-5", "not a pid"),
+        (b"0", "never a target"),
+        (b"1", "never a target"),
+        (b"99999999999", "larger than any pid"),
+        (b"12 34", "not a pid"),
+        (b"\xff\xfe", "not a pid"),
+        (b"7" * 5000, "not a pid"),
+        (None, "not a regular file"),  # a folder
+    ],
+)
+def test_garbage_pidfile_is_stale_not_an_error(
+    g: Guardian, content: bytes | None, why: str
+) -> None:
+    if content is None:
+        g.pidfile.mkdir()
+        g.configure(daemonizes=True, pidfile=str(g.pidfile))  # so guardian does not replace it
+        g.configure("--daemonize", str(g.tmp / "real.pid"), daemonizes=True,
+                    pidfile=str(g.tmp / "real.pid"))  # fmt: skip
+        g.configure(pidfile=str(g.pidfile))
+    else:
+        g.pidfile.write_bytes(content)
+    result = g.check("--dry-run")
+    assert result.rc == 1
+    assert "would start" in result.stdout
+    assert why in result.stdout
+    if content is not None:
+        started = g.check()
+        assert started.rc == 0, started.stderr
+        assert alive(g.pid())
+
+
+def test_running_target_without_pidfile_is_adopted_not_duplicated(g: Guardian) -> None:
+    running = g.spawn(g.command, start_new_session=True)
+    wait_for(lambda: g.matches(), what="the target")
+    result = g.check()
+    assert result.rc == 0
+    assert g.pid() == running.pid  # the pidfile is guardian's, so it is rewritten
+    assert [m.pid for m in g.matches()] == [running.pid]
+    record = g.audit()[-1]
+    assert (record["action"], record["pid"]) == ("adopted", running.pid)
+    assert g.check().stderr == ""
+    assert g.actions()[-1] == "ok"
+
+
+def test_reused_pid_is_not_taken_for_the_target(g: Guardian) -> None:
+    # The pidfile names a process with the target's very command line, but one
+    # that started after the pidfile was written: the pid was reused.
+    g.pidfile.write_text("999999\n")
+    hour_ago = time.time() - 3600
+    os.utime(g.pidfile, (hour_ago, hour_ago))
+    newcomer = g.spawn(g.command, start_new_session=True)
+    wait_for(lambda: g.matches(), what="the target")
+    g.pidfile.write_text(f"{newcomer.pid}\n")
+    os.utime(g.pidfile, (hour_ago, hour_ago))
+    dry = g.check("--dry-run")
+    assert f"pid {newcomer.pid}, which started after the pidfile was written" in dry.stdout
+    # The scan still finds it, so it is adopted, not duplicated.
+    assert g.check().rc == 0
+    assert [m.pid for m in g.matches()] == [newcomer.pid]
+    assert g.actions()[-1] == "adopted"
+
+
+def test_twenty_concurrent_checks_start_exactly_one(g: Guardian) -> None:
+    g.configure("--delay", "0.5", start_grace="1s")
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "guardian", "check", "--config", str(g.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(20)
+    ]
+    codes = [run.wait(timeout=60) for run in runs]
+    g.track()
+    assert codes == [0] * 20
+    assert len(g.matches()) == 1
+    actions = g.actions()
+    assert len(actions) == 20
+    assert actions.count("started") == 1
+    assert set(actions) <= {"started", "ok", "skipped"}
+
+
+def test_target_that_exits_at_once_is_start_failed_with_its_output(g: Guardian) -> None:
+    g.configure("--exit", "3")
+    result = g.check()
+    assert result.rc == 1
+    assert "start failed" in result.stderr
+    assert "failing on purpose" in result.stderr
+    record = g.audit()[-1]
+    assert record["action"] == "start_failed"
+    assert "exited with status 3" in record["error"]
+    assert "agent: failing on purpose" in record["output_tail"]
+
+
+def test_target_that_never_becomes_ready_is_ended_within_start_timeout(g: Guardian) -> None:
+    pidfile = g.tmp / "never.pid"
+    g.configure("--daemonize", str(pidfile), "--no-pidfile", daemonizes=True,
+                pidfile=str(pidfile), start_timeout="2s")  # fmt: skip
+    result = g.check()
+    assert result.rc == 1
+    assert 2 <= result.seconds < 15
+    record = g.audit()[-1]
+    assert record["action"] == "start_failed"
+    assert "not ready within start_timeout 2s" in record["error"]
+    # What it started (a daemon that forked away) was ended: nothing is left running.
+    wait_for(lambda: not g.matches(), timeout=10, what="the unready target to be ended")
+
+
+def test_target_that_dies_during_start_grace_is_start_failed(g: Guardian) -> None:
+    g.configure("--die-after", "0.3", start_grace="2s")
+    result = g.check()
+    assert result.rc == 1
+    assert "exited with status 1" in g.audit()[-1]["error"]
+
+
+def test_daemonizing_target_is_found_by_the_pidfile_it_writes(g: Guardian) -> None:
+    pidfile = g.tmp / "daemon.pid"
+    g.configure(
+        "--daemonize", str(pidfile), "--delay", "0.3", daemonizes=True, pidfile=str(pidfile)
+    )
+    assert g.check().rc == 0
+    pid = int(pidfile.read_text())
+    g.reaper.track(pid)
+    assert alive(pid)
+    assert g.check().stderr == ""
+    assert g.actions() == ["started", "ok"]
+    assert [m.pid for m in g.matches()] == [pid]
+
+
+def test_own_timeout_ends_the_run_with_124_and_ends_what_it_started(g: Guardian) -> None:
+    pidfile = g.tmp / "slow.pid"
+    g.configure("--daemonize", str(pidfile), "--delay", "60", daemonizes=True,
+                pidfile=str(pidfile), start_timeout="60s")  # fmt: skip
+    result = g.check("--timeout", "2s", timeout=30)
+    assert result.rc == 124
+    assert result.seconds < 2 + 5  # the soft alarm, not the hard backstop, ended it
+    assert "timeout" in result.stderr
+    record = g.audit()[-1]
+    assert record["action"] == "timeout"
+    assert "timeout of 2s ran out while waiting for pid" in record["reason"]
+    assert not g.matches()
+
+
+def test_dry_run_changes_nothing(g: Guardian) -> None:
+    result = g.check("--dry-run")
+    assert result.rc == 1
+    assert result.stdout.startswith("agent: would start: no pidfile at")
+    assert not g.pidfile.exists()
+    assert not (g.state / "locks").exists()
+    assert not g.matches()
+    assert g.actions() == ["would_start"]
+    assert g.audit()[0]["dry_run"] is True
+
+    assert g.check().rc == 0
+    pid = g.pidfile.read_bytes()
+    dry = g.check("--dry-run", "-v")
+    assert dry.rc == 0
+    assert dry.stdout.startswith("agent: ok: running")
+    assert g.pidfile.read_bytes() == pid
+
+
+def test_every_audit_line_is_json_with_the_documented_fields(g: Guardian) -> None:
+    g.check("--dry-run")
+    g.check()
+    g.check()
+    g.check("--json")
+    lines = (g.state / "audit.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    for line in lines:
+        record = json.loads(line)
+        assert set(record) >= FIELDS
+        assert record["ts"].endswith("Z")
+        assert record["version"]
+        assert record["target"] == "agent"
+    # --json prints the run's records on stdout, the same as the log's
+    last = g.check("--json")
+    assert json.loads(last.stdout)["action"] == "ok"
+
+
+def test_unwritable_audit_log_does_not_stop_a_start(g: Guardian) -> None:
+    blocker = g.tmp / "not-a-folder"
+    blocker.write_text("")
+    g.configure(guardian={"audit_log": str(blocker / "audit.jsonl")})
+    result = g.check()
+    assert result.rc == 3
+    assert alive(g.pid())  # the target was started all the same
+    assert "cannot write audit log" in result.stderr
+    record = json.loads(result.stderr.split("the record was: ", 1)[1].splitlines()[0])
+    assert record["action"] == "started"
+
+
+def test_only_selected_targets_are_checked(g: Guardian) -> None:
+    result = g.check("--target", "nope")
+    assert result.rc == 2
+    assert "no target named 'nope'" in result.stderr
+    assert g.check("--target", "agent").rc == 0
