@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Guardian, alive, wait_for
 
 from guardian.discovery import proc_stat
+
+from conftest import Guardian, alive, wait_for
 
 FIELDS = {"ts", "host", "guardian_pid", "version", "target", "action", "reason", "pid",
           "old_pid", "duration_ms", "dry_run"}  # fmt: skip
@@ -137,25 +138,26 @@ def test_garbage_pidfile_is_stale_not_an_error(
 ) -> None:
     if content is None:
         g.pidfile.mkdir()
-        g.configure(daemonizes=True, pidfile=str(g.pidfile))  # so guardian does not replace it
-        g.configure("--daemonize", str(g.tmp / "real.pid"), daemonizes=True,
-                    pidfile=str(g.tmp / "real.pid"))  # fmt: skip
-        g.configure(pidfile=str(g.pidfile))
     else:
         g.pidfile.write_bytes(content)
     result = g.check("--dry-run")
     assert result.rc == 1
     assert "would start" in result.stdout
     assert why in result.stdout
-    if content is not None:
-        started = g.check()
+    started = g.check()
+    if content is None:
+        # A folder cannot be replaced by a pidfile: the start fails cleanly, nothing is left.
+        assert started.rc == 1
+        assert "cannot write pidfile" in started.stderr
+        assert not g.matches()
+    else:
         assert started.rc == 0, started.stderr
         assert alive(g.pid())
 
 
 def test_running_target_without_pidfile_is_adopted_not_duplicated(g: Guardian) -> None:
     running = g.spawn(g.command, start_new_session=True)
-    wait_for(lambda: g.matches(), what="the target")
+    wait_for(g.matches, what="the target")
     result = g.check()
     assert result.rc == 0
     assert g.pid() == running.pid  # the pidfile is guardian's, so it is rewritten
@@ -173,7 +175,7 @@ def test_reused_pid_is_not_taken_for_the_target(g: Guardian) -> None:
     hour_ago = time.time() - 3600
     os.utime(g.pidfile, (hour_ago, hour_ago))
     newcomer = g.spawn(g.command, start_new_session=True)
-    wait_for(lambda: g.matches(), what="the target")
+    wait_for(g.matches, what="the target")
     g.pidfile.write_text(f"{newcomer.pid}\n")
     os.utime(g.pidfile, (hour_ago, hour_ago))
     dry = g.check("--dry-run")

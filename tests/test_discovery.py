@@ -1,0 +1,129 @@
+"""Exact identity: argv, the executable behind argv[0], #! interpreters, pidfile contents."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guardian.discovery import Found, Matcher, StalePidfile, inspect, read_pidfile, scan
+
+from conftest import Reaper, wait_for
+
+
+def run(reaper: Reaper, argv: list[str], **popen: object) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **popen)  # type: ignore[call-overload]
+    reaper.track(proc.pid)
+    reaper.children.append(proc)
+    return proc
+
+
+def is_target(pid: int, want: list[str]) -> bool:
+    return isinstance(inspect(pid, Matcher(tuple(want))), Found)
+
+
+def cmdline_ready(pid: int, argv0: str) -> bool:
+    # Right after fork the child still shows our own command line, until it execs.
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(os.fsencode(argv0))
+    except FileNotFoundError:
+        return False
+
+
+def test_exact_argv_matches_and_nothing_looser(tmp_path: Path, reaper: Reaper) -> None:
+    proc = run(reaper, ["sleep", "301"], cwd=tmp_path)
+    wait_for(lambda: cmdline_ready(proc.pid, "sleep"))
+    sleep = os.path.realpath("/bin/sleep")
+    assert is_target(proc.pid, [sleep, "301"])  # a bare argv[0] resolved by /proc/PID/exe
+    assert not is_target(proc.pid, [sleep, "30"])  # never a substring or a prefix
+    assert not is_target(proc.pid, [sleep, "301", "x"])
+    assert not is_target(proc.pid, ["/bin/true", "301"])
+
+
+def test_argv0_through_a_symlink_is_the_same_program(tmp_path: Path, reaper: Reaper) -> None:
+    link = tmp_path / "snooze"
+    link.symlink_to(os.path.realpath("/bin/sleep"))
+    proc = run(reaper, [str(link), "302"])
+    wait_for(lambda: cmdline_ready(proc.pid, str(link)))
+    assert is_target(proc.pid, [os.path.realpath("/bin/sleep"), "302"])
+    assert is_target(proc.pid, [str(link), "302"])
+
+
+def test_script_shows_up_behind_its_interpreter(tmp_path: Path, reaper: Reaper) -> None:
+    # What supervisord looks like: `python3 /usr/bin/supervisord -c ...`.
+    script = tmp_path / "daemon"
+    script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")
+    script.chmod(0o755)
+    env_script = tmp_path / "env-daemon"
+    env_script.write_text("#!/usr/bin/env python3\nimport time\ntime.sleep(300)\n")
+    env_script.chmod(0o755)
+    direct = run(reaper, [str(script), "-c", "conf"])
+    via_env = run(reaper, [str(env_script), "-c", "conf"])
+    impostor = run(reaper, [sys.executable, "-c", "import time; time.sleep(300)", str(script),
+                            "-c", "conf"])  # fmt: skip
+    # env may pass through a shim (pyenv's is a shell script) before python runs: poll.
+    wait_for(lambda: is_target(direct.pid, [str(script), "-c", "conf"]))
+    wait_for(lambda: is_target(via_env.pid, [str(env_script), "-c", "conf"]))
+    wait_for(lambda: cmdline_ready(impostor.pid, sys.executable))
+    assert not is_target(direct.pid, [str(script), "-c", "other"])
+    # Something else with the script among its arguments is not the script.
+    assert not is_target(impostor.pid, [str(script), "-c", "conf"])
+
+
+def test_scan_finds_exact_matches_and_keeps_the_eldest(tmp_path: Path, reaper: Reaper) -> None:
+    tag = str(tmp_path)
+    code = "import os, time\nos.fork()\ntime.sleep(300)\n"  # parent and child: same argv
+    parent = run(reaper, [sys.executable, "-c", code, tag], start_new_session=True)
+    want = (sys.executable, "-c", code, tag)
+    wait_for(lambda: cmdline_ready(parent.pid, sys.executable))
+    children = wait_for(lambda: psutil.Process(parent.pid).children(), what="the fork")
+    reaper.track(children[0].pid)
+    assert children[0].cmdline() == list(want)
+    assert [f.pid for f in scan(Matcher(want))] == [parent.pid]
+    assert scan(Matcher((sys.executable, "-c", code, tag + "x"))) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "empty"),
+        (b"abc\n", "not a pid"),
+        (b"+5", "not a pid"),
+        (b"0x10", "not a pid"),
+        (b"\xd9\xa3", "not a pid"),  # an Arabic-Indic digit: isdigit() but not a pid
+        (b"4194305", "larger than any pid"),
+    ],
+)
+def test_pidfile_contents(tmp_path: Path, content: bytes, why: str) -> None:
+    path = tmp_path / "x.pid"
+    path.write_bytes(content)
+    with pytest.raises(StalePidfile, match=why):
+        read_pidfile(path)
+
+
+def test_pidfile_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "x.pid"
+    os.mkfifo(fifo)
+    with pytest.raises(StalePidfile, match="not a regular file"):
+        read_pidfile(fifo)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=80))
+def test_any_pidfile_bytes_give_a_pid_or_a_reason(tmp_path_factory: pytest.TempPathFactory,
+                                                  data: bytes) -> None:  # fmt: skip
+    path = tmp_path_factory.mktemp("pid") / "x.pid"
+    path.write_bytes(data)
+    try:
+        pid, _ = read_pidfile(path)
+    except StalePidfile as stale:
+        assert stale.reason
+    else:
+        assert 1 < pid <= 4_194_304
+        assert data.strip().decode() == str(int(data.strip()))
