@@ -1,9 +1,9 @@
 """One guard cycle: find, decide, and (under the target's lock) act.
 
-A healthy target costs a pidfile read and two small /proc reads: no lock,
-no process-table scan, no filelock or psutil import. Anything else is
-decided again under the lock, so that of several overlapping runs exactly
-one acts and the others see what it did.
+A healthy target costs a pidfile read and a few small /proc reads: no lock,
+no process-table scan, no filelock, psutil or subprocess import. Anything
+else is decided again under the lock, so that of several overlapping runs
+exactly one acts and the others see what it did.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from guardian import locking
@@ -28,134 +28,129 @@ if TYPE_CHECKING:  # launch (and subprocess) is imported only by a run that acts
 RUNNING = frozenset({"ok", "adopted", "started", "skipped"})
 
 
-@dataclass
-class Run:
-    """What one run has under way, for the time-out paths to clean up."""
+class Recorder:
+    """One target's record in the making: what is known so far, timed from the start.
 
-    dry_run: bool
-    launches: list[Launch] = field(default_factory=list)
-    doing: str = "starting"
-
-    def kill_now(self) -> None:
-        for launch in self.launches:
-            launch.kill_now()
-
-    def end_all(self) -> list[int]:
-        ended = []
-        for launch in self.launches:
-            launch.end(wait=1.0)
-            ended.append(launch.proc.pid)
-        self.launches.clear()
-        return ended
-
-
-class _Recorder:
-    """Builds a target's record, timing it from when the target's check began."""
+    The time-out paths use it to write what the run had learnt when time ran out.
+    """
 
     def __init__(self, target: Target, dry_run: bool) -> None:
         self.target = target
         self.dry_run = dry_run
         self.began = time.monotonic()
+        self.pid: int | None = None
+        self.old_pid: int | None = None
+        self.doing = "looking for it"
 
     def __call__(self, action: str, reason: str, **fields: object) -> AuditRecord:
         ms = int((time.monotonic() - self.began) * 1000)
+        known = {"pid": self.pid, "old_pid": self.old_pid}
         return AuditRecord(
             target=self.target.name,
             action=action,
             reason=reason,
             duration_ms=ms,
             dry_run=self.dry_run,
-            **fields,  # type: ignore[arg-type]  # pid, old_pid, error, output_tail
+            **{**known, **fields},  # type: ignore[arg-type]  # pid, old_pid, error, output_tail
         )
 
 
+@dataclass
+class Run:
+    """The run's one target in hand and its start under way, for the time-out paths."""
+
+    dry_run: bool
+    current: Recorder | None = None
+    launch: Launch | None = None
+
+    def end_launch(self, wait: float) -> int | None:
+        """End a start that had not become ready; its pid, if there was one."""
+        launch, self.launch = self.launch, None
+        if launch is None:
+            return None
+        launch.end(wait=wait)
+        return launch.proc.pid
+
+
 def check_target(target: Target, config: Config, run: Run) -> AuditRecord:
-    record = _Recorder(target, run.dry_run)
-    run.doing = "looking for it"
+    record = run.current = Recorder(target, run.dry_run)
     found = discover(target)
-    if isinstance(found, Found) and found.via == "pidfile":
-        return record("ok", f"running: {found.evidence}", pid=found.pid)
+    if isinstance(found, Found):
+        record.pid = found.pid
+        if found.via == "pidfile":
+            return record("ok", f"running: {found.evidence}")
+    else:
+        record.old_pid = found.old_pid
     if run.dry_run:
         return _dry_run(found, record)
-    run.doing = "taking its lock"
+    record.doing = "taking its lock"
     try:
         with locking.hold(config.settings.lock_dir, target.name):
             return _act(target, run, record)
     except locking.Busy as busy:
-        old_pid = None if isinstance(found, Found) else found.old_pid
-        return record("skipped", f"another guardian is acting on it ({busy})", old_pid=old_pid)
+        return record("skipped", f"another guardian is acting on it ({busy})")
 
 
-def _dry_run(found: Found | Missing | Unsure, record: _Recorder) -> AuditRecord:
+def _dry_run(found: Found | Missing | Unsure, record: Recorder) -> AuditRecord:
     if isinstance(found, Found):
-        return record("ok", f"would adopt: {found.evidence}", pid=found.pid)
+        return record("ok", f"would adopt: {found.evidence}")
     if isinstance(found, Unsure):
-        return record("error", found.reason, old_pid=found.old_pid)
-    return record("would_start", found.reason, old_pid=found.old_pid)
+        return record("error", found.reason)
+    return record("would_start", found.reason)
 
 
-def _act(target: Target, run: Run, record: _Recorder) -> AuditRecord:
+def _act(target: Target, run: Run, record: Recorder) -> AuditRecord:
     """Under the lock: look again (another run may have acted), then adopt or start."""
     from guardian.launch import start, tail, write_pidfile
 
     found = discover(target)
     if isinstance(found, Found):
+        record.pid = found.pid
         if found.via == "pidfile":
-            return record(
-                "ok", f"running (found after taking the lock): {found.evidence}", pid=found.pid
-            )
-        reason = found.evidence
-        if not target.daemonizes:
-            try:
-                write_pidfile(target.pidfile, found.pid)
-            except OSError as e:
-                return record(
-                    "adopted",
-                    f"{reason}; pidfile not rewritten",
-                    pid=found.pid,
-                    error=f"cannot write pidfile {target.pidfile}: {e.strerror or e}",
-                )
-            reason += f"; pidfile {target.pidfile} rewritten"
-        return record("adopted", reason, pid=found.pid)
+            return record("ok", f"running (found after taking the lock): {found.evidence}")
+        return _adopt(target, found, record)
+    record.pid, record.old_pid = None, found.old_pid
     if isinstance(found, Unsure):
-        return record("error", found.reason, old_pid=found.old_pid)
+        return record("error", found.reason)
 
-    run.doing = "starting it"
+    record.doing = "starting it"
     try:
-        launch = start(target)
+        launch = run.launch = start(target)
     except LaunchError as e:
-        return record("start_failed", found.reason, old_pid=found.old_pid, error=str(e))
-    run.launches.append(launch)
+        return record("start_failed", found.reason, error=str(e))
+    record.pid = launch.proc.pid
     try:
         if not target.daemonizes:
             try:
                 write_pidfile(target.pidfile, launch.proc.pid)
             except OSError as e:
-                raise LaunchError(
-                    f"cannot write pidfile {target.pidfile}: {e.strerror or e}"
-                ) from None
-        run.doing = f"waiting for pid {launch.proc.pid} to become ready"
+                problem = f"cannot write pidfile {target.pidfile}: {e.strerror or e}"
+                raise LaunchError(problem) from None
+        record.doing = f"waiting for pid {launch.proc.pid} to become ready"
         ready = launch.wait_ready()
     except LaunchError as e:
-        run.doing = f"ending pid {launch.proc.pid}, which did not become ready"
-        launch.end()
-        run.launches.remove(launch)
+        record.doing = f"ending pid {launch.proc.pid}, which did not become ready"
+        run.end_launch(wait=2.0)
         return record(
-            "start_failed",
-            found.reason,
-            pid=launch.proc.pid,
-            old_pid=found.old_pid,
-            error=str(e),
-            output_tail=tuple(tail(target.output)),
+            "start_failed", found.reason, error=str(e), output_tail=tuple(tail(target.output))
         )
-    run.launches.remove(launch)
+    run.launch = None
     launch.reap()
-    return record(
-        "started",
-        f"{found.reason}; ready after {ready.seconds:.1f}s",
-        pid=ready.found.pid,
-        old_pid=found.old_pid,
-    )
+    record.pid = ready.found.pid
+    return record("started", f"{found.reason}; ready after {ready.seconds:.1f}s")
+
+
+def _adopt(target: Target, found: Found, record: Recorder) -> AuditRecord:
+    from guardian.launch import write_pidfile
+
+    if target.daemonizes:  # the pidfile is the target's own: not ours to write
+        return record("adopted", found.evidence)
+    try:
+        write_pidfile(target.pidfile, found.pid)
+    except OSError as e:
+        error = f"cannot write pidfile {target.pidfile}: {e.strerror or e}"
+        return record("adopted", f"{found.evidence}; pidfile not rewritten", error=error)
+    return record("adopted", f"{found.evidence}; pidfile {target.pidfile} rewritten")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,37 +176,36 @@ def run_check(
         emit(record)
 
     def hard_timeout() -> None:
-        run.kill_now()
+        # The main thread is stuck where no signal reaches it: no waiting, no files.
+        if run.launch is not None:
+            run.launch.kill_now()
+        doing = run.current.doing if run.current else "starting"
         sys.stderr.write(
-            f"guardian: hard time-out: still {run.doing} {timeout:g}s into the run; "
-            "killed what this run started; exiting 124\n"
+            f"guardian: hard time-out: still {doing} after {timeout:g}s and more; "
+            "killed what this run had started; exiting 124\n"
         )
 
     with enforce(timeout, hard_timeout):
-        remaining = list(targets)
+        done = 0
         try:
-            while remaining:
-                keep(check_target(remaining[0], config, run))
-                remaining.pop(0)
+            for target in targets:
+                keep(check_target(target, config, run))
+                done += 1
         except RunTimeout:
-            doing = run.doing
-            ended = run.end_all()
-            also = (
-                f"; ended pid {', '.join(map(str, ended))}, which it had started" if ended else ""
-            )
-            for i, target in enumerate(remaining):
-                reason = (
-                    f"guardian's own timeout of {timeout:g}s ran out while {doing}{also}"
-                    if i == 0
-                    else f"not checked: guardian's own timeout of {timeout:g}s ran out"
-                )
-                keep(
-                    AuditRecord(
-                        target=target.name, action="timeout", reason=reason, dry_run=dry_run
+            record = run.current
+            doing = record.doing if record else "starting"
+            ended = run.end_launch(wait=1.0)
+            also = f"; ended pid {ended}, which it had started" if ended else ""
+            why = f"guardian's own timeout of {timeout:g}s ran out"
+            for target in targets[done:]:
+                if record is not None and record.target is target:
+                    keep(record("timeout", f"{why} while {doing}{also}"))
+                else:
+                    keep(
+                        AuditRecord(target.name, "timeout", f"not checked: {why}", dry_run=dry_run)
                     )
-                )
             return RunResult(tuple(records), timed_out=True)
         except BaseException:
-            run.end_all()  # an internal error must not leave a half-started target behind
+            run.end_launch(wait=1.0)  # an internal error must not leave a half-start behind
             raise
     return RunResult(tuple(records), timed_out=False)
