@@ -180,3 +180,34 @@ class Guardian:
 @pytest.fixture
 def g(tmp_path: Path, reaper: Reaper) -> Guardian:
     return Guardian(tmp_path, reaper)
+
+
+@pytest.fixture
+def system_user() -> Iterator[str]:
+    """A throwaway system user, created for the test and removed after it."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a user needs root")
+    name = f"gt{os.getpid() % 100000}x{time.monotonic_ns() % 10000}"
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+         "--shell", "/usr/sbin/nologin", name],
+        check=True,
+    )  # fmt: skip
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder every user can read (pytest's own tmp_path is root's alone, mode 0700)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="guardian-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)

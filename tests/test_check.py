@@ -320,3 +320,34 @@ def test_only_selected_targets_are_checked(g: Guardian) -> None:
     assert result.rc == 2
     assert "no target named 'nope'" in result.stderr
     assert g.check("--target", "agent").rc == 0
+
+
+def test_target_runs_as_the_configured_user(
+    g: Guardian, system_user: str, shared_dir: Path
+) -> None:
+    import pwd
+    import shutil
+
+    # The target's interpreter and script must be readable by that user: where
+    # python3 is a build under /root (mode 700), use the system's.
+    agent = shared_dir / "agent.py"
+    shutil.copy(Path(__file__).parent / "targets" / "agent.py", agent)
+    agent.chmod(0o644)
+    g.configure(
+        command=["/usr/bin/python3", str(agent), "--tag", str(g.tmp)],
+        user=system_user,
+        cwd=str(shared_dir),
+    )
+    result = g.check()
+    assert result.rc == 0, result.stderr
+    pid = g.pid()
+    pw = pwd.getpwnam(system_user)
+    status = Path(f"/proc/{pid}/status").read_text()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1:]
+    assert uids == [str(pw.pw_uid)] * 4
+    assert gids == [str(pw.pw_gid)] * 4
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"USER={system_user}".encode() in env
+    assert f"HOME={pw.pw_dir}".encode() in env
+    assert g.check().stderr == ""  # found healthy afterwards, as root
