@@ -88,7 +88,7 @@ def check_target(target: Target, config: Config, run: Run) -> AuditRecord:
         with locking.hold(config.settings.lock_dir, target.name):
             return _act(target, run, record)
     except locking.Busy as busy:
-        return record("skipped", f"another guardian is acting on it ({busy})")
+        return record("skipped", f"another guardian holds its lock, {busy}, and is seeing to it")
 
 
 def _dry_run(found: Found | Missing | Unsure, record: Recorder) -> AuditRecord:

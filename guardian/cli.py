@@ -46,7 +46,9 @@ class Duration(click.ParamType[float, str | float]):
 
 
 def _line(record: AuditRecord) -> str:
-    return f"{record.target}: {_WORDS.get(record.action, record.action)}: {record.reason}"
+    """One line for a person: the error first when there is one, then the evidence."""
+    what = f"{record.error} ({record.reason})" if record.error else record.reason
+    return f"{record.target}: {_WORDS.get(record.action, record.action)}: {what}"
 
 
 def _err(line: str) -> None:

@@ -41,7 +41,7 @@ def hold(lock_dir: Path, name: str) -> Iterator[Path]:
     try:
         lock.acquire()
     except filelock.Timeout:
-        raise Busy(f"{path} is held by another guardian") from None
+        raise Busy(str(path)) from None
     try:
         yield path
     finally:
