@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,15 +81,3 @@ def append(path: Path, record: AuditRecord) -> None:
         raise AuditError(f"cannot write audit log {path}: {e.strerror or e}") from None
     if written != len(line):
         raise AuditError(f"cannot write audit log {path}: short write ({written} of {len(line)})")
-
-
-def read(path: Path) -> Iterator[dict[str, object]]:
-    """The records in ``path``, oldest first; a line that is not a JSON object is skipped."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record

@@ -131,14 +131,12 @@ def check(
         if as_json:
             click.echo(record.to_json())
         elif dry_run:
-            click.echo(
-                f"{record.target}: {_WORDS.get(record.action, record.action)}: {record.reason}"
-            )
+            click.echo(_line(record))
         if not dry_run and (verbose or record.action not in _QUIET):
-            line = f"{record.target}: {_WORDS.get(record.action, record.action)}: {record.reason}"
+            line = _line(record)
             if record.pid is not None and record.action in ("started", "adopted"):
                 line += f" (pid {record.pid})"
-            _err(line + (f": {record.error}" if record.error else ""))
+            _err(line)
             for out in record.output_tail:
                 _err(f"{record.target}: | {out}")
 

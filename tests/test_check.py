@@ -79,6 +79,7 @@ def test_target_gets_devnull_output_file_cwd_env_and_no_other_descriptors(g: Gua
     # Nothing else, above all not guardian's lock: a target holding it would hold it for ever.
     assert set(fds) == {0, 1, 2}, fds
     assert os.readlink(f"/proc/{pid}/cwd") == str(g.tmp)
+    assert "Umask:\t0022" in Path(f"/proc/{pid}/status").read_text()
     env = dict(
         item.split("=", 1)
         for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
@@ -351,3 +352,27 @@ def test_target_runs_as_the_configured_user(
     assert f"USER={system_user}".encode() in env
     assert f"HOME={pw.pw_dir}".encode() in env
     assert g.check().stderr == ""  # found healthy afterwards, as root
+
+
+def test_program_that_cannot_be_executed_is_start_failed_with_the_reason(g: Guardian) -> None:
+    missing = g.tmp / "not-installed-yet"
+    g.configure(command=[str(missing), "--serve"])
+    result = g.check()
+    assert result.rc == 1
+    record = g.audit()[-1]
+    assert record["action"] == "start_failed"
+    assert record["error"] == f"cannot start {missing}: No such file or directory"
+    assert f"start failed: cannot start {missing}" in result.stderr
+
+
+def test_daemon_without_its_pidfile_is_adopted_and_its_pidfile_left_alone(g: Guardian) -> None:
+    pidfile = g.tmp / "daemon.pid"
+    g.configure("--daemonize", str(pidfile), daemonizes=True, pidfile=str(pidfile))
+    assert g.check().rc == 0
+    pid = int(pidfile.read_text())
+    pidfile.unlink()  # someone cleaned /run: the daemon runs on without its pidfile
+    result = g.check()
+    assert result.rc == 0
+    assert (g.actions()[-1], g.audit()[-1]["pid"]) == ("adopted", pid)
+    assert not pidfile.exists()  # the target's own file: guardian does not write it
+    assert [m.pid for m in g.matches()] == [pid]
