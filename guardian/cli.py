@@ -5,6 +5,8 @@ The only module that imports click or prints.
 
 from __future__ import annotations
 
+import os
+import pwd
 import sys
 import traceback
 from pathlib import Path
@@ -22,6 +24,7 @@ from guardian.errors import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
     AuditError,
+    ConfigError,
     GuardianError,
 )
 
@@ -60,6 +63,72 @@ _QUIET = frozenset({"ok", "skipped", "adopted"})
 _WORDS = {"would_start": "would start", "start_failed": "start failed"}
 
 
+class IntervalType(click.ParamType[str, str]):
+    """A cron interval (``1m``, ``5m``, ``1h``, ``1d``); anything else: exit 2, with the choices."""
+
+    name = "interval"
+
+    def convert(self, value: str, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from guardian.cron import parse_interval
+
+        try:
+            return parse_interval(value).text
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def _config_option(f: Any) -> Any:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="GUARDIAN_CONFIG",
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        show_envvar=True,
+        help="The config file.",
+    )(f)
+
+
+def _place_options(f: Any) -> Any:
+    f = click.option(
+        "--cron-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="A system cron file (such as /etc/cron.d/guardian) instead of a user's crontab.",
+    )(f)
+    return click.option(
+        "--user",
+        metavar="NAME",
+        help="That user's crontab (as root); with --cron-file, the user the line runs as.",
+    )(f)
+
+
+def _place(user: str | None, cron_file: Path | None) -> Any:
+    from guardian.cron import Place
+
+    if cron_file is not None:
+        return Place(user=user or "root", cron_file=Path(os.path.abspath(cron_file)))
+    return Place(user=user)
+
+
+def _can_run(user: str, argv: list[str], config: Path) -> str | None:
+    """Why ``user`` could not run guardian from cron, or None if it can."""
+    import subprocess
+
+    probes = (
+        ([*argv, "--version"], f"cannot run {argv[0]}"),
+        (["test", "-r", str(config)], f"cannot read {config}"),
+    )
+    for probe, problem in probes:
+        result = subprocess.run(
+            ["runuser", "-u", user, "--", *probe], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            detail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+            return f"user {user} {problem} ({detail[0]})"
+    return None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="guardian")
 def cli() -> None:
@@ -85,16 +154,7 @@ would be started); 2 usage or config error; 3 internal error or audit log
 not writable; 124 guardian's own timeout.
 """
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="GUARDIAN_CONFIG",
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    show_envvar=True,
-    help="The config file.",
-)
+@_config_option
 @click.option(
     "--target", "names", multiple=True, metavar="NAME", help="Check only NAME (repeatable)."
 )
@@ -154,6 +214,125 @@ def check(
     if any(r.action not in RUNNING for r in result.records):
         return EXIT_NOT_RUNNING
     return EXIT_OK
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  guardian install --interval 1m                     # this user's crontab
+  guardian install --interval 5m --user agents       # the crontab of user agents (as root)
+  guardian install --cron-file /etc/cron.d/guardian  # a system cron file, run as root
+  guardian install --dry-run                         # print the line and where; change nothing
+"""
+)
+@_config_option
+@click.option("--interval", type=IntervalType(), default="1m", show_default=True,
+              help="How often cron runs guardian check.")  # fmt: skip
+@_place_options
+@click.option("--log", type=click.Path(path_type=Path, dir_okay=False),
+              help="Append guardian's output to FILE instead of cron's mail.")  # fmt: skip
+@click.option(
+    "--dry-run", is_flag=True, help="Print the line and where it would go; change nothing."
+)
+def install(
+    *,
+    config_path: Path,
+    interval: str,
+    user: str | None,
+    cron_file: Path | None,
+    log: Path | None,
+    dry_run: bool,
+) -> int:
+    """Install (or update in place) the crontab line that runs guardian check."""
+    from guardian import cron
+
+    config = load(config_path)
+    every = cron.parse_interval(interval)
+    if config.settings.timeout >= every.seconds:
+        raise ConfigError(
+            f"{config.path}: guardian.timeout: {config.settings.timeout:g}s is not shorter than "
+            f"the interval {interval} ({every.seconds}s), so runs would pile up; set timeout "
+            f"below {every.seconds}s or choose a longer --interval"
+        )
+    place = _place(user, cron_file)
+    log = Path(os.path.abspath(log)) if log is not None else None
+    command = cron.guardian_command(config.path, log)
+    line = cron.render_line(
+        every.schedule, command, config.path, system_user=place.user if place.system else None
+    )
+    if dry_run:
+        click.echo(f"would install in {place.describe()}:\n{line}")
+        return EXIT_OK
+    run_as = place.user or pwd.getpwuid(os.geteuid()).pw_name
+    if os.geteuid() == 0 and run_as != "root":
+        problem = _can_run(run_as, cron.guardian_argv(), config.path)
+        if problem:
+            raise ConfigError(
+                f"{problem}: cron could not run guardian as {run_as}. Where python3 lives "
+                "under /root (mode 700), build the virtualenv from an interpreter every user "
+                "can run: PYTHON=/usr/bin/python3 ./install.sh --prefix /opt/guardian"
+            )
+    before, after = cron.update(place, config.path, line)
+    verb = "already installed" if before == after else "installed"
+    click.echo(f"{verb} in {place.describe()}:\n{line}")
+    return EXIT_OK
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  guardian uninstall                                   # this user's crontab
+  guardian uninstall --cron-file /etc/cron.d/guardian
+"""
+)
+@_config_option
+@_place_options
+def uninstall(*, config_path: Path, user: str | None, cron_file: Path | None) -> int:
+    """Remove guardian's crontab line for this config, and nothing else."""
+    from guardian import cron
+
+    config = Path(os.path.abspath(config_path))
+    place = _place(user, cron_file)
+    before, after = cron.update(place, config, None)
+    if before == after:
+        click.echo(f"nothing to remove: no line for {config} in {place.describe()}")
+    else:
+        click.echo(f"removed guardian's line for {config} from {place.describe()}")
+    return EXIT_OK
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  guardian status
+  guardian status --json --config /etc/guardian/guardian.toml
+
+\b
+Exit code 0 when every target is running, 1 otherwise: monitoring can call it.
+"""
+)
+@_config_option
+@_place_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def status(*, config_path: Path, user: str | None, cron_file: Path | None, as_json: bool) -> int:
+    """Each target: running or not and why, its last action, starts in 24 hours; the cron line."""
+    import json
+
+    from guardian import cron
+    from guardian.status import gather
+
+    config = load(config_path)
+    if user is None and cron_file is None:
+        entries = cron.search_everywhere(config.path)
+    else:
+        entries = cron.installed(_place(user, cron_file), config.path)
+    report = gather(config, entries)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for row in report.lines():
+            click.echo(row)
+    return EXIT_OK if report.all_running else EXIT_NOT_RUNNING
 
 
 def main(argv: list[str] | None = None) -> int:

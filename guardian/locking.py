@@ -23,8 +23,12 @@ def lock_path(lock_dir: Path, name: str) -> Path:
 
 
 @contextmanager
-def hold(lock_dir: Path, name: str) -> Iterator[Path]:
-    """Hold the target's lock for the block, or raise Busy at once if another run holds it."""
+def hold(lock_dir: Path, name: str, *, wait: float = 0.0) -> Iterator[Path]:
+    """Hold the lock ``name`` for the block; raise Busy if another process holds it.
+
+    ``guardian check`` waits for nothing (``wait=0``): another run is seeing to
+    the target. Editing a crontab waits ``wait`` seconds for its turn.
+    """
     import filelock
 
     # 0700 and ours: nobody else can plant a symlink or a file in it.
@@ -33,7 +37,8 @@ def hold(lock_dir: Path, name: str) -> Iterator[Path]:
     lock = filelock.UnixFileLock(
         path,
         mode=0o600,
-        blocking=False,
+        timeout=wait,
+        blocking=wait > 0,
         # flock or nothing: a soft lock file could outlive a killed guardian.
         fallback_to_soft=False,
         preserve_lock_file=True,

@@ -1,0 +1,304 @@
+"""The crontab line that runs guardian: render it, install it, find it, remove it.
+
+python-crontab renders and parses the line itself (schedule, command, the
+marker comment, the user field of a system cron file, escaping of ``%``).
+The rest of the crontab is kept byte for byte: guardian splices its one line
+into the text rather than letting python-crontab re-render the whole table,
+because that round trip moves environment lines and comments and rewrites
+schedules (``0 * * * *`` becomes ``@hourly``).
+
+Imported only by install, uninstall and status: never on the ``check`` path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from crontab import CronItem, CronTab
+
+from guardian import locking
+from guardian.errors import ConfigError, GuardianError
+from guardian.files import atomic_write
+
+MARKER = "guardian:"
+INTERVAL_HELP = (
+    "1m to 59m dividing 60 (1m, 2m, 3m, 4m, 5m, 6m, 10m, 12m, 15m, 20m, 30m), "
+    "1h to 12h dividing 24 (1h, 2h, 3h, 4h, 6h, 8h, 12h), or 1d"
+)
+_CRON_FILE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # what Debian's cron reads in /etc/cron.d
+LOCK_WAIT = 30.0
+
+
+class CronError(GuardianError):
+    """The crontab could not be read or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    text: str
+    seconds: int
+    schedule: str
+
+
+def parse_interval(text: str) -> Interval:
+    m = re.fullmatch(r"([1-9][0-9]?)([mhd])", text.strip())
+    if m:
+        n, unit = int(m[1]), m[2]
+        if unit == "m" and n <= 59 and 60 % n == 0:
+            return Interval(text, n * 60, f"*/{n} * * * *")
+        if unit == "h" and n <= 12 and 24 % n == 0:
+            return Interval(text, n * 3600, f"0 */{n} * * *")
+        if unit == "d" and n == 1:
+            return Interval(text, 86400, "0 0 * * *")
+    raise ValueError(f"{text!r} is not an interval guardian can schedule; use {INTERVAL_HELP}")
+
+
+def marker(config: Path) -> str:
+    return f"{MARKER} {config}"
+
+
+def guardian_argv() -> list[str]:
+    """This installation's guardian by absolute path: its virtualenv's entry point."""
+    entry = Path(sys.executable).parent / "guardian"  # not resolved: a venv's bin must stay
+    return [str(entry)] if entry.exists() else [sys.executable, "-m", "guardian"]
+
+
+def guardian_command(config: Path, log: Path | None) -> str:
+    """The command cron runs: quiet unless something fails, so cron mails only failures."""
+    command = shlex.join([*guardian_argv(), "check", "--config", str(config)])
+    if log is not None:
+        command += f" >> {shlex.quote(str(log))} 2>&1"
+    return command
+
+
+def render_line(
+    schedule: str, command: str, config: Path, *, system_user: str | None = None
+) -> str:
+    """One crontab line; with ``system_user``, in the /etc/cron.d format (a user field)."""
+    if "\n" in command or "\n" in str(config):
+        raise ConfigError(f"{config}: a path with a newline cannot go in a crontab")
+    tab = CronTab(tab="", user=False if system_user else None)
+    job = tab.new(command=command, comment=marker(config), user=system_user)
+    job.setall(schedule)
+    return str(job.render())
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A guardian line found in a crontab."""
+
+    where: str
+    line: str
+    schedule: str
+    command: str
+
+
+def _parse(line: str, system: bool) -> CronItem | None:
+    tab = CronTab(tab="", user=False if system else None)
+    item = CronItem.from_line(line, cron=tab)
+    return item if item.is_valid() and item.is_enabled() else None
+
+
+def find(text: str, config: Path, *, system: bool, where: str) -> list[Entry]:
+    entries = []
+    for line in text.splitlines():
+        if MARKER not in line:
+            continue
+        item = _parse(line, system)
+        if item is not None and item.comment == marker(config):
+            entries.append(Entry(where, line, str(item.slices), str(item.command)))
+    return entries
+
+
+def splice(text: str, config: Path, new_line: str | None, *, system: bool) -> str:
+    """``text`` with guardian's line for ``config`` replaced by ``new_line`` (or removed).
+
+    Every other line is kept exactly; a new line goes at the end.
+    """
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    placed = False
+    for line in lines:
+        item = _parse(line, system) if MARKER in line else None
+        if item is not None and item.comment == marker(config):
+            if new_line is not None and not placed:
+                out.append(new_line + "\n")
+                placed = True
+            continue
+        out.append(line)
+    if new_line is not None and not placed:
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+        out.append(new_line + "\n")
+    return "".join(out)
+
+
+def next_run(schedule: str, now: datetime | None = None) -> datetime | None:
+    """When a schedule guardian writes fires next (UTC); None for any other schedule."""
+    now = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
+    fields = schedule.split()
+    if len(fields) != 5 or fields[2:] != ["*", "*", "*"]:
+        return None
+    minute, hour = fields[0], fields[1]
+    if hour == "*" and (minute == "*" or minute.startswith("*/")):
+        n = 1 if minute == "*" else int(minute[2:])
+        t = now + timedelta(minutes=1)
+        return t + timedelta(minutes=(-t.minute) % n)
+    if minute == "0" and (hour == "*" or hour.startswith("*/")):
+        n = 1 if hour == "*" else int(hour[2:])
+        t = now.replace(minute=0) + timedelta(hours=1)
+        return t + timedelta(hours=(-t.hour) % n)
+    if minute == "0" and hour == "0":
+        return now.replace(hour=0, minute=0) + timedelta(days=1)
+    return None
+
+
+# --- where the line lives: a user's crontab, or a system cron file ---
+
+
+def _crontab_program() -> str:
+    program = shutil.which("crontab")
+    if program is None:
+        raise CronError("the crontab program is missing; on Debian/Ubuntu: apt-get install cron")
+    return program
+
+
+def _user_args(user: str | None) -> list[str]:
+    return [] if user is None else ["-u", user]
+
+
+def read_user_crontab(user: str | None) -> str:
+    result = subprocess.run(
+        [_crontab_program(), *_user_args(user), "-l"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        if "no crontab for" in result.stderr:
+            return ""
+        raise CronError(f"crontab -l failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def write_user_crontab(user: str | None, text: str) -> None:
+    result = subprocess.run(
+        [_crontab_program(), *_user_args(user), "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        raise CronError(f"crontab refused the new table: {result.stderr.strip()}")
+
+
+def check_cron_file_path(path: Path) -> None:
+    if not _CRON_FILE_NAME.fullmatch(path.name):
+        raise ConfigError(
+            f"{path}: cron ignores files in /etc/cron.d whose names have anything but "
+            "letters, digits, '-' and '_'; choose another name"
+        )
+
+
+def read_cron_file(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+    except OSError as e:
+        raise CronError(f"cannot read {path}: {e.strerror}") from None
+
+
+def write_cron_file(path: Path, text: str) -> None:
+    try:
+        atomic_write(path, text.encode(), mode=0o644)
+    except OSError as e:
+        raise CronError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _lock_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/run/lock/guardian")
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "guardian" if runtime else Path.home() / ".cache" / "guardian"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A crontab guardian's line can live in."""
+
+    user: str | None = None  # a user's crontab (None: the current user's)
+    cron_file: Path | None = None  # or a system cron file, whose lines run as run_as
+
+    @property
+    def system(self) -> bool:
+        return self.cron_file is not None
+
+    def describe(self) -> str:
+        if self.cron_file is not None:
+            return str(self.cron_file)
+        name = self.user or pwd.getpwuid(os.geteuid()).pw_name
+        return f"{name}'s crontab"
+
+    def lock_name(self) -> str:
+        if self.cron_file is not None:
+            return f"cron-file-{self.cron_file.name}"
+        return f"crontab-{self.user or os.geteuid()}"
+
+    def read(self) -> str:
+        if self.cron_file is not None:
+            return read_cron_file(self.cron_file)
+        return read_user_crontab(self.user)
+
+    def write(self, text: str) -> None:
+        if self.cron_file is not None:
+            write_cron_file(self.cron_file, text)
+        else:
+            write_user_crontab(self.user, text)
+
+
+def update(place: Place, config: Path, new_line: str | None) -> tuple[str, str]:
+    """Put ``new_line`` in place of guardian's line for ``config`` (None removes it).
+
+    The read-modify-write happens under a lock, so two installs at once still
+    leave one line. Returns the text before and after; nothing is written when
+    they are the same.
+    """
+    if place.cron_file is not None:
+        check_cron_file_path(place.cron_file)
+    with locking.hold(_lock_dir(), place.lock_name(), wait=LOCK_WAIT):
+        before = place.read()
+        after = splice(before, config, new_line, system=place.system)
+        if after != before:
+            place.write(after)
+    return before, after
+
+
+def installed(place: Place, config: Path) -> list[Entry]:
+    return find(place.read(), config, system=place.system, where=place.describe())
+
+
+def search_everywhere(config: Path) -> list[Entry]:
+    """guardian's lines for ``config`` in the current user's crontab and in /etc/cron.d."""
+    entries: list[Entry] = []
+    with contextlib.suppress(CronError):  # no crontab program: a host may still use /etc/cron.d
+        entries += installed(Place(), config)
+    cron_d = Path("/etc/cron.d")
+    if cron_d.is_dir():
+        for path in sorted(cron_d.iterdir()):
+            if _CRON_FILE_NAME.fullmatch(path.name) and path.is_file():
+                entries += installed(Place(cron_file=path), config)
+    return entries
