@@ -111,21 +111,30 @@ def _place(user: str | None, cron_file: Path | None) -> Any:
     return Place(user=user)
 
 
-def _can_run(user: str, argv: list[str], config: Path) -> str | None:
-    """Why ``user`` could not run guardian from cron, or None if it can."""
+def _cannot_run(user: str, argv: list[str], config: Path) -> str | None:
+    """Why cron could not run guardian as ``user`` (as root, we can ask), or None if it can."""
     import subprocess
 
     probes = (
-        ([*argv, "--version"], f"cannot run {argv[0]}"),
-        (["test", "-r", str(config)], f"cannot read {config}"),
+        (
+            [*argv, "--version"],
+            f"cannot run {argv[0]}",
+            "where python3 lives under /root (mode 700), build the virtualenv from an "
+            "interpreter every user can run: PYTHON=/usr/bin/python3 ./install.sh --prefix DIR",
+        ),
+        (
+            ["test", "-r", str(config)],
+            f"cannot read {config}",
+            "make the file, and every folder above it, readable by that user",
+        ),
     )
-    for probe, problem in probes:
+    for probe, problem, fix in probes:
         result = subprocess.run(
             ["runuser", "-u", user, "--", *probe], capture_output=True, text=True, check=False
         )
         if result.returncode != 0:
             detail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
-            return f"user {user} {problem} ({detail[0]})"
+            return f"user {user} {problem} ({detail[0]}), so cron could not run guardian; {fix}"
     return None
 
 
@@ -265,13 +274,9 @@ def install(
         return EXIT_OK
     run_as = place.user or pwd.getpwuid(os.geteuid()).pw_name
     if os.geteuid() == 0 and run_as != "root":
-        problem = _can_run(run_as, cron.guardian_argv(), config.path)
+        problem = _cannot_run(run_as, cron.guardian_argv(), config.path)
         if problem:
-            raise ConfigError(
-                f"{problem}: cron could not run guardian as {run_as}. Where python3 lives "
-                "under /root (mode 700), build the virtualenv from an interpreter every user "
-                "can run: PYTHON=/usr/bin/python3 ./install.sh --prefix /opt/guardian"
-            )
+            raise ConfigError(problem)
     before, after = cron.update(place, config.path, line)
     verb = "already installed" if before == after else "installed"
     click.echo(f"{verb} in {place.describe()}:\n{line}")

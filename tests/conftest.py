@@ -196,6 +196,8 @@ def system_user() -> Iterator[str]:
     try:
         yield name
     finally:
+        # userdel leaves the user's crontab in cron's spool: remove it first.
+        subprocess.run(["crontab", "-r", "-u", name], capture_output=True, check=False)
         subprocess.run(["userdel", name], check=False)
 
 
@@ -211,3 +213,79 @@ def shared_dir() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder)
+
+
+ROOT = Path(__file__).parent.parent
+
+
+@dataclass
+class SharedInstall:
+    """A system install by install.sh, from /usr/bin/python3, that every user can run."""
+
+    folder: Path
+    prefix: Path
+    config: Path
+    output: str
+
+    @property
+    def guardian(self) -> str:
+        return str(self.prefix / "bin" / "guardian")
+
+
+@pytest.fixture(scope="session")
+def shared_install() -> Iterator[SharedInstall]:
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("a system install for other users needs root")
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("needs /usr/bin/python3")
+    folder = Path(tempfile.mkdtemp(prefix="guardian-install-"))
+    folder.chmod(0o755)
+    prefix, config = folder / "opt", folder / "etc" / "guardian.toml"
+    try:
+        done = subprocess.run(
+            ["sh", str(ROOT / "install.sh"), "--prefix", str(prefix), "--config", str(config),
+             "--no-cron"],
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        # supervisor for the tests' supervisord, in the same virtualenv
+        subprocess.run(
+            [str(prefix / "bin" / "python"), "-m", "pip", "install", "--quiet",
+             "--disable-pip-version-check", "supervisor"],
+            check=True, timeout=600,
+        )  # fmt: skip
+        yield SharedInstall(folder, prefix, config, done.stdout + done.stderr)
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.fixture(scope="session")
+def cron_daemon() -> Iterator[int]:
+    """The pid of a running cron daemon; started here (and stopped after) if none runs."""
+    if not Path("/usr/sbin/cron").exists():
+        pytest.skip("needs Debian's cron package (.ci/run installs it)")
+
+    def running() -> int | None:
+        try:
+            pid = int(Path("/run/crond.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        return pid if cmdline.exists() and b"cron" in cmdline.read_bytes() else None
+
+    pid = running()
+    if pid is not None:
+        yield pid
+        return
+    subprocess.run(["/usr/sbin/cron"], check=True)  # daemonizes, and writes /run/crond.pid
+    pid = wait_for(running, what="cron to start")
+    ticks = proc_stat(pid)
+    try:
+        yield pid
+    finally:
+        stat = proc_stat(pid)
+        if stat is not None and ticks is not None and stat.start_ticks == ticks.start_ticks:
+            os.kill(pid, signal.SIGTERM)

@@ -1,0 +1,208 @@
+"""install, uninstall and status against the real crontab program, on a throwaway user."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from guardian.cron import next_run, parse_interval
+
+from conftest import Guardian, SharedInstall
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/bin/crontab").exists(),
+    reason="needs Debian's cron package (.ci/run installs it)",
+)
+
+# Everything an operator's crontab may hold, which must all survive guardian.
+CRONTAB = """\
+# m h dom mon dow command
+MAILTO=""
+PATH=/usr/local/bin:/usr/bin:/bin
+
+@reboot /usr/local/bin/warmup.sh
+# nightly backup
+30 2 * * * /usr/local/bin/backup --all > /dev/null 2>&1
+*/5 * * * * echo 'a % b' # keep me
+SHELL=/bin/bash
+0 * * * * run-parts /etc/hourly
+"""
+
+
+def crontab(user: str, *args: str, text: str | None = None) -> str:
+    result = subprocess.run(
+        ["crontab", "-u", user, *args], input=text, capture_output=True, text=True, check=False
+    )
+    return result.stdout
+
+
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+def guardian(*args: str) -> subprocess.CompletedProcess[str]:
+    return run([sys.executable, "-m", "guardian", *args])
+
+
+@pytest.mark.parametrize(
+    ("text", "schedule", "seconds"),
+    [("1m", "*/1 * * * *", 60), ("5m", "*/5 * * * *", 300), ("30m", "*/30 * * * *", 1800),
+     ("1h", "0 */1 * * *", 3600), ("6h", "0 */6 * * *", 21600), ("12h", "0 */12 * * *", 43200),
+     ("1d", "0 0 * * *", 86400)],
+)  # fmt: skip
+def test_intervals(text: str, schedule: str, seconds: int) -> None:
+    interval = parse_interval(text)
+    assert (interval.schedule, interval.seconds) == (schedule, seconds)
+
+
+@pytest.mark.parametrize(
+    "text", ["7m", "0m", "60m", "90s", "5h", "24h", "2d", "1w", "m", "", "1 m"]
+)
+def test_other_intervals_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="1m to 59m dividing 60"):
+        parse_interval(text)
+
+
+def test_next_run() -> None:
+    now = datetime(2026, 11, 27, 4, 21, 30, tzinfo=UTC)
+    assert next_run("* * * * *", now) == datetime(2026, 11, 27, 4, 22, tzinfo=UTC)
+    assert next_run("*/5 * * * *", now) == datetime(2026, 11, 27, 4, 25, tzinfo=UTC)
+    assert next_run("*/30 * * * *", now) == datetime(2026, 11, 27, 4, 30, tzinfo=UTC)
+    assert next_run("0 */6 * * *", now) == datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
+    assert next_run("0 0 * * *", now) == datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
+    assert next_run("15 3 * * 1", now) is None
+
+
+def test_install_update_uninstall_keep_the_rest_of_the_crontab(
+    g: Guardian, system_user: str, shared_install: SharedInstall, shared_dir: Path
+) -> None:
+    crontab(system_user, "-", text=CRONTAB)
+    # A config the user can read, as install checks (pytest's tmp_path is root's alone).
+    config = str(shutil.copy(g.config_path, shared_dir / "guardian.toml"))
+
+    def install(*args: str) -> subprocess.CompletedProcess[str]:
+        return run([shared_install.guardian, "install", "--user", system_user,
+                    "--config", config, *args])  # fmt: skip
+
+    assert install("--dry-run").returncode == 0
+    assert crontab(system_user, "-l") == CRONTAB  # a dry run changes nothing
+
+    first = install("--interval", "1m")
+    assert first.returncode == 0, first.stderr
+    after = crontab(system_user, "-l")
+    assert after.startswith(CRONTAB)  # every other line exactly as it was
+    (ours,) = [line for line in after.splitlines() if line.endswith(f"# guardian: {config}")]
+    assert (
+        ours == f"* * * * * {shared_install.guardian} check --config {config} # guardian: {config}"
+    )
+    assert after == CRONTAB + ours + "\n"
+
+    assert install("--interval", "1m").stdout.startswith("already installed")
+    assert install("--interval", "5m").returncode == 0  # updated in place, not added
+    assert crontab(system_user, "-l") == CRONTAB + "*/5" + ours[1:] + "\n"
+
+    removed = run([shared_install.guardian, "uninstall", "--user", system_user, "--config", config])
+    assert removed.returncode == 0
+    assert crontab(system_user, "-l") == CRONTAB
+    nothing = guardian("uninstall", "--user", system_user, "--config", config)
+    assert nothing.returncode == 0
+    assert "nothing to remove" in nothing.stdout
+
+
+def test_install_refuses_a_user_who_cannot_run_this_guardian(g: Guardian, system_user: str) -> None:
+    g.config_path.chmod(0o644)
+    probe = subprocess.run(["runuser", "-u", system_user, "--", sys.executable, "-c", "pass"],
+                           capture_output=True, check=False)  # fmt: skip
+    if probe.returncode == 0:
+        pytest.skip(f"{sys.executable} is usable by every user here")
+    result = guardian("install", "--user", system_user, "--config", str(g.config_path))
+    assert result.returncode == 2
+    assert f"user {system_user} cannot run" in result.stderr
+    assert "PYTHON=/usr/bin/python3 ./install.sh" in result.stderr
+    assert crontab(system_user, "-l") == ""
+
+
+def test_concurrent_installs_leave_one_line(g: Guardian, system_user: str) -> None:
+    crontab(system_user, "-", text=CRONTAB)
+    code = (
+        "import sys; from pathlib import Path; from guardian import cron\n"
+        "c = Path(sys.argv[2]); line = cron.render_line('*/1 * * * *', 'true', c)\n"
+        "cron.update(cron.Place(user=sys.argv[1]), c, line)\n"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code, system_user, str(g.config_path)])
+        for _ in range(10)
+    ]
+    assert [run.wait(timeout=120) for run in runs] == [0] * 10
+    lines = crontab(system_user, "-l").splitlines()
+    assert len([line for line in lines if "# guardian:" in line]) == 1
+    assert "\n".join(lines[: CRONTAB.count("\n")]) + "\n" == CRONTAB
+
+
+def test_timeout_not_shorter_than_the_interval_is_refused(g: Guardian) -> None:
+    g.configure(guardian={"timeout": "60s"})
+    result = guardian("install", "--interval", "1m", "--config", str(g.config_path), "--dry-run")
+    assert result.returncode == 2
+    assert "guardian.timeout: 60s is not shorter than the interval 1m" in result.stderr
+    assert guardian("install", "--interval", "2m", "--config", str(g.config_path),
+                    "--dry-run").returncode == 0  # fmt: skip
+
+
+def test_bad_interval_lists_what_is_accepted(g: Guardian) -> None:
+    result = guardian("install", "--interval", "7m", "--config", str(g.config_path))
+    assert result.returncode == 2
+    assert "1m to 59m dividing 60" in result.stderr
+
+
+def test_system_cron_file(g: Guardian) -> None:
+    cron_file = g.tmp / "guardian-test"
+    cron_file.write_text("# hand-written\nMAILTO=ops@example.org\n0 5 * * * root /bin/true\n")
+    args = ["--config", str(g.config_path), "--cron-file", str(cron_file)]
+    assert (
+        guardian("install", "--interval", "1m", "--log", str(g.tmp / "g.log"), *args).returncode
+        == 0
+    )
+    text = cron_file.read_text()
+    assert text.startswith("# hand-written\nMAILTO=ops@example.org\n0 5 * * * root /bin/true\n")
+    line = text.splitlines()[-1]
+    assert line.startswith("* * * * * root ")  # the user field of a system cron file
+    assert f">> {g.tmp / 'g.log'} 2>&1" in line
+    st = cron_file.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o644)
+    assert guardian("uninstall", *args).returncode == 0
+    assert (
+        cron_file.read_text()
+        == "# hand-written\nMAILTO=ops@example.org\n0 5 * * * root /bin/true\n"
+    )
+    bad = guardian("install", "--config", str(g.config_path), "--cron-file", str(g.tmp / "g.cron"))
+    assert bad.returncode == 2
+    assert "letters, digits, '-' and '_'" in bad.stderr
+
+
+def test_status_reports_targets_audit_and_cron(g: Guardian) -> None:
+    cron_file = g.tmp / "guardian-status"
+    down = g.run("status", "--cron-file", str(cron_file))
+    assert down.rc == 1
+    assert "agent: NOT RUNNING: no pidfile at" in down.stdout
+    assert "cron: not installed" in down.stdout
+    assert g.check().rc == 0
+    assert guardian("install", "--config", str(g.config_path), "--cron-file",
+                    str(cron_file)).returncode == 0  # fmt: skip
+    up = g.run("status", "--cron-file", str(cron_file))
+    assert up.rc == 0
+    assert f"agent: running, pid {g.pid()}, up " in up.stdout
+    assert "last started at 20" in up.stdout
+    assert "1 start in 24h" in up.stdout
+    assert f"cron: installed in {cron_file}: * * * * *; next run 20" in up.stdout
+    report = json.loads(g.run("status", "--json", "--cron-file", str(cron_file)).stdout)
+    assert report["all_running"] is True
+    assert report["targets"][0]["pid"] == g.pid()
+    assert report["targets"][0]["starts_24h"] == 1
+    assert report["cron"][0]["next_run"].endswith(":00Z")
