@@ -198,7 +198,9 @@ def system_user() -> Iterator[str]:
     finally:
         # userdel leaves the user's crontab in cron's spool: remove it first.
         subprocess.run(["crontab", "-r", "-u", name], capture_output=True, check=False)
-        subprocess.run(["userdel", name], check=False)
+        # check=True: a user left behind (its processes still running) must fail loudly.
+        # Request this fixture before `reaper` (or `g`), so their processes end first.
+        subprocess.run(["userdel", name], check=True)
 
 
 @pytest.fixture

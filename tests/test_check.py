@@ -324,7 +324,7 @@ def test_only_selected_targets_are_checked(g: Guardian) -> None:
 
 
 def test_target_runs_as_the_configured_user(
-    g: Guardian, system_user: str, shared_dir: Path
+    system_user: str, shared_dir: Path, g: Guardian
 ) -> None:
     import pwd
     import shutil

@@ -81,7 +81,7 @@ def test_next_run() -> None:
 
 
 def test_install_update_uninstall_keep_the_rest_of_the_crontab(
-    g: Guardian, system_user: str, shared_install: SharedInstall, shared_dir: Path
+    system_user: str, shared_install: SharedInstall, shared_dir: Path, g: Guardian
 ) -> None:
     crontab(system_user, "-", text=CRONTAB)
     # A config the user can read, as install checks (pytest's tmp_path is root's alone).
@@ -116,7 +116,7 @@ def test_install_update_uninstall_keep_the_rest_of_the_crontab(
     assert "nothing to remove" in nothing.stdout
 
 
-def test_install_refuses_a_user_who_cannot_run_this_guardian(g: Guardian, system_user: str) -> None:
+def test_install_refuses_a_user_who_cannot_run_this_guardian(system_user: str, g: Guardian) -> None:
     g.config_path.chmod(0o644)
     probe = subprocess.run(["runuser", "-u", system_user, "--", sys.executable, "-c", "pass"],
                            capture_output=True, check=False)  # fmt: skip
@@ -129,7 +129,7 @@ def test_install_refuses_a_user_who_cannot_run_this_guardian(g: Guardian, system
     assert crontab(system_user, "-l") == ""
 
 
-def test_concurrent_installs_leave_one_line(g: Guardian, system_user: str) -> None:
+def test_concurrent_installs_leave_one_line(system_user: str, g: Guardian) -> None:
     crontab(system_user, "-", text=CRONTAB)
     code = (
         "import sys; from pathlib import Path; from guardian import cron\n"
