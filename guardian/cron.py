@@ -40,7 +40,9 @@ LOCK_WAIT = 30.0
 
 
 class CronError(GuardianError):
-    """The crontab could not be read or written."""
+    """The crontab could not be read or written (exit 1: the command did not do its job)."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import configparser
+import json
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from guardian.config import load
 
-from conftest import Reaper, alive, wait_for
+from conftest import Guardian, Reaper, alive, wait_for
 
 ETC = Path(__file__).parent.parent / "etc"
 
@@ -57,3 +62,71 @@ def test_demo_starts_finds_healthy_and_restarts_after_a_kill(
     third = check()
     assert "demo-agent: started" in third.stderr
     assert int(pidfile.read_text()) != pid
+
+
+def test_cron_d_example_is_what_install_writes() -> None:
+    from guardian import cron
+
+    lines = [
+        line
+        for line in (ETC / "cron.d" / "guardian").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    config = Path("/etc/guardian/guardian.toml")
+    command = shlex.join(["/opt/guardian/bin/guardian", "check", "--config", str(config)])
+    every = cron.parse_interval("1m")
+    assert lines == [cron.render_line(every.schedule, command, config, system_user="root")]
+    cron.check_cron_file_path(ETC / "cron.d" / "guardian")  # a name cron reads
+
+
+def _systemd_copy(tmp_path: Path, config: Path) -> Path:
+    guardian = Path(sys.executable).parent / "guardian"
+    for name in ("guardian.service", "guardian.timer"):
+        text = (ETC / "systemd" / name).read_text()
+        text = text.replace("/opt/guardian/bin/guardian", str(guardian))
+        text = text.replace("/etc/guardian/guardian.toml", str(config))
+        (tmp_path / name).write_text(text)
+    return tmp_path / "guardian.service"
+
+
+def test_systemd_units_verify_and_their_command_runs(g: Guardian) -> None:
+    service = _systemd_copy(g.tmp, g.config_path)
+    if shutil.which("systemd-analyze"):
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", str(service), str(g.tmp / "guardian.timer")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert verify.returncode == 0, verify.stderr
+    unit = configparser.ConfigParser(strict=False)
+    unit.read_string(service.read_text())
+    assert unit["Service"]["Type"] == "oneshot"
+    assert unit["Service"]["KillMode"] == "process"  # the target outlives the run
+    # ExecStart, as systemd would run it, is a working guardian check.
+    result = subprocess.run(
+        shlex.split(unit["Service"]["ExecStart"]), capture_output=True, text=True, check=False
+    )
+    g.track()
+    assert result.returncode == 0, result.stderr
+    assert alive(g.pid())
+
+
+@pytest.mark.skipif(shutil.which("logrotate") is None, reason="needs logrotate (.ci/run has it)")
+def test_logrotate_rotates_the_audit_log_and_guardian_writes_a_new_one(g: Guardian) -> None:
+    audit = g.state / "audit.jsonl"
+    assert g.check().rc == 0
+    assert g.check().rc == 0
+    conf = g.tmp / "logrotate.conf"
+    conf.write_text(
+        (ETC / "logrotate.d" / "guardian")
+        .read_text()
+        .replace("/var/lib/guardian/audit.jsonl", str(audit))
+    )
+    rotate = subprocess.run(
+        ["logrotate", "--force", "--state", str(g.tmp / "logrotate.state"), str(conf)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert rotate.returncode == 0, rotate.stderr
+    assert len((g.state / "audit.jsonl.1").read_text().splitlines()) == 2
+    assert audit.read_text() == ""  # `create`: a fresh, empty log
+    assert g.check().rc == 0
+    assert [json.loads(line)["action"] for line in audit.read_text().splitlines()] == ["ok"]
