@@ -14,7 +14,7 @@ import pytest
 
 from guardian.config import load
 
-from conftest import Guardian, Reaper, alive, wait_for
+from conftest import Guardian, Reaper, SharedInstall, alive, wait_for
 
 ETC = Path(__file__).parent.parent / "etc"
 
@@ -130,3 +130,39 @@ def test_logrotate_rotates_the_audit_log_and_guardian_writes_a_new_one(g: Guardi
     assert audit.read_text() == ""  # `create`: a fresh, empty log
     assert g.check().rc == 0
     assert [json.loads(line)["action"] for line in audit.read_text().splitlines()] == ["ok"]
+
+
+def test_install_sh_system_install_copies_the_config_once(shared_install: SharedInstall) -> None:
+    assert f"wrote the example config to {shared_install.config}" in shared_install.output
+    assert shared_install.config.read_text() == (ETC / "guardian.toml").read_text()
+    # Every user can run it: that is what a crontab of another user needs.
+    probe = subprocess.run(
+        ["runuser", "-u", "nobody", "--", shared_install.guardian, "--version"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    # Rerun: the operator's config is never overwritten.
+    shared_install.config.write_text(
+        shared_install.config.read_text().replace('timeout = "50s"', 'timeout = "40s"')
+    )
+    again = subprocess.run(
+        ["sh", str(ETC.parent / "install.sh"), "--prefix", str(shared_install.prefix),
+         "--config", str(shared_install.config), "--no-cron"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert f"keeping the existing {shared_install.config}" in again.stdout
+    assert 'timeout = "40s"' in shared_install.config.read_text()
+
+
+def test_install_sh_refuses_a_bad_config(shared_install: SharedInstall, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[guardian]\ntimeout = 'soon'\n")
+    result = subprocess.run(
+        ["sh", str(ETC.parent / "install.sh"), "--prefix", str(shared_install.prefix),
+         "--config", str(bad), "--no-cron"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "guardian.timeout: 'soon' is not a duration" in result.stderr
+    assert f"install.sh: {bad} needs fixing" in result.stderr
