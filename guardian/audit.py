@@ -26,7 +26,17 @@ ACTIONS = (
     "timeout",
     "error",
     "warning",
+    "unhealthy",
+    "restarted_unhealthy",
+    "backoff",
+    "gave_up",
+    "interrupted",
+    "stopped",
+    "restarted",
+    "reset",
 )
+# Fields left out of a line when they are empty, so that most lines stay short.
+_OPTIONAL = ("error", "output_tail", "orphans", "probes", "hooks", "next_try")
 _MAX_TAIL_LINE = 500
 
 
@@ -45,6 +55,10 @@ class AuditRecord:
     dry_run: bool = False
     error: str | None = None
     output_tail: tuple[str, ...] = ()
+    orphans: tuple[int, ...] = ()  # what a dead target left in its session
+    probes: tuple[str, ...] = ()  # the health probes that failed
+    hooks: tuple[str, ...] = ()  # what each hook run did
+    next_try: str | None = None  # backoff and gave_up: when guardian will start it again
     ts: str = field(default_factory=now_rfc3339)
     host: str = field(default_factory=lambda: os.uname().nodename)
     guardian_pid: int = field(default_factory=os.getpid)
@@ -52,11 +66,10 @@ class AuditRecord:
 
     def to_json(self) -> str:
         data = asdict(self)
-        if self.error is None:
-            del data["error"]
-        if not self.output_tail:
-            del data["output_tail"]
-        else:
+        for key in _OPTIONAL:
+            if data[key] is None or data[key] == ():
+                del data[key]
+        if "output_tail" in data:
             data["output_tail"] = [line[:_MAX_TAIL_LINE] for line in self.output_tail]
         # Field order as documented: when and where first, then what.
         order = ("ts", "host", "guardian_pid", "version", "target", "action", "reason")

@@ -1,31 +1,43 @@
 """One guard cycle: find, decide, and (under the target's lock) act.
 
-A healthy target costs a pidfile read and a few small /proc reads: no lock,
-no process-table scan, no filelock, psutil or subprocess import. Anything
-else is decided again under the lock, so that of several overlapping runs
-exactly one acts and the others see what it did.
+A healthy target without health probes costs a pidfile read, a few small
+/proc reads and its state file: no lock, no process-table scan, no filelock,
+psutil or subprocess import. Anything else is decided again under the lock,
+so that of several overlapping runs exactly one acts and the others see
+what it did.
 """
 
 from __future__ import annotations
 
+import functools
+import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from guardian import locking
+from guardian import locking, state
 from guardian.audit import AuditRecord
 from guardian.config import Config, Target
-from guardian.deadline import enforce
-from guardian.discovery import Found, Missing, Unsure, discover
+from guardian.deadline import Deadline, enforce
+from guardian.discovery import Found, Matcher, Missing, Unsure, discover, proc_stat
 from guardian.errors import LaunchError, RunTimeout
 
 if TYPE_CHECKING:  # launch (and subprocess) is imported only by a run that acts
     from guardian.launch import Launch
 
 # Actions after which the target is running (or another guardian is seeing to it).
-RUNNING = frozenset({"ok", "adopted", "started", "skipped"})
+RUNNING = frozenset({"ok", "adopted", "started", "skipped", "restarted_unhealthy", "restarted"})
+# Lines about the run rather than a target's outcome: no bearing on the exit code.
+ASIDES = frozenset({"warning", "reset", "stopped"})
+
+
+class Interrupted(BaseException):  # a signal from outside, like KeyboardInterrupt
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class Recorder:
@@ -51,17 +63,21 @@ class Recorder:
             reason=reason,
             duration_ms=ms,
             dry_run=self.dry_run,
-            **{**known, **fields},  # type: ignore[arg-type]  # pid, old_pid, error, output_tail
+            **{**known, **fields},  # type: ignore[arg-type]  # the record's optional fields
         )
 
 
 @dataclass
 class Run:
-    """The run's one target in hand and its start under way, for the time-out paths."""
+    """One run: its settings, its target in hand and its start under way."""
 
+    config: Config
     dry_run: bool
+    emit: Callable[[AuditRecord], None]
+    deadline: Deadline | None = None
     current: Recorder | None = None
     launch: Launch | None = None
+    trouble: bool = False  # something could not be written: the exit code must say so
 
     def end_launch(self, wait: float) -> int | None:
         """End a start that had not become ready; its pid, if there was one."""
@@ -71,22 +87,62 @@ class Run:
         launch.end(wait=wait)
         return launch.proc.pid
 
+    def warn(self, target: Target, text: str) -> None:
+        self.trouble = True
+        self.emit(AuditRecord(target.name, "warning", text, dry_run=self.dry_run))
 
-def check_target(target: Target, config: Config, run: Run) -> AuditRecord:
+    def remaining(self) -> float:
+        return self.deadline.remaining() if self.deadline else 30.0
+
+    def store(self, target: Target) -> state.Store:
+        return state.Store(self.config.settings.state_dir / "state" / f"{target.name}.json")
+
+    def load(self, target: Target, store: state.Store) -> state.State:
+        loaded = store.load()
+        for text in store.warnings:
+            self.warn(target, text)
+        store.warnings.clear()
+        return loaded
+
+    def save(self, target: Target, store: state.Store, new: state.State) -> None:
+        """Save the state; a failure is reported and the run goes on (the target comes first)."""
+        if self.dry_run:
+            return
+        try:
+            store.save(new)
+        except OSError as e:
+            self.warn(target, f"cannot write state file {store.path}: {e.strerror or e}")
+
+
+def _wall(boottime: float | None) -> str | None:
+    if boottime is None:
+        return None
+    when = time.time() + (boottime - state.now())
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def check_target(target: Target, run: Run) -> AuditRecord:
     record = run.current = Recorder(target, run.dry_run)
+    store = run.store(target)
     found = discover(target)
     if isinstance(found, Found):
         record.pid = found.pid
         if found.via == "pidfile":
-            return record("ok", f"running: {found.evidence}")
+            return _running(target, run, store, found, record)
     else:
         record.old_pid = found.old_pid
     if run.dry_run:
         return _dry_run(found, record)
+    return _locked(target, run, record, lambda: _act(target, run, store, record))
+
+
+def _locked(
+    target: Target, run: Run, record: Recorder, act: Callable[[], AuditRecord]
+) -> AuditRecord:
     record.doing = "taking its lock"
     try:
-        with locking.hold(config.settings.lock_dir, target.name):
-            return _act(target, run, record)
+        with locking.hold(run.config.settings.lock_dir, target.name):
+            return act()
     except locking.Busy as busy:
         return record("skipped", f"another guardian holds its lock, {busy}, and is seeing to it")
 
@@ -99,50 +155,89 @@ def _dry_run(found: Found | Missing | Unsure, record: Recorder) -> AuditRecord:
     return record("would_start", found.reason)
 
 
-def _act(target: Target, run: Run, record: Recorder) -> AuditRecord:
-    """Under the lock: look again (another run may have acted), then adopt or start."""
-    from guardian.launch import start, tail, write_pidfile
+def _running(
+    target: Target, run: Run, store: state.Store, found: Found, record: Recorder
+) -> AuditRecord:
+    """Alive by its pidfile: learn from it, and probe it if it has probes."""
+    now = state.now()
+    st = state.seen_alive(
+        run.load(target, store), found.pid, found.start_ticks, now, target.restart
+    )
+    if target.health.any and not run.dry_run:
+        from guardian import probes
 
+        record.doing = "probing its health"
+        failed = probes.run(target.health, env=dict(target.env), remaining=run.remaining())
+        if failed:
+            st = replace(st, probe_failures=st.probe_failures + 1)
+            run.save(target, store, st)
+            details = tuple(map(str, failed))
+            count = f"{st.probe_failures} of {target.health.failures} failing runs"
+            if st.probe_failures < target.health.failures:
+                return record("unhealthy", f"{'; '.join(details)} ({count})", probes=details)
+            why = f"{'; '.join(details)} ({count})"
+            return _locked(
+                target,
+                run,
+                record,
+                lambda: _restart_unhealthy(target, run, store, found, record, why, details),
+            )
+        st = replace(st, probe_failures=0)
+    run.save(target, store, st)
+    return record("ok", f"running: {found.evidence}")
+
+
+def _act(target: Target, run: Run, store: state.Store, record: Recorder) -> AuditRecord:
+    """Under the lock: look again (another run may have acted), then adopt or start."""
     found = discover(target)
+    st = run.load(target, store)
     if isinstance(found, Found):
         record.pid = found.pid
         if found.via == "pidfile":
             return record("ok", f"running (found after taking the lock): {found.evidence}")
-        return _adopt(target, found, record)
+        return _adopt(target, run, store, st, found, record)
     record.pid, record.old_pid = None, found.old_pid
     if isinstance(found, Unsure):
         return record("error", found.reason)
 
-    record.doing = "starting it"
-    try:
-        launch = run.launch = start(target)
-    except LaunchError as e:
-        return record("start_failed", found.reason, error=str(e))
-    record.pid = launch.proc.pid
-    try:
-        if not target.daemonizes:
-            try:
-                write_pidfile(target.pidfile, launch.proc.pid)
-            except OSError as e:
-                problem = f"cannot write pidfile {target.pidfile}: {e.strerror or e}"
-                raise LaunchError(problem) from None
-        record.doing = f"waiting for pid {launch.proc.pid} to become ready"
-        ready = launch.wait_ready()
-    except LaunchError as e:
-        record.doing = f"ending pid {launch.proc.pid}, which did not become ready"
-        run.end_launch(wait=2.0)
-        return record(
-            "start_failed", found.reason, error=str(e), output_tail=tuple(tail(target.output))
-        )
-    run.launch = None
-    launch.reap()
-    record.pid = ready.found.pid
-    return record("started", f"{found.reason}; ready after {ready.seconds:.1f}s")
+    now = state.now()
+    verdict = state.decide(state.seen_dead(st, now), now, target.restart)
+    if verdict.action != "start":
+        run.save(target, store, verdict.state)
+        return _held_back(target, run, record, verdict, found.reason)
+    orphans = _orphans(target, run, verdict.state, record)
+    return _start(target, run, store, verdict.state, record, "started", found.reason, orphans)
 
 
-def _adopt(target: Target, found: Found, record: Recorder) -> AuditRecord:
+def _held_back(
+    target: Target, run: Run, record: Recorder, verdict: state.Verdict, found: str
+) -> AuditRecord:
+    next_try = _wall(verdict.next_try)
+    if verdict.action == "gave_up":
+        text = f"{found}; {verdict.reason}: not starting it again before {next_try}"
+        hooks = _hooks(target, run, target.hooks.on_give_up, "gave_up", text, None)
+        return record("gave_up", text, next_try=next_try, hooks=hooks)
+    return record(
+        "backoff", f"{found}; {verdict.reason}; next try at {next_try}", next_try=next_try
+    )
+
+
+def _adopt(
+    target: Target,
+    run: Run,
+    store: state.Store,
+    st: state.State,
+    found: Found,
+    record: Recorder,
+) -> AuditRecord:
     from guardian.launch import write_pidfile
 
+    stat = proc_stat(found.pid)
+    leader = stat is not None and stat.session == found.pid
+    current = state.Current(found.pid, found.start_ticks, leader, ready=True)
+    adopted = replace(st, current=current, stable=False, dead_since=None)
+    run.save(target, store, state.seen_alive(adopted, found.pid, found.start_ticks, state.now(),
+                                             target.restart))  # fmt: skip
     if target.daemonizes:  # the pidfile is the target's own: not ours to write
         return record("adopted", found.evidence)
     try:
@@ -153,10 +248,150 @@ def _adopt(target: Target, found: Found, record: Recorder) -> AuditRecord:
     return record("adopted", f"{found.evidence}; pidfile {target.pidfile} rewritten")
 
 
+def _orphans(target: Target, run: Run, st: state.State, record: Recorder) -> tuple[int, ...]:
+    """What the last target left in its session; ended unless ``orphans = "keep"``."""
+    from guardian.discovery import session_members
+    from guardian.launch import end_members
+
+    current = st.current
+    if current is None or not current.session_leader:
+        return ()
+    members = session_members(current.pid, current.start_ticks)
+    if members and target.orphans == "kill":
+        record.doing = f"ending what pid {current.pid} left behind"
+        end_members(members, target.stop_signal, min(target.stop_timeout, run.remaining() / 2))
+    return tuple(m.pid for m in members)
+
+
+def _start(
+    target: Target,
+    run: Run,
+    store: state.Store,
+    st: state.State,
+    record: Recorder,
+    action: str,
+    reason: str,
+    orphans: tuple[int, ...] = (),
+) -> AuditRecord:
+    from guardian.launch import start, tail, write_pidfile
+
+    kept = "kept" if target.orphans == "keep" else "ended"
+    if orphans:
+        reason += f"; {kept} {len(orphans)} process(es) it left behind"
+    record.doing = "starting it"
+    warnings: list[str] = []
+    began = state.now()
+    try:
+        launch = run.launch = start(target, warnings)
+    except LaunchError as e:
+        run.save(target, store, state.started(st, began, state.Current(0, 0, False, False)))
+        hooks = _hooks(target, run, target.hooks.on_failure, "start_failed", str(e), None)
+        return record("start_failed", reason, error=str(e), orphans=orphans, hooks=hooks)
+    for text in warnings:
+        run.warn(target, text)
+    record.pid = pid = launch.proc.pid
+    error = None
+    if not target.daemonizes:
+        try:
+            write_pidfile(target.pidfile, pid)
+        except OSError as e:  # started all the same: the next run finds it by its command line
+            error = f"cannot write pidfile {target.pidfile}: {e.strerror or e}"
+            run.warn(target, error)
+    try:
+        record.doing = f"waiting for pid {pid} to become ready"
+        ready = launch.wait_ready()
+    except LaunchError as e:
+        record.doing = f"ending pid {pid}, which did not become ready"
+        run.end_launch(wait=2.0)
+        failed = state.Current(pid, launch.since_ticks, True, ready=False)
+        run.save(target, store, state.started(st, began, failed))
+        hooks = _hooks(target, run, target.hooks.on_failure, "start_failed", str(e), pid)
+        tail_lines = tuple(tail(target.output))
+        return record("start_failed", reason, error=str(e), output_tail=tail_lines,
+                      orphans=orphans, hooks=hooks)  # fmt: skip
+    run.launch = None
+    launch.reap()
+    found = ready.found
+    stat = proc_stat(found.pid)
+    leader = stat is not None and stat.session == found.pid
+    current = state.Current(found.pid, found.start_ticks, leader, ready=True)
+    run.save(target, store, state.started(st, began, current))
+    record.pid = found.pid
+    text = f"{reason}; ready after {ready.seconds:.1f}s"
+    hooks = _hooks(target, run, target.hooks.on_start, action, text, found.pid)
+    return record(action, text, error=error, orphans=orphans, hooks=hooks)
+
+
+def _restart_unhealthy(
+    target: Target,
+    run: Run,
+    store: state.Store,
+    found: Found,
+    record: Recorder,
+    why: str,
+    failed: tuple[str, ...],
+) -> AuditRecord:
+    """Under the lock: the same process still there and still failing: stop it, start anew."""
+    from guardian.launch import stop
+
+    again = discover(target)
+    if not isinstance(again, Found) or again.start_ticks != found.start_ticks:
+        return record("ok", f"changed while it was probed, so left alone: {why}")
+    now = state.now()
+    st = run.load(target, store)
+    verdict = state.decide(st, now, target.restart)
+    if verdict.action != "start":
+        run.save(target, store, verdict.state)
+        return _held_back(target, run, record, verdict, f"unhealthy: {why}")
+    record.old_pid = found.pid
+    record.doing = f"stopping pid {found.pid}, which is unhealthy"
+    how = stop(
+        found.pid,
+        found.start_ticks,
+        target.stop_signal,
+        min(target.stop_timeout, run.remaining() / 2),
+        Matcher(target.match),
+    )
+    st = replace(verdict.state, probe_failures=0)
+    orphans = _orphans(target, run, st, record)
+    return _start(target, run, store, st, record, "restarted_unhealthy",
+                  f"unhealthy: {why}; {how}", orphans)  # fmt: skip
+
+
+def _hooks(
+    target: Target, run: Run, argv: tuple[str, ...] | None, action: str, reason: str,
+    pid: int | None,
+) -> tuple[str, ...]:  # fmt: skip
+    """Run a hook after the action it is about; whatever it does is only recorded."""
+    if argv is None:
+        return ()
+    from guardian.launch import run_command
+
+    env = {
+        **target.env,
+        "GUARDIAN_TARGET": target.name,
+        "GUARDIAN_ACTION": action,
+        "GUARDIAN_REASON": reason,
+        "GUARDIAN_PID": "" if pid is None else str(pid),
+    }
+    limit = min(target.hooks.timeout, max(0.5, run.remaining() - 2))
+    result = run_command(argv, timeout=limit, env=env)
+    if result.status is None:
+        return (f"{argv[0]}: still running after {limit:g}s; killed",)
+    last = f": {result.output[-1]}" if result.output and result.status else ""
+    return (f"{argv[0]}: exited {result.status}{last}",)
+
+
 @dataclass(frozen=True, slots=True)
 class RunResult:
     records: tuple[AuditRecord, ...]
     timed_out: bool
+    interrupted: int | None = None  # the signal that interrupted the run
+    trouble: bool = False
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
 
 
 def run_check(
@@ -168,12 +403,75 @@ def run_check(
     emit: Callable[[AuditRecord], None],
 ) -> RunResult:
     """Check every target in turn, within ``timeout``; ``emit`` each record as it is made."""
-    run = Run(dry_run=dry_run)
+    jobs: list[Job] = [(target, functools.partial(check_target, target)) for target in targets]
+    return _run(config, jobs, dry_run=dry_run, timeout=timeout, emit=emit)
+
+
+def by_hand(
+    what: str,
+    config: Config,
+    target: Target,
+    *,
+    timeout: float,
+    emit: Callable[[AuditRecord], None],
+) -> RunResult:
+    """``guardian stop``, ``restart`` or ``reset`` for one target: under its lock, time-boxed."""
+
+    def job(run: Run) -> AuditRecord:
+        record = run.current = Recorder(target, False)
+        store = run.store(target)
+        return _locked(target, run, record, lambda: _manual(what, target, run, store, record))
+
+    return _run(config, [(target, job)], dry_run=False, timeout=timeout, emit=emit)
+
+
+def _manual(
+    what: str, target: Target, run: Run, store: state.Store, record: Recorder
+) -> AuditRecord:
+    from guardian.launch import stop
+
+    st = run.load(target, store)
+    if what == "reset":
+        run.save(target, store, state.reset(st))
+        return record("reset", "crash-loop history and probe failures cleared by hand")
+    found = discover(target)
+    if isinstance(found, Unsure):
+        return record("error", found.reason)
+    how = "it was not running"
+    if isinstance(found, Found):
+        record.pid = record.old_pid = found.pid
+        record.doing = f"stopping pid {found.pid}"
+        wait = min(target.stop_timeout, run.remaining() / 2)
+        how = stop(found.pid, found.start_ticks, target.stop_signal, wait, Matcher(target.match))
+    orphans = _orphans(target, run, st, record)
+    # Stopped by hand is not a crash: it must not count towards a crash loop.
+    st = replace(st, current=None, dead_since=None)
+    if what == "stop":
+        run.save(target, store, st)
+        return record("stopped", f"stopped by hand: {how}", orphans=orphans)
+    return _start(target, run, store, st, record, "restarted", f"restarted by hand: {how}", orphans)
+
+
+Job = tuple[Target, Callable[[Run], AuditRecord]]
+
+
+def _run(
+    config: Config,
+    jobs: list[Job],
+    *,
+    dry_run: bool,
+    timeout: float,
+    emit: Callable[[AuditRecord], None],
+) -> RunResult:
+    """Do ``jobs`` in turn within ``timeout``, recording what is left when time runs out
+    or a signal (SIGTERM, SIGINT) cuts the run short."""
     records: list[AuditRecord] = []
 
     def keep(record: AuditRecord) -> None:
         records.append(record)
         emit(record)
+
+    run = Run(config, dry_run, keep)
 
     def hard_timeout() -> None:
         # The main thread is stuck where no signal reaches it: no waiting, no files.
@@ -185,27 +483,47 @@ def run_check(
             "killed what this run had started; exiting 124\n"
         )
 
-    with enforce(timeout, hard_timeout):
-        done = 0
-        try:
-            for target in targets:
-                keep(check_target(target, config, run))
-                done += 1
-        except RunTimeout:
-            record = run.current
-            doing = record.doing if record else "starting"
-            ended = run.end_launch(wait=1.0)
-            also = f"; ended pid {ended}, which it had started" if ended else ""
-            why = f"guardian's own timeout of {timeout:g}s ran out"
-            for target in targets[done:]:
-                if record is not None and record.target is target:
-                    keep(record("timeout", f"{why} while {doing}{also}"))
-                else:
-                    keep(
-                        AuditRecord(target.name, "timeout", f"not checked: {why}", dry_run=dry_run)
-                    )
-            return RunResult(tuple(records), timed_out=True)
-        except BaseException:
-            run.end_launch(wait=1.0)  # an internal error must not leave a half-start behind
-            raise
-    return RunResult(tuple(records), timed_out=False)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    left = [target for target, _ in jobs]
+    try:
+        with enforce(timeout, hard_timeout) as run.deadline:
+            try:
+                for target, job in jobs:
+                    keep(job(run))
+                    left.remove(target)
+            except RunTimeout:
+                _finish(run, left, keep, "timeout", timeout)
+                return RunResult(tuple(records), timed_out=True, trouble=run.trouble)
+            except Interrupted as stop:
+                _finish(run, left, keep, "interrupted", stop.signum)
+                return RunResult(tuple(records), False, stop.signum, run.trouble)
+            except BaseException:
+                run.end_launch(wait=1.0)  # an internal error must not leave a half-start behind
+                raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return RunResult(tuple(records), timed_out=False, trouble=run.trouble)
+
+
+def _finish(
+    run: Run, left: list[Target], keep: Callable[[AuditRecord], None], why: str, value: float
+) -> None:
+    """The records of a run cut short: the target in hand, and those never reached."""
+    record = run.current
+    doing = record.doing if record else "starting"
+    if why == "timeout":
+        ended = run.end_launch(wait=1.0)  # ended, so that the next run starts clean
+        also = f"; ended pid {ended}, which it had started" if ended else ""
+        cause = f"guardian's own timeout of {value:g}s ran out"
+    else:
+        # Interrupted by hand or by a shutdown: what it started stays up.
+        ended = None
+        run.launch = None
+        also = ""
+        cause = f"guardian got {signal.Signals(int(value)).name}"
+    for target in left:
+        if record is not None and record.target is target:
+            keep(record(why, f"{cause} while {doing}{also}"))
+        else:
+            keep(AuditRecord(target.name, why, f"not checked: {cause}", dry_run=run.dry_run))

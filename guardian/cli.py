@@ -10,13 +10,17 @@ import pwd
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from guardian import __version__, audit
 from guardian.audit import AuditRecord
-from guardian.config import DEFAULT_CONFIG, load, parse_duration
+from guardian.config import DEFAULT_CONFIG, Config, load, parse_duration
+
+if TYPE_CHECKING:
+    from guardian.check import RunResult
+
 from guardian.errors import (
     EXIT_INTERNAL,
     EXIT_NOT_RUNNING,
@@ -59,7 +63,7 @@ def _err(line: str) -> None:
 
 
 # Quiet when all is well: cron mails whatever a job prints.
-_QUIET = frozenset({"ok", "skipped", "adopted"})
+_QUIET = frozenset({"ok", "skipped", "adopted", "backoff"})
 _WORDS = {"would_start": "would start", "start_failed": "start failed"}
 
 
@@ -183,44 +187,121 @@ def check(
     verbose: bool,
 ) -> int:
     """Find each target; start it, detached, if it is not running; audit every decision."""
-    from guardian.check import RUNNING, run_check
+    from guardian.check import run_check
 
     config = load(config_path)
     targets = config.select(names)
-    audit_failed = False
-
-    def emit(record: AuditRecord) -> None:
-        nonlocal audit_failed
-        try:
-            audit.append(config.settings.audit_log, record)
-        except AuditError as e:
-            # Never lost silently: the record goes to stderr, and so into cron's mail.
-            audit_failed = True
-            _err(f"{e}; the record was: {record.to_json()}")
-        if as_json:
-            click.echo(record.to_json())
-        elif dry_run:
-            click.echo(_line(record))
-        if not dry_run and (verbose or record.action not in _QUIET):
-            line = _line(record)
-            if record.pid is not None and record.action in ("started", "adopted"):
-                line += f" (pid {record.pid})"
-            _err(line)
-            for out in record.output_tail:
-                _err(f"{record.target}: | {out}")
-
+    out = _Output(config, as_json=as_json, dry_run=dry_run, verbose=verbose)
     result = run_check(
         config,
         targets,
         dry_run=dry_run,
         timeout=timeout or config.settings.timeout,
-        emit=emit,
+        emit=out.emit,
     )
-    if result.timed_out:
-        return EXIT_TIMEOUT
-    if audit_failed:
-        return EXIT_INTERNAL
-    if any(r.action not in RUNNING for r in result.records):
+    return out.exit_code(result)
+
+
+class _Output:
+    """Where a run's records go: the audit log always, and a person's screen as asked."""
+
+    def __init__(self, config: Config, *, as_json: bool, dry_run: bool, verbose: bool) -> None:
+        self.config = config
+        self.as_json = as_json
+        self.dry_run = dry_run
+        self.verbose = verbose
+        self.audit_failed = False
+
+    def emit(self, record: AuditRecord) -> None:
+        try:
+            audit.append(self.config.settings.audit_log, record)
+        except AuditError as e:
+            # Never lost silently: the record goes to stderr, and so into cron's mail.
+            self.audit_failed = True
+            _err(f"{e}; the record was: {record.to_json()}")
+        if self.as_json:
+            click.echo(record.to_json())
+        elif self.dry_run:
+            click.echo(_line(record))
+        if not self.dry_run and (self.verbose or record.action not in _QUIET):
+            line = _line(record)
+            if record.pid is not None and record.action in ("started", "adopted", "restarted"):
+                line += f" (pid {record.pid})"
+            _err(line)
+            for extra in record.output_tail:
+                _err(f"{record.target}: | {extra}")
+
+    def exit_code(self, result: RunResult) -> int:
+        from guardian.check import ASIDES, RUNNING
+
+        if result.interrupted is not None:
+            return 128 + result.interrupted
+        if result.timed_out:
+            return EXIT_TIMEOUT
+        if self.audit_failed or result.trouble:
+            return EXIT_INTERNAL
+        outcomes = [r for r in result.records if r.action not in ASIDES]
+        if any(r.action not in RUNNING for r in outcomes):
+            return EXIT_NOT_RUNNING
+        return EXIT_OK
+
+
+def _by_hand(what: str, config_path: Path, name: str, timeout: float | None) -> int:
+    from guardian.check import by_hand
+
+    config = load(config_path)
+    (target,) = config.select([name])
+    out = _Output(config, as_json=False, dry_run=False, verbose=True)
+    result = by_hand(
+        what, config, target, timeout=timeout or config.settings.timeout, emit=out.emit
+    )
+    return out.exit_code(result)
+
+
+@cli.command(epilog="\b\nExample:\n  guardian stop supervisord   # the next check starts it again")
+@_config_option
+@click.argument("name")
+@click.option("--timeout", type=Duration(), help="Limit on the whole run (default: the config's).")
+def stop(*, config_path: Path, name: str, timeout: float | None) -> int:
+    """Stop target NAME now (stop_signal, stop_timeout, then SIGKILL), under its lock."""
+    return _by_hand("stop", config_path, name, timeout)
+
+
+@cli.command(epilog="\b\nExample:\n  guardian restart supervisord")
+@_config_option
+@click.argument("name")
+@click.option("--timeout", type=Duration(), help="Limit on the whole run (default: the config's).")
+def restart(*, config_path: Path, name: str, timeout: float | None) -> int:
+    """Stop target NAME (if it runs) and start it again, under its lock; no backoff applies."""
+    return _by_hand("restart", config_path, name, timeout)
+
+
+@cli.command(
+    epilog="\b\nExample:\n  guardian reset supervisord   # after fixing what made it crash"
+)
+@_config_option
+@click.argument("name")
+def reset(*, config_path: Path, name: str) -> int:
+    """Forget target NAME's crash loop (backoff, gave_up, probe failures)."""
+    return _by_hand("reset", config_path, name, None)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  while work; do guardian heartbeat /run/agent.heartbeat; done
+  # and in the target's config: [targets.agent.health] heartbeat_file = "/run/agent.heartbeat"
+"""
+)
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+def heartbeat(*, path: Path) -> int:
+    """Mark an agent alive: touch PATH (the agent's side of a heartbeat_file probe)."""
+    from guardian.heartbeat import beat
+
+    try:
+        beat(path)
+    except OSError as e:
+        _err(f"cannot touch {path}: {e.strerror}")
         return EXIT_NOT_RUNNING
     return EXIT_OK
 

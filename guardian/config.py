@@ -6,9 +6,11 @@ what is wrong, so that cron mails an operator something they can act on.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import re
+import signal
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,6 +61,44 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class Restart:
+    """Crash-loop policy (as systemd's StartLimitBurst and RestartSec, but re-arming)."""
+
+    burst: int = 5
+    window: float = 600.0
+    backoff: float = 10.0
+    max_backoff: float = 300.0
+    min_uptime: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Probes for a target that is alive but maybe hung; any combination."""
+
+    heartbeat_file: Path | None = None
+    max_age: float = 30.0
+    tcp: tuple[str, int] | None = None
+    http: str | None = None
+    unix: Path | None = None
+    command: tuple[str, ...] | None = None
+    timeout: float = 5.0
+    failures: int = 3
+
+    @property
+    def any(self) -> bool:
+        probes = (self.heartbeat_file, self.tcp, self.http, self.unix, self.command)
+        return any(p is not None for p in probes)
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    on_start: tuple[str, ...] | None = None
+    on_failure: tuple[str, ...] | None = None
+    on_give_up: tuple[str, ...] | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     name: str
     command: tuple[str, ...]
@@ -71,6 +111,13 @@ class Target:
     output: Path
     start_timeout: float
     start_grace: float
+    group: str | None = None
+    stop_signal: int = 15
+    stop_timeout: float = 10.0
+    orphans: str = "kill"
+    restart: Restart = Restart()
+    health: Health = Health()
+    hooks: Hooks = Hooks()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +189,28 @@ class _Table:
             raise self.error(key, "the program (first item) must not be empty")
         return tuple(value)
 
+    def integer(self, key: str, default: int, minimum: int) -> int:
+        value = self.get(key, int, default)
+        if value < minimum:
+            raise self.error(key, f"must be at least {minimum}")
+        return int(value)
+
+    def table(self, key: str) -> _Table:
+        return _Table(self.path, f"{self.where}.{key}", self.get(key, dict, {}))
+
     def finish(self) -> None:
         for key in self.data:
             if key not in self.used:
                 raise self.error(key, "unknown key")
 
 
-_KIND_NAMES = {str: "a string", bool: "true or false", list: "a list", dict: "a table"}
+_KIND_NAMES = {
+    str: "a string",
+    bool: "true or false",
+    list: "a list",
+    dict: "a table",
+    int: "a whole number",
+}
 
 
 def _describe(value: object) -> str:
@@ -218,6 +280,15 @@ def _target(path: Path, name: str, data: object, settings: Settings) -> Target:
             pwd.getpwnam(user)
         except KeyError:
             raise t.error("user", f"no such user {user!r}") from None
+    group = t.get("group", str)
+    if group is not None:
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise t.error("group", f"no such group {group!r}") from None
+    orphans = t.get("orphans", str, "kill")
+    if orphans not in ("kill", "keep"):
+        raise t.error("orphans", f'{orphans!r}: use "kill" or "keep"')
 
     target = Target(
         name=name,
@@ -231,9 +302,76 @@ def _target(path: Path, name: str, data: object, settings: Settings) -> Target:
         output=t.path_value("output") or settings.state_dir / f"{name}.out",
         start_timeout=t.duration("start_timeout", "30s", positive=True),
         start_grace=t.duration("start_grace", "1s"),
+        group=group,
+        stop_signal=_signal(t, "stop_signal"),
+        stop_timeout=t.duration("stop_timeout", "10s"),
+        orphans=orphans,
+        restart=_restart(t.table("restart")),
+        health=_health(t.table("health"), env["PATH"]),
+        hooks=Hooks(
+            on_start=_hook(t, "on_start", env["PATH"]),
+            on_failure=_hook(t, "on_failure", env["PATH"]),
+            on_give_up=_hook(t, "on_give_up", env["PATH"]),
+            timeout=t.duration("hook_timeout", "10s", positive=True),
+        ),
     )
     t.finish()
     return target
+
+
+def _signal(t: _Table, key: str) -> int:
+    value = t.get(key, str, "SIGTERM")
+    name = value.upper() if value.upper().startswith("SIG") else f"SIG{value.upper()}"
+    number = getattr(signal, name, None)
+    if not isinstance(number, signal.Signals) or name.startswith("SIG_"):
+        raise t.error(key, f"{value!r} is not a signal name (such as SIGTERM, SIGINT, SIGQUIT)")
+    return int(number)
+
+
+def _hook(t: _Table, key: str, path_env: str) -> tuple[str, ...] | None:
+    argv = t.string_list(key)
+    return None if argv is None else _program(t, key, argv, path_env)
+
+
+def _restart(t: _Table) -> Restart:
+    restart = Restart(
+        burst=t.integer("burst", 5, minimum=1),
+        window=t.duration("window", "10m", positive=True),
+        backoff=t.duration("backoff", "10s"),
+        max_backoff=t.duration("max_backoff", "5m"),
+        min_uptime=t.duration("min_uptime", "1m"),
+    )
+    t.finish()
+    return restart
+
+
+def _address(t: _Table, key: str) -> tuple[str, int] | None:
+    value = t.get(key, str)
+    if value is None:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise t.error(key, f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _health(t: _Table, path_env: str) -> Health:
+    http = t.get("http", str)
+    if http is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", http):
+        raise t.error("http", f"{http!r} is not an http:// or https:// URL")
+    command = t.string_list("command")
+    health = Health(
+        heartbeat_file=t.path_value("heartbeat_file"),
+        max_age=t.duration("max_age", "30s", positive=True),
+        tcp=_address(t, "tcp"),
+        http=http,
+        unix=t.path_value("unix"),
+        command=None if command is None else _program(t, "command", command, path_env),
+        timeout=t.duration("timeout", "5s", positive=True),
+        failures=t.integer("failures", 3, minimum=1),
+    )
+    t.finish()
+    return health
 
 
 def load(path: Path) -> Config:

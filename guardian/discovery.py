@@ -204,6 +204,7 @@ def _describe(cmdline: list[str]) -> str:
 class ProcStat:
     state: str
     ppid: int
+    session: int
     start_ticks: int  # since boot: with the pid, a process's identity for ever
 
 
@@ -224,7 +225,7 @@ def proc_stat(pid: int) -> ProcStat | None:
         return None
     # comm, in parentheses, may itself hold ") ": split at the last one.
     fields = data[data.rindex(b")") + 2 :].split()
-    return ProcStat(fields[0].decode(), int(fields[1]), int(fields[19]))
+    return ProcStat(fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19]))
 
 
 def proc_cmdline(pid: int) -> list[str] | None:
@@ -280,6 +281,40 @@ def is_alive(found: Found) -> bool:
     except PermissionError:  # not ours to read any more: not the target we found
         return False
     return now is not None and now.start_ticks == found.start_ticks and now.state != "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A live process of a session: what a dead session leader left behind."""
+
+    pid: int
+    start_ticks: int
+    cmdline: tuple[str, ...]
+
+
+def session_members(session: int, since_ticks: int) -> list[Member]:
+    """Live processes of ``session`` that started no earlier than ``since_ticks``.
+
+    guardian starts every target as the leader of a new session, so these are
+    what the target started (supervisord's agents, say), re-parented to init
+    when it died. The start-time bound keeps out a later session that reused
+    the id.
+    """
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            stat = proc_stat(pid)
+            cmdline = proc_cmdline(pid) if stat and stat.session == session else None
+        except PermissionError:
+            continue
+        if stat is None or cmdline is None or stat.state == "Z" or pid == os.getpid():
+            continue
+        if stat.start_ticks >= since_ticks:
+            members.append(Member(pid, stat.start_ticks, tuple(cmdline)))
+    return members
 
 
 def scan(matcher: Matcher) -> list[Found]:

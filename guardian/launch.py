@@ -6,6 +6,7 @@ The only module that forks or signals.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
 import signal
@@ -15,7 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guardian.config import Target
-from guardian.discovery import Found, Matcher, discover, is_alive, proc_stat, scan
+from guardian.discovery import (
+    Found,
+    Matcher,
+    Member,
+    Missing,
+    Unsure,
+    discover,
+    inspect,
+    is_alive,
+    proc_stat,
+    scan,
+)
 from guardian.errors import LaunchError
 from guardian.files import atomic_write
 
@@ -26,14 +38,19 @@ TAIL_LINES = 10
 TAIL_BYTES = 4096
 
 
-def _open_output(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _open_output(path: Path, warnings: list[str]) -> int:
+    """The target's output file; /dev/null (and a warning) if it cannot be opened.
+
+    A full disk or a read-only folder must not keep a dead target down.
+    """
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         return os.open(
             path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640
         )
     except OSError as e:
-        raise LaunchError(f"cannot open output file {path}: {e.strerror}") from None
+        warnings.append(f"cannot open output file {path} ({e.strerror}); output discarded")
+        return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +64,33 @@ class _Identity:
 
 
 def _identity(target: Target) -> _Identity:
+    """Who the target runs as: ``user`` (with its groups) and ``group``, dropped before exec."""
     env = dict(target.env)
-    if target.user is None:
-        return _Identity(env)
-    try:
-        pw = pwd.getpwnam(target.user)
-    except KeyError:
-        raise LaunchError(f"no such user {target.user!r}") from None
-    for key, value in (("HOME", pw.pw_dir), ("USER", pw.pw_name), ("LOGNAME", pw.pw_name)):
-        env.setdefault(key, value)
-    if pw.pw_uid == os.geteuid():
-        return _Identity(env)
-    if os.geteuid() != 0:
-        raise LaunchError(f"cannot run as user {target.user!r}: guardian is not running as root")
-    groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
-    return _Identity(env, pw.pw_uid, pw.pw_gid, groups)
+    who = _Identity(env)
+    if target.user is not None:
+        try:
+            pw = pwd.getpwnam(target.user)
+        except KeyError:
+            raise LaunchError(f"no such user {target.user!r}") from None
+        for key, value in (("HOME", pw.pw_dir), ("USER", pw.pw_name), ("LOGNAME", pw.pw_name)):
+            env.setdefault(key, value)
+        if pw.pw_uid != os.geteuid():
+            groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
+            who = _Identity(env, pw.pw_uid, pw.pw_gid, groups)
+    if target.group is not None:
+        try:
+            gid = grp.getgrnam(target.group).gr_gid
+        except KeyError:
+            raise LaunchError(f"no such group {target.group!r}") from None
+        if gid != os.getegid() or who.group is not None:
+            who = _Identity(env, who.user, gid, who.extra_groups or [])
+    if (who.user is not None or who.group is not None) and os.geteuid() != 0:
+        whom = f"user {target.user!r}" if who.user is not None else f"group {target.group!r}"
+        raise LaunchError(f"cannot run as {whom}: guardian is not running as root")
+    return who
 
 
-def spawn(target: Target) -> subprocess.Popen[bytes]:
+def spawn(target: Target, warnings: list[str]) -> subprocess.Popen[bytes]:
     """Start the target's argv (no shell) as the leader of a new session.
 
     A new session survives guardian's exit and a kill of guardian's process
@@ -73,7 +99,7 @@ def spawn(target: Target) -> subprocess.Popen[bytes]:
     inherited (above all not the lock's, or the target would hold it for ever).
     """
     who = _identity(target)
-    out = _open_output(target.output)
+    out = _open_output(target.output, warnings)
     try:
         return subprocess.Popen(
             list(target.command),
@@ -96,9 +122,9 @@ def spawn(target: Target) -> subprocess.Popen[bytes]:
         os.close(out)
 
 
-def start(target: Target) -> Launch:
+def start(target: Target, warnings: list[str]) -> Launch:
     """Spawn the target and remember when, so that ``Launch.end`` knows what is ours."""
-    proc = spawn(target)
+    proc = spawn(target, warnings)
     stat = proc_stat(proc.pid)  # our unreaped child: its /proc entry is there, zombie or not
     # (No stat is impossible for an unreaped child; if it were, claim no strays at all.)
     return Launch(target, proc, since_ticks=stat.start_ticks if stat else 2**63)
@@ -141,7 +167,11 @@ class Launch:
     found: Found | None = None
 
     def wait_ready(self) -> Ready:
-        """Ready: found running by its pidfile, and the same process ``start_grace`` later.
+        """Ready: found running, and the same process ``start_grace`` later.
+
+        A daemon is found by the pidfile it writes; a foreground target is our
+        own child, checked as discovery checks any process (so a pidfile that
+        could not be written does not fail a start).
 
         Raises LaunchError with the reason when that has not happened within
         ``start_timeout``, or when the process exits first.
@@ -154,7 +184,11 @@ class Launch:
             status = peek_exit(self.proc)
             if status is not None and (status != 0 or not target.daemonizes):
                 raise LaunchError(f"exited with status {status} before it was ready")
-            found = discover(target, allow_scan=False)
+            if target.daemonizes:
+                found: Found | Missing | Unsure = discover(target, allow_scan=False)
+            else:
+                seen = inspect(self.proc.pid, Matcher(target.match))
+                found = Missing(seen) if isinstance(seen, str) else seen
             now = time.monotonic()
             if isinstance(found, Found):
                 if self.found != found:
@@ -209,24 +243,121 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _kill_if_same(found: Found, sig: signal.Signals) -> bool:
-    """Signal ``found`` only while that pid is still the process that was found."""
-    if not is_alive(found):
-        return False
+def signal_if_same(pid: int, start_ticks: int, sig: int, matcher: Matcher | None = None) -> bool:
+    """Send ``sig`` to ``pid`` only if it is still the process that started at ``start_ticks``
+    (and, given ``matcher``, still has the target's exact command line).
+
+    The identity is checked after a pidfd is opened: the pidfd pins the
+    process, so what was checked is what is signalled, however fast pids are
+    reused. Where the kernel has no pidfd_open (before 5.3), os.kill is the
+    best there is. Returns False when there was nothing (left) to signal.
+    """
     try:
-        os.kill(found.pid, sig)
+        pidfd: int | None = os.pidfd_open(pid)
     except ProcessLookupError:
         return False
+    except OSError:  # pragma: no cover - kernels older than 5.3
+        pidfd = None
+    try:
+        if matcher is not None:
+            seen = inspect(pid, matcher)
+            if not isinstance(seen, Found) or seen.start_ticks != start_ticks:
+                return False
+        elif not is_alive(Found(pid, start_ticks, 0.0, "pidfile", "")):
+            return False
+        if pidfd is None:  # pragma: no cover
+            os.kill(pid, sig)
+        else:
+            signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     return True
 
 
-def _end_process(found: Found, wait: float) -> None:
-    if not _kill_if_same(found, signal.SIGTERM):
-        return
+def _kill_if_same(found: Found, sig: signal.Signals) -> bool:
+    return signal_if_same(found.pid, found.start_ticks, sig)
+
+
+def _wait_gone(pid: int, start_ticks: int, wait: float) -> bool:
+    """Poll until the process is gone or a zombie (which is dead, however late init reaps it)."""
+    probe = Found(pid, start_ticks, 0.0, "pidfile", "")
     deadline = time.monotonic() + wait
-    while is_alive(found) and time.monotonic() < deadline:
+    while is_alive(probe):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(POLL)
-    _kill_if_same(found, signal.SIGKILL)
+    return True
+
+
+def stop(pid: int, start_ticks: int, sig: int, wait: float, matcher: Matcher | None) -> str:
+    """``sig`` (then SIGCONT, so a stopped process can act on it), ``wait`` seconds, SIGKILL.
+
+    Returns how it ended, in words, for the audit record.
+    """
+    if not signal_if_same(pid, start_ticks, sig, matcher):
+        return f"pid {pid} was already gone"
+    signal_if_same(pid, start_ticks, signal.SIGCONT)
+    if _wait_gone(pid, start_ticks, wait):
+        return f"pid {pid} ended on {signal.Signals(sig).name}"
+    signal_if_same(pid, start_ticks, signal.SIGKILL)
+    _wait_gone(pid, start_ticks, 2.0)
+    return f"pid {pid} ignored {signal.Signals(sig).name} for {wait:g}s; killed"
+
+
+def end_members(members: list[Member], sig: int, wait: float) -> None:
+    """End what a dead target left behind: ``sig`` to all, then SIGKILL to what remains."""
+    hit = [m for m in members if signal_if_same(m.pid, m.start_ticks, sig)]
+    for m in hit:
+        signal_if_same(m.pid, m.start_ticks, signal.SIGCONT)
+    deadline = time.monotonic() + wait
+    for m in hit:
+        if not _wait_gone(m.pid, m.start_ticks, max(0.0, deadline - time.monotonic())):
+            signal_if_same(m.pid, m.start_ticks, signal.SIGKILL)
+
+
+def _end_process(found: Found, wait: float) -> None:
+    stop(found.pid, found.start_ticks, signal.SIGTERM, wait, None)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    status: int | None  # None: still running at the time limit, and killed
+    output: tuple[str, ...]
+    seconds: float
+
+
+def run_command(argv: tuple[str, ...], *, timeout: float, env: dict[str, str]) -> CommandResult:
+    """Run ``argv`` (no shell) in a session of its own, for at most ``timeout`` seconds.
+
+    For probes and hooks: stdin /dev/null, output kept (the last lines), no
+    descriptor of guardian's inherited; past the limit its whole process
+    group is killed, so nothing it started hangs on.
+    """
+    began = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as e:
+        return CommandResult(127, (f"cannot run {argv[0]}: {e.strerror}",), 0.0)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        status: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGKILL)  # unreaped, so the group id is still ours
+        out, _ = proc.communicate()
+        status = None
+    lines = out.decode("utf-8", "replace").splitlines()[-TAIL_LINES:]
+    return CommandResult(status, tuple(lines), time.monotonic() - began)
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:

@@ -147,10 +147,15 @@ def test_garbage_pidfile_is_stale_not_an_error(
     assert why in result.stdout
     started = g.check()
     if content is None:
-        # A folder cannot be replaced by a pidfile: the start fails cleanly, nothing is left.
-        assert started.rc == 1
+        # A folder cannot be replaced by a pidfile: the target is started all the same,
+        # the failure is said (exit 3), and the next run finds it by its command line.
+        assert started.rc == 3
         assert "cannot write pidfile" in started.stderr
-        assert not g.matches()
+        assert len(g.matches()) == 1
+        again = g.check()
+        assert again.rc == 0
+        assert g.actions()[-1] == "adopted"
+        assert len(g.matches()) == 1
     else:
         assert started.rc == 0, started.stderr
         assert alive(g.pid())
