@@ -140,8 +140,11 @@ def _locked(
     target: Target, run: Run, record: Recorder, act: Callable[[], AuditRecord]
 ) -> AuditRecord:
     record.doing = "taking its lock"
+    lock_dir = run.config.settings.lock_dir
     try:
-        with locking.hold(run.config.settings.lock_dir, target.name):
+        with locking.hold(lock_dir, target.name) as locked:
+            if locked != locking.lock_path(lock_dir, target.name):
+                run.warn(target, f"lock file not writable; locked {locked} instead")
             return act()
     except locking.Busy as busy:
         return record("skipped", f"another guardian holds its lock, {busy}, and is seeing to it")

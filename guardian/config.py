@@ -374,11 +374,33 @@ def _health(t: _Table, path_env: str) -> Health:
     return health
 
 
+def _check_owner(path: Path, st: os.stat_result) -> None:
+    """As root, trust only a config that no one but root can change (as sudo and sshd do):
+    it names the commands guardian runs as root."""
+    if os.geteuid() != 0:
+        return
+    if st.st_uid != 0:
+        owner = _user_name(st.st_uid)
+        raise ConfigError(f"{path}: owned by {owner}, not root; guardian runs as root, so "
+                          "refuses it (chown root it)")  # fmt: skip
+    if st.st_mode & 0o022:
+        raise ConfigError(f"{path}: writable by group or others (mode {st.st_mode & 0o777:o}); "
+                          "guardian runs as root, so refuses it (chmod go-w it)")  # fmt: skip
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def load(path: Path) -> Config:
     """Read and check the config at ``path``; any problem is a ConfigError."""
     path = Path(os.path.abspath(path))
     try:
         with open(path, "rb") as f:
+            _check_owner(path, os.fstat(f.fileno()))
             data = tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None

@@ -6,10 +6,12 @@ The only module that forks or signals.
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
 import pwd
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -131,6 +133,21 @@ def start(target: Target, warnings: list[str]) -> Launch:
 
 
 def write_pidfile(path: Path, pid: int) -> None:
+    """Write the pidfile atomically, and never where others could swap it under us.
+
+    A folder others can write to is refused unless it is sticky (/tmp, say)
+    and the pidfile, if there is one, is ours: there nobody else can replace it.
+    """
+    folder = os.stat(path.parent) if path.parent.exists() else None
+    if folder is not None and folder.st_mode & 0o022:
+        try:
+            mine = os.lstat(path).st_uid == os.geteuid()
+        except FileNotFoundError:
+            mine = True
+        if not (folder.st_mode & stat.S_ISVTX and mine):
+            raise PermissionError(
+                errno.EACCES, f"others can write to {path.parent}, so a pidfile there is unsafe"
+            )
     atomic_write(path, f"{pid}\n".encode(), mode=0o644)
 
 
