@@ -57,10 +57,19 @@ def guardian_check(config: Path, *args: str) -> subprocess.CompletedProcess[str]
         (GOOD_TARGET + "env = { A = 1 }\n", "targets.a.env.A: expected a string"),
         (GOOD_TARGET + "autostart = true\n", "targets.a.autostart: unknown key"),
         (GOOD_TARGET + "restart = 'always'\n", "targets.a.restart: expected a table"),
-        (GOOD_TARGET + "[targets.a.restart]\nburst = 0\n", "targets.a.restart.burst: must be at least 1"),
-        (GOOD_TARGET + "[targets.a.health]\ntcp = 'localhost'\n", "targets.a.health.tcp: 'localhost' is not HOST:PORT"),
+        (
+            GOOD_TARGET + "[targets.a.restart]\nburst = 0\n",
+            "targets.a.restart.burst: must be at least 1",
+        ),
+        (
+            GOOD_TARGET + "[targets.a.health]\ntcp = 'localhost'\n",
+            "targets.a.health.tcp: 'localhost' is not HOST:PORT",
+        ),
         (GOOD_TARGET + "[targets.a.health]\nprobe = 1\n", "targets.a.health.probe: unknown key"),
-        (GOOD_TARGET + "stop_signal = 'SIGNOPE'\n", "targets.a.stop_signal: 'SIGNOPE' is not a signal"),
+        (
+            GOOD_TARGET + "stop_signal = 'SIGNOPE'\n",
+            "targets.a.stop_signal: 'SIGNOPE' is not a signal",
+        ),
         (GOOD_TARGET + "orphans = 'maybe'\n", "targets.a.orphans: 'maybe': use"),
         ('[targets."a b"]\ncommand = ["/bin/true"]\n', "targets.a b: a target name is"),
         ("[targets]\na = 1\n", "targets.a: expected a table"),

@@ -1,0 +1,125 @@
+"""The crash-loop policy (pure functions of state and clock) and the state file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guardian.config import Restart
+from guardian.state import (
+    Current,
+    State,
+    Store,
+    boot_id,
+    decide,
+    delay_for,
+    seen_alive,
+    seen_dead,
+    started,
+)
+
+POLICY = Restart(burst=5, window=600, backoff=10, max_backoff=300, min_uptime=60)
+ME = Current(pid=100, start_ticks=1000, session_leader=True, ready=True)
+
+
+def test_first_restart_is_never_delayed_then_backoff_doubles_to_the_cap() -> None:
+    assert [delay_for(n, POLICY) for n in range(1, 9)] == [0, 10, 20, 40, 80, 160, 300, 300]
+    assert delay_for(10**9, POLICY) == 300  # a corrupt count cannot blow it up
+
+
+def test_a_target_that_ran_long_enough_is_not_young() -> None:
+    s = started(State("b"), t=0.0, current=ME)
+    # start_ticks 1000 = 10 s after boot at 100 ticks a second (CLK_TCK is 100 on Linux)
+    assert seen_alive(s, 100, 1000, t=10 + 59, policy=POLICY).stable is False
+    s = seen_alive(s, 100, 1000, t=10 + 61, policy=POLICY)
+    assert s.stable is True
+    dead = seen_dead(s, t=200)
+    assert (dead.young, dead.dead_since) == (0, 200)
+    assert seen_dead(dead, t=300) == dead  # a death is counted once
+    assert decide(dead, 200, POLICY).action == "start"  # at once
+
+
+def test_dying_young_in_a_row_is_spaced_out() -> None:
+    s = State("b")
+    t = 0.0
+    actions = []
+    for _ in range(4):
+        s = seen_dead(started(s, t, ME), t + 1)  # never seen stable: died young
+        verdict = decide(s, t + 1, POLICY)
+        actions.append(
+            (verdict.action, None if verdict.next_try is None else verdict.next_try - t - 1)
+        )
+        t += 100
+    assert actions == [("start", None), ("backoff", 10), ("backoff", 20), ("backoff", 40)]
+
+
+def test_burst_starts_in_the_window_give_up_once_then_rearm() -> None:
+    s = State("b")
+    for t in range(5):
+        s = started(s, float(t), ME)
+    verdict = decide(s, 10.0, POLICY)
+    assert verdict.action == "gave_up"
+    assert verdict.next_try == 610
+    later = decide(verdict.state, 300.0, POLICY)
+    assert later.action == "backoff"  # gave_up is recorded once; then it waits
+    assert later.next_try == 610
+    rearmed = decide(verdict.state, 611.0, POLICY)
+    assert rearmed.action == "start"
+    assert rearmed.state.starts == ()
+
+
+def test_starts_outside_the_window_do_not_count() -> None:
+    s = State("b", starts=(0.0, 1.0, 2.0, 3.0, 700.0))
+    assert decide(s, 701.0, POLICY).action == "start"
+
+
+def test_state_file_round_trip_and_corruption(tmp_path: Path) -> None:
+    store = Store(tmp_path / "t.json")
+    fresh = store.load()
+    assert fresh == State(boot_id())
+    saved = started(fresh, 5.0, ME)
+    store.save(saved)
+    assert Store(tmp_path / "t.json").load() == saved
+    (tmp_path / "t.json").write_text('{"boot_id": "x", "young": "lots"}')
+    rebuilt = Store(tmp_path / "t.json")
+    assert rebuilt.load() == State(boot_id())
+    assert rebuilt.warnings == [f"state file {tmp_path / 't.json'} was corrupt; rebuilt"]
+
+
+def test_state_from_an_earlier_boot_is_dropped(tmp_path: Path) -> None:
+    (tmp_path / "t.json").write_bytes(State("another-boot", young=3).to_json())
+    assert Store(tmp_path / "t.json").load() == State(boot_id())
+
+
+@given(st.binary(max_size=300))
+def test_any_state_file_bytes_load_or_rebuild(data: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.json"
+        path.write_bytes(data)
+        store = Store(path)
+        loaded = store.load()
+        assert isinstance(loaded, State)
+        loaded.check()
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["boot_id", "starts", "young", "stable", "dead_since", "probe_failures",
+                         "gave_up_at", "current", "extra"]),
+        st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=5), st.booleans(),
+                  st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3),
+                                                                       st.integers())),
+    )
+)  # fmt: skip
+def test_any_json_object_loads_or_rebuilds(raw: dict[str, object]) -> None:
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.json"
+        path.write_text(json.dumps(raw))
+        Store(path).load().check()
