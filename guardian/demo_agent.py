@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+from guardian.heartbeat import keep_beating
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
@@ -27,12 +29,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass  # quiet: its output file is for real trouble
 
 
-def _beat(path: Path, every: float, stop: threading.Event) -> None:
-    while not stop.is_set():
-        path.touch()
-        stop.wait(every)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8765)
@@ -40,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", args.port), _Handler)
-    stop = threading.Event()
-    if args.heartbeat is not None:
-        threading.Thread(target=_beat, args=(args.heartbeat, 1.0, stop), daemon=True).start()
+    stop = keep_beating(args.heartbeat, every=1.0) if args.heartbeat else threading.Event()
 
     def shut_down(signum: int, frame: object) -> None:
         stop.set()

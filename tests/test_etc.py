@@ -38,7 +38,7 @@ def test_demo_starts_finds_healthy_and_restarts_after_a_kill(
     shutil.copy(ETC / "demo.toml", tmp_path / "etc" / "demo.toml")
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     config = tmp_path / "etc" / "demo.toml"
-    text = config.read_text().replace('"8765"', '"18765"')  # not the port of a demo you run
+    text = config.read_text().replace("8765", "18765")  # not the port of a demo you run
     config.write_text(text)
     guardian = [sys.executable, "-m", "guardian", "check", "-v", "--config", str(config)]
     pidfile = tmp_path / ".demo-state" / "pids" / "demo-agent.pid"

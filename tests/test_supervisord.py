@@ -90,3 +90,90 @@ def test_killed_supervisord_is_restarted_and_answers(g: Guardian) -> None:
     g.reaper.track(worker_pid(conf))
     assert "worker" in status.stdout
     assert [m.pid for m in g.matches()] == [new]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_hung_supervisord_is_restarted_and_each_agent_runs_once(g: Guardian) -> None:
+    from guardian.discovery import Matcher, scan
+
+    port = free_port()
+    conf = g.tmp / "supervisord.conf"
+    agents = {name: [sys.executable, str(AGENT), "--tag", f"{g.tmp}/{name}"]
+              for name in ("one", "two")}  # fmt: skip
+    conf.write_text(
+        f"[inet_http_server]\nport=127.0.0.1:{port}\n"
+        f"[unix_http_server]\nfile={g.tmp}/s.sock\n"
+        f"[supervisord]\nlogfile={g.tmp}/sd.log\npidfile={g.tmp}/supervisord.pid\n"
+        f"childlogdir={g.tmp}\nuser=root\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        f"[supervisorctl]\nserverurl=unix://{g.tmp}/s.sock\n"
+        + "".join(f"[program:{n}]\ncommand={' '.join(argv)}\n" for n, argv in agents.items())
+    )
+    pidfile = g.tmp / "supervisord.pid"
+    g.configure(
+        command=[str(BIN / "supervisord"), "-c", str(conf)],
+        daemonizes=True,
+        pidfile=str(pidfile),
+        start_grace="1s",
+        stop_timeout="5s",
+        health={"http": f"http://127.0.0.1:{port}/", "timeout": "2s", "failures": 2},
+    )
+
+    def copies() -> dict[str, list[int]]:
+        found = {n: [m.pid for m in scan(Matcher(tuple(argv)))] for n, argv in agents.items()}
+        for pids in found.values():
+            for pid in pids:
+                g.reaper.track(pid)
+        return found
+
+    def each_agent_once() -> bool:
+        return all(len(pids) == 1 for pids in copies().values())
+
+    assert g.check().rc == 0
+    old = int(pidfile.read_text())
+    g.reaper.track(old)
+    wait_for(each_agent_once, timeout=30, what="both agents running")
+    assert g.check().stderr == ""  # answers its http port: healthy
+
+    # Hung: SIGSTOP. Its port still accepts connections (the kernel completes them),
+    # so only a probe that waits for an answer can tell.
+    os.kill(old, signal.SIGSTOP)
+    one = g.check()
+    assert one.rc == 1
+    assert g.audit()[-1]["action"] == "unhealthy"
+    assert "http: GET" in g.audit()[-1]["probes"][0]
+    two = g.check()
+    assert two.rc == 0, two.stderr
+    record = g.audit()[-1]
+    assert (record["action"], record["old_pid"]) == ("restarted_unhealthy", old)
+    new = int(pidfile.read_text())
+    g.reaper.track(new)
+    assert not alive(old)
+    wait_for(each_agent_once, timeout=30, what="each agent running once under the new supervisord")
+    assert status_ok(conf)
+
+    # Killed outright, supervisord leaves its agents behind: they are ended before the
+    # new supervisord starts its own, so there is still one copy of each.
+    before = copies()
+    os.kill(new, signal.SIGKILL)
+    wait_for(lambda: not alive(new), what="supervisord to die")
+    assert copies() == before  # orphans: still running
+    assert g.check().rc == 0
+    record = g.audit()[-1]
+    assert record["action"] == "started"
+    assert sorted(record["orphans"]) == sorted(pid for pids in before.values() for pid in pids)
+    g.reaper.track(int(pidfile.read_text()))
+    wait_for(each_agent_once, timeout=30, what="each agent running once again")
+    assert all(set(pids).isdisjoint(before[n]) for n, pids in copies().items())
+
+
+def status_ok(conf: Path) -> bool:
+    return wait_for(lambda: supervisorctl(conf, "status").returncode == 0, timeout=15)
