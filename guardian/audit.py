@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,8 +34,7 @@ ACTIONS = (
     "restarted",
     "reset",
 )
-# Fields left out of a line when they are empty, so that most lines stay short.
-_OPTIONAL = ("error", "output_tail", "orphans", "probes", "hooks", "next_try")
+
 _MAX_TAIL_LINE = 500
 
 
@@ -44,38 +42,97 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True, slots=True)
+_HOST = os.uname().nodename
+
+
 class AuditRecord:
-    target: str
-    action: str
-    reason: str
-    pid: int | None = None
-    old_pid: int | None = None
-    duration_ms: int = 0
-    dry_run: bool = False
-    error: str | None = None
-    output_tail: tuple[str, ...] = ()
-    orphans: tuple[int, ...] = ()  # what a dead target left in its session
-    probes: tuple[str, ...] = ()  # the health probes that failed
-    hooks: tuple[str, ...] = ()  # what each hook run did
-    next_try: str | None = None  # backoff and gave_up: when guardian will start it again
-    ts: str = field(default_factory=now_rfc3339)
-    host: str = field(default_factory=lambda: os.uname().nodename)
-    guardian_pid: int = field(default_factory=os.getpid)
-    version: str = __version__
+    """One decision about one target: what was done, why, and the evidence.
+
+    A plain class rather than a dataclass: a healthy ``guardian check`` runs
+    every minute, and each dataclass costs about a millisecond to create at
+    import. When, where and by whom are filled in when the record is made.
+    """
+
+    __slots__ = (
+        "action",
+        "dry_run",
+        "duration_ms",
+        "error",
+        "guardian_pid",
+        "hooks",
+        "host",
+        "next_try",
+        "old_pid",
+        "orphans",
+        "output_tail",
+        "pid",
+        "probes",
+        "reason",
+        "target",
+        "ts",
+        "version",
+    )
+
+    def __init__(
+        self,
+        target: str,
+        action: str,
+        reason: str,
+        *,
+        pid: int | None = None,
+        old_pid: int | None = None,
+        duration_ms: int = 0,
+        dry_run: bool = False,
+        error: str | None = None,
+        output_tail: tuple[str, ...] = (),
+        orphans: tuple[int, ...] = (),  # what a dead target left in its session
+        probes: tuple[str, ...] = (),  # the health probes that failed
+        hooks: tuple[str, ...] = (),  # what each hook run did
+        next_try: str | None = None,  # backoff and gave_up: when it will be started again
+    ) -> None:
+        self.ts = now_rfc3339()
+        self.host = _HOST
+        self.guardian_pid = os.getpid()
+        self.version = __version__
+        self.target = target
+        self.action = action
+        self.reason = reason
+        self.pid = pid
+        self.old_pid = old_pid
+        self.duration_ms = duration_ms
+        self.dry_run = dry_run
+        self.error = error
+        self.output_tail = output_tail
+        self.orphans = orphans
+        self.probes = probes
+        self.hooks = hooks
+        self.next_try = next_try
 
     def to_json(self) -> str:
-        data = asdict(self)
-        for key in _OPTIONAL:
-            if data[key] is None or data[key] == ():
-                del data[key]
-        if "output_tail" in data:
-            data["output_tail"] = [line[:_MAX_TAIL_LINE] for line in self.output_tail]
         # Field order as documented: when and where first, then what.
-        order = ("ts", "host", "guardian_pid", "version", "target", "action", "reason")
-        ordered = {key: data.pop(key) for key in order}
-        ordered.update(data)
-        return json.dumps(ordered, ensure_ascii=False, separators=(", ", ": "))
+        data: dict[str, object] = {
+            "ts": self.ts,
+            "host": self.host,
+            "guardian_pid": self.guardian_pid,
+            "version": self.version,
+            "target": self.target,
+            "action": self.action,
+            "reason": self.reason,
+            "pid": self.pid,
+            "old_pid": self.old_pid,
+            "duration_ms": self.duration_ms,
+            "dry_run": self.dry_run,
+        }
+        optional: dict[str, object] = {
+            "error": self.error,
+            "output_tail": [line[:_MAX_TAIL_LINE] for line in self.output_tail],
+            "orphans": list(self.orphans),
+            "probes": list(self.probes),
+            "hooks": list(self.hooks),
+            "next_try": self.next_try,
+        }
+        data.update((key, value) for key, value in optional.items() if value)
+        return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
 
 
 def append(path: Path, record: AuditRecord) -> None:

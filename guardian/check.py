@@ -14,9 +14,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from guardian import locking, state
 from guardian.audit import AuditRecord
@@ -67,17 +66,17 @@ class Recorder:
         )
 
 
-@dataclass
 class Run:
     """One run: its settings, its target in hand and its start under way."""
 
-    config: Config
-    dry_run: bool
-    emit: Callable[[AuditRecord], None]
-    deadline: Deadline | None = None
-    current: Recorder | None = None
-    launch: Launch | None = None
-    trouble: bool = False  # something could not be written: the exit code must say so
+    def __init__(self, config: Config, dry_run: bool, emit: Callable[[AuditRecord], None]) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        self.emit = emit
+        self.deadline: Deadline | None = None
+        self.current: Recorder | None = None
+        self.launch: Launch | None = None
+        self.trouble = False  # something could not be written: the exit code must say so
 
     def end_launch(self, wait: float) -> int | None:
         """End a start that had not become ready; its pid, if there was one."""
@@ -172,7 +171,7 @@ def _running(
         record.doing = "probing its health"
         failed = probes.run(target.health, env=dict(target.env), remaining=run.remaining())
         if failed:
-            st = replace(st, probe_failures=st.probe_failures + 1)
+            st = st._replace(probe_failures=st.probe_failures + 1)
             run.save(target, store, st)
             details = tuple(map(str, failed))
             count = f"{st.probe_failures} of {target.health.failures} failing runs"
@@ -185,7 +184,7 @@ def _running(
                 record,
                 lambda: _restart_unhealthy(target, run, store, found, record, why, details),
             )
-        st = replace(st, probe_failures=0)
+        st = st._replace(probe_failures=0)
     run.save(target, store, st)
     return record("ok", f"running: {found.evidence}")
 
@@ -238,7 +237,7 @@ def _adopt(
     stat = proc_stat(found.pid)
     leader = stat is not None and stat.session == found.pid
     current = state.Current(found.pid, found.start_ticks, leader, ready=True)
-    adopted = replace(st, current=current, stable=False, dead_since=None)
+    adopted = st._replace(current=current, stable=False, dead_since=None)
     run.save(target, store, state.seen_alive(adopted, found.pid, found.start_ticks, state.now(),
                                              target.restart))  # fmt: skip
     if target.daemonizes:  # the pidfile is the target's own: not ours to write
@@ -355,7 +354,7 @@ def _restart_unhealthy(
         min(target.stop_timeout, run.remaining() / 2),
         Matcher(target.match),
     )
-    st = replace(verdict.state, probe_failures=0)
+    st = verdict.state._replace(probe_failures=0)
     orphans = _orphans(target, run, st, record)
     return _start(target, run, store, st, record, "restarted_unhealthy",
                   f"unhealthy: {why}; {how}", orphans)  # fmt: skip
@@ -385,8 +384,7 @@ def _hooks(
     return (f"{argv[0]}: exited {result.status}{last}",)
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
+class RunResult(NamedTuple):
     records: tuple[AuditRecord, ...]
     timed_out: bool
     interrupted: int | None = None  # the signal that interrupted the run
@@ -448,7 +446,7 @@ def _manual(
         how = stop(found.pid, found.start_ticks, target.stop_signal, wait, Matcher(target.match))
     orphans = _orphans(target, run, st, record)
     # Stopped by hand is not a crash: it must not count towards a crash loop.
-    st = replace(st, current=None, dead_since=None)
+    st = st._replace(current=None, dead_since=None)
     if what == "stop":
         run.save(target, store, st)
         return record("stopped", f"stopped by hand: {how}", orphans=orphans)

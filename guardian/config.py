@@ -13,9 +13,8 @@ import re
 import signal
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from guardian.errors import ConfigError
 
@@ -49,8 +48,7 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(NamedTuple):
     state_dir: Path
     audit_log: Path
     timeout: float
@@ -60,8 +58,7 @@ class Settings:
         return self.state_dir / "locks"
 
 
-@dataclass(frozen=True, slots=True)
-class Restart:
+class Restart(NamedTuple):
     """Crash-loop policy (as systemd's StartLimitBurst and RestartSec, but re-arming)."""
 
     burst: int = 5
@@ -71,8 +68,7 @@ class Restart:
     min_uptime: float = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Health:
+class Health(NamedTuple):
     """Probes for a target that is alive but maybe hung; any combination."""
 
     heartbeat_file: Path | None = None
@@ -90,16 +86,14 @@ class Health:
         return any(p is not None for p in probes)
 
 
-@dataclass(frozen=True, slots=True)
-class Hooks:
+class Hooks(NamedTuple):
     on_start: tuple[str, ...] | None = None
     on_failure: tuple[str, ...] | None = None
     on_give_up: tuple[str, ...] | None = None
     timeout: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     name: str
     command: tuple[str, ...]
     pidfile: Path
@@ -120,8 +114,7 @@ class Target:
     hooks: Hooks = Hooks()
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
+class Config(NamedTuple):
     path: Path
     settings: Settings
     targets: tuple[Target, ...]

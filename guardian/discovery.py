@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from guardian.config import Target
 
@@ -24,8 +23,7 @@ START_TOLERANCE = 2.0
 _PIDFILE_MAX_BYTES = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
+class Found(NamedTuple):
     """The target is running as ``pid``, which started at ``create_time``."""
 
     pid: int
@@ -35,16 +33,14 @@ class Found:
     evidence: str
 
 
-@dataclass(frozen=True, slots=True)
-class Missing:
+class Missing(NamedTuple):
     """The target is not running; ``reason`` says how we know."""
 
     reason: str
     old_pid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Unsure:
+class Unsure(NamedTuple):
     """Something may be the target but guardian cannot tell which: never start, never signal."""
 
     reason: str
@@ -105,7 +101,6 @@ def _realpath(path: str) -> str:
     return os.path.realpath(path)
 
 
-@dataclass(slots=True)
 class Matcher:
     """Exact command-line identity for one target.
 
@@ -116,10 +111,11 @@ class Matcher:
     it (``python3 /usr/bin/supervisord -c ...``) is accepted, and only that one.
     """
 
-    want: tuple[str, ...]
-    _real0: str | None = field(default=None, init=False)
-    _shebang: tuple[str, ...] | None = field(default=None, init=False)
-    _shebang_read: bool = field(default=False, init=False)
+    def __init__(self, want: tuple[str, ...]) -> None:
+        self.want = want
+        self._real0: str | None = None
+        self._shebang: tuple[str, ...] | None = None
+        self._shebang_read = False
 
     @property
     def real0(self) -> str:
@@ -200,8 +196,7 @@ def _describe(cmdline: list[str]) -> str:
     return repr(cmdline)
 
 
-@dataclass(frozen=True, slots=True)
-class ProcStat:
+class ProcStat(NamedTuple):
     state: str
     ppid: int
     session: int
@@ -283,8 +278,7 @@ def is_alive(found: Found) -> bool:
     return now is not None and now.start_ticks == found.start_ticks and now.state != "Z"
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):
     """A live process of a session: what a dead session leader left behind."""
 
     pid: int
@@ -353,7 +347,7 @@ def discover(target: Target, *, allow_scan: bool = True) -> Discovery:
         old_pid = pid
         result = inspect(pid, matcher, not_after=written)
         if isinstance(result, Found):
-            return replace(result, evidence=f"pidfile names pid {pid}")
+            return result._replace(evidence=f"pidfile names pid {pid}")
         if isinstance(result, Unsure):
             return result
         reason = f"pidfile names pid {pid}, {_clause(result, pid)}"
@@ -372,7 +366,7 @@ def discover(target: Target, *, allow_scan: bool = True) -> Discovery:
         )
     match = matches[0]
     evidence = f"{reason}; pid {match.pid} matches the command line"
-    return replace(match, via="scan", evidence=evidence)
+    return match._replace(via="scan", evidence=evidence)
 
 
 def _clause(result: str, pid: int) -> str:

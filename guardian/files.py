@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -15,7 +14,10 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     and a reader sees the old file or the new one, never half of either.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # What mkstemp does, without importing tempfile (and random) on every run:
+    # O_EXCL makes a new file of our own, never one planted (or linked) there.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             os.fchmod(fd, mode)

@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from guardian.config import Restart
 from guardian.files import atomic_write
@@ -40,8 +39,7 @@ def boot_id() -> str:
         return "unknown"
 
 
-@dataclass(frozen=True, slots=True)
-class Current:
+class Current(NamedTuple):
     """The process guardian last started or adopted as the target."""
 
     pid: int
@@ -50,8 +48,7 @@ class Current:
     ready: bool
 
 
-@dataclass(frozen=True, slots=True)
-class State:
+class State(NamedTuple):
     boot_id: str
     starts: tuple[float, ...] = ()  # when guardian started it, newest last
     current: Current | None = None
@@ -62,7 +59,9 @@ class State:
     gave_up_at: float | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1).encode()
+        data = self._asdict()
+        data["current"] = self.current._asdict() if self.current else None
+        return json.dumps(data, indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> State:
@@ -104,13 +103,13 @@ class State:
             raise TypeError("a field has the wrong type")
 
 
-@dataclass
 class Store:
     """One target's state file: loaded once per run, saved only when it changed."""
 
-    path: Path
-    warnings: list[str] = field(default_factory=list)
-    _loaded: State | None = None
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.warnings: list[str] = []
+        self._loaded: State | None = None
 
     def load(self) -> State:
         if self._loaded is not None:
@@ -153,7 +152,7 @@ def seen_alive(state: State, pid: int, start_ticks: int, t: float, policy: Resta
         return state  # not one guardian started or adopted: nothing to learn from it
     if state.stable or t - since_boot(start_ticks) < policy.min_uptime:
         return state
-    return replace(state, stable=True, young=0, dead_since=None)
+    return state._replace(stable=True, young=0, dead_since=None)
 
 
 def seen_dead(state: State, t: float) -> State:
@@ -161,11 +160,10 @@ def seen_dead(state: State, t: float) -> State:
     if state.current is None or state.dead_since is not None:
         return state
     died_young = not state.current.ready or not state.stable
-    return replace(state, young=state.young + 1 if died_young else 0, dead_since=t)
+    return state._replace(young=state.young + 1 if died_young else 0, dead_since=t)
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     action: Literal["start", "backoff", "gave_up"]
     state: State
     next_try: float | None = None
@@ -187,11 +185,11 @@ def decide(state: State, t: float, policy: Restart) -> Verdict:
         until = state.gave_up_at + policy.window
         if t < until:
             return Verdict("backoff", state, until, "gave up on it earlier; waiting out the window")
-        state = replace(state, gave_up_at=None, starts=())  # re-armed, as supervisord is not
+        state = state._replace(gave_up_at=None, starts=())  # re-armed, as supervisord is not
     recent = tuple(s for s in state.starts if t - s < policy.window)
-    state = replace(state, starts=recent)
+    state = state._replace(starts=recent)
     if len(recent) >= policy.burst:
-        given_up = replace(state, gave_up_at=t)
+        given_up = state._replace(gave_up_at=t)
         why = f"started {len(recent)} times in {policy.window:g}s (burst {policy.burst})"
         return Verdict("gave_up", given_up, t + policy.window, why)
     delay = delay_for(state.young, policy)
@@ -203,8 +201,7 @@ def decide(state: State, t: float, policy: Restart) -> Verdict:
 
 
 def started(state: State, t: float, current: Current) -> State:
-    return replace(
-        state,
+    return state._replace(
         starts=(*state.starts, t),
         current=current,
         stable=False,
