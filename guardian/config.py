@@ -267,18 +267,8 @@ def _target(path: Path, name: str, data: object, settings: Settings) -> Target:
             raise t.error("pidfile", "is required when daemonizes = true (the target writes it)")
         pidfile = settings.state_dir / "pids" / f"{name}.pid"
 
-    user = t.get("user", str)
-    if user is not None:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            raise t.error("user", f"no such user {user!r}") from None
-    group = t.get("group", str)
-    if group is not None:
-        try:
-            grp.getgrnam(group)
-        except KeyError:
-            raise t.error("group", f"no such group {group!r}") from None
+    user = _account(t, "user", pwd.getpwnam)
+    group = _account(t, "group", grp.getgrnam)
     orphans = t.get("orphans", str, "kill")
     if orphans not in ("kill", "keep"):
         raise t.error("orphans", f'{orphans!r}: use "kill" or "keep"')
@@ -310,6 +300,17 @@ def _target(path: Path, name: str, data: object, settings: Settings) -> Target:
     )
     t.finish()
     return target
+
+
+def _account(t: _Table, key: str, lookup: Any) -> str | None:
+    """A user or group name that must exist on this host (looked up once, at load)."""
+    name: str | None = t.get(key, str)
+    if name is not None:
+        try:
+            lookup(name)
+        except KeyError:
+            raise t.error(key, f"no such {key} {name!r}") from None
+    return name
 
 
 def _signal(t: _Table, key: str) -> int:

@@ -291,3 +291,27 @@ def cron_daemon() -> Iterator[int]:
         stat = proc_stat(pid)
         if stat is not None and ticks is not None and stat.start_ticks == ticks.start_ticks:
             os.kill(pid, signal.SIGTERM)
+
+
+def write_supervisord_conf(
+    conf: Path,
+    run_dir: Path,
+    *,
+    programs: dict[str, list[str]] | None = None,
+    http_port: int | None = None,
+) -> Path:
+    """A supervisord config whose socket, log and pidfile live in ``run_dir``."""
+    text = (
+        f"[unix_http_server]\nfile={run_dir}/s.sock\n"
+        f"[supervisord]\nlogfile={run_dir}/supervisord.log\npidfile={run_dir}/supervisord.pid\n"
+        f"childlogdir={run_dir}\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        f"[supervisorctl]\nserverurl=unix://{run_dir}/s.sock\n"
+    )
+    if http_port is not None:
+        text += f"[inet_http_server]\nport=127.0.0.1:{http_port}\n"
+    for name, argv in (programs or {}).items():
+        text += f"[program:{name}]\ncommand={' '.join(argv)}\n"
+    conf.write_text(text)
+    return conf

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from guardian.discovery import Matcher, scan
 
-from conftest import Reaper, SharedInstall, alive, wait_for, write_config
+from conftest import (
+    Reaper,
+    SharedInstall,
+    alive,
+    wait_for,
+    write_config,
+    write_supervisord_conf,
+)
 
 
 def test_cron_restarts_a_killed_supervisord_and_two_entries_never_start_two(
@@ -28,13 +35,7 @@ def test_cron_restarts_a_killed_supervisord_and_two_entries_never_start_two(
     work = shared_dir / "work"
     work.mkdir()
     shutil.chown(work, system_user)  # supervisord and guardian's state belong to the user
-    conf = shared_dir / "supervisord.conf"
-    conf.write_text(
-        f"[unix_http_server]\nfile={work}/s.sock\n[supervisord]\nlogfile={work}/sd.log\n"
-        f"pidfile={work}/supervisord.pid\n[rpcinterface:supervisor]\n"
-        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
-        f"[supervisorctl]\nserverurl=unix://{work}/s.sock\n"
-    )
+    conf = write_supervisord_conf(shared_dir / "supervisord.conf", work)
     supervisord = [str(shared_install.prefix / "bin" / "supervisord"), "-c", str(conf)]
     pidfile = work / "supervisord.pid"
     config = write_config(
@@ -61,7 +62,8 @@ def test_cron_restarts_a_killed_supervisord_and_two_entries_never_start_two(
         assert second.returncode == 0, second.stderr
         first = run("runuser", "-u", system_user, "--", g, "check", "--config", str(config))
         assert first.returncode == 0, first.stderr
-        old = int(pidfile.read_text())
+        # (If cron fired at that very second, this run was `skipped` and cron's is starting it.)
+        old = wait_for(lambda: pidfile.exists() and int(pidfile.read_text()), what="a pidfile")
         reaper.track(old)
 
         audit = work / "state" / "audit.jsonl"
@@ -103,3 +105,5 @@ def test_cron_restarts_a_killed_supervisord_and_two_entries_never_start_two(
     finally:
         run(g, "uninstall", "--user", system_user, "--config", str(config))
         cron_file.unlink(missing_ok=True)
+        for copy in scan(Matcher(tuple(supervisord))):  # whatever cron started, however it ended
+            reaper.track(copy.pid)

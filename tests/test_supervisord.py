@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import AGENT, Guardian, alive, wait_for
+from conftest import AGENT, Guardian, alive, wait_for, write_supervisord_conf
 
 BIN = Path(sys.executable).parent
 
@@ -23,39 +23,13 @@ def supervisorctl(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def write_supervisord_conf(folder: Path) -> Path:
-    conf = folder / "supervisord.conf"
-    conf.write_text(
-        f"""\
-[unix_http_server]
-file=%(here)s/supervisor.sock
-
-[supervisord]
-logfile=%(here)s/supervisord.log
-pidfile=%(here)s/supervisord.pid
-childlogdir=%(here)s
-user=root
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://%(here)s/supervisor.sock
-
-[program:worker]
-command={sys.executable} {AGENT} --tag {folder}/worker
-"""
-    )
-    return conf
-
-
 def worker_pid(conf: Path) -> int:
     answer = supervisorctl(conf, "pid", "worker").stdout.strip()
     return int(answer) if answer.isdigit() and answer != "0" else 0
 
 
-def test_killed_supervisord_is_restarted_and_answers(g: Guardian) -> None:
-    conf = write_supervisord_conf(g.tmp)
+def guard_supervisord(g: Guardian, conf: Path, **target: object) -> Path:
+    """Point ``g``'s target at a supervisord with ``conf``; its pidfile's path."""
     pidfile = g.tmp / "supervisord.pid"
     g.configure(
         command=[str(BIN / "supervisord"), "-c", str(conf)],
@@ -63,7 +37,15 @@ def test_killed_supervisord_is_restarted_and_answers(g: Guardian) -> None:
         pidfile=str(pidfile),
         start_grace="1s",
         start_timeout="20s",
+        **target,
     )
+    return pidfile
+
+
+def test_killed_supervisord_is_restarted_and_answers(g: Guardian) -> None:
+    worker = [sys.executable, str(AGENT), "--tag", f"{g.tmp}/worker"]
+    conf = write_supervisord_conf(g.tmp / "supervisord.conf", g.tmp, programs={"worker": worker})
+    pidfile = guard_supervisord(g, conf)
     first = g.check()
     assert first.rc == 0, first.stderr
     old = int(pidfile.read_text())
@@ -104,25 +86,14 @@ def test_hung_supervisord_is_restarted_and_each_agent_runs_once(g: Guardian) -> 
     from guardian.discovery import Matcher, scan
 
     port = free_port()
-    conf = g.tmp / "supervisord.conf"
     agents = {name: [sys.executable, str(AGENT), "--tag", f"{g.tmp}/{name}"]
               for name in ("one", "two")}  # fmt: skip
-    conf.write_text(
-        f"[inet_http_server]\nport=127.0.0.1:{port}\n"
-        f"[unix_http_server]\nfile={g.tmp}/s.sock\n"
-        f"[supervisord]\nlogfile={g.tmp}/sd.log\npidfile={g.tmp}/supervisord.pid\n"
-        f"childlogdir={g.tmp}\nuser=root\n"
-        "[rpcinterface:supervisor]\n"
-        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
-        f"[supervisorctl]\nserverurl=unix://{g.tmp}/s.sock\n"
-        + "".join(f"[program:{n}]\ncommand={' '.join(argv)}\n" for n, argv in agents.items())
+    conf = write_supervisord_conf(
+        g.tmp / "supervisord.conf", g.tmp, programs=agents, http_port=port
     )
-    pidfile = g.tmp / "supervisord.pid"
-    g.configure(
-        command=[str(BIN / "supervisord"), "-c", str(conf)],
-        daemonizes=True,
-        pidfile=str(pidfile),
-        start_grace="1s",
+    pidfile = guard_supervisord(
+        g,
+        conf,
         stop_timeout="5s",
         health={"http": f"http://127.0.0.1:{port}/", "timeout": "2s", "failures": 2},
     )
