@@ -19,7 +19,7 @@ from guardian.audit import AuditRecord
 from guardian.config import DEFAULT_CONFIG, Config, load, parse_duration
 
 if TYPE_CHECKING:
-    from guardian.check import RunResult
+    from guardian.run import RunResult
 
 from guardian.errors import (
     EXIT_INTERNAL,
@@ -232,7 +232,7 @@ class _Output:
                 _err(f"{record.target}: | {extra}")
 
     def exit_code(self, result: RunResult) -> int:
-        from guardian.check import ASIDES, RUNNING
+        from guardian.run import ASIDES, RUNNING
 
         if result.interrupted is not None:
             return 128 + result.interrupted
