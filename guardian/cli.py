@@ -17,10 +17,6 @@ import click
 from guardian import __version__, audit
 from guardian.audit import AuditRecord
 from guardian.config import DEFAULT_CONFIG, Config, load, parse_duration
-
-if TYPE_CHECKING:
-    from guardian.run import RunResult
-
 from guardian.errors import (
     EXIT_INTERNAL,
     EXIT_NOT_RUNNING,
@@ -31,6 +27,9 @@ from guardian.errors import (
     ConfigError,
     GuardianError,
 )
+
+if TYPE_CHECKING:
+    from guardian.run import RunResult
 
 
 class Duration(click.ParamType[float, str | float]):
@@ -113,33 +112,6 @@ def _place(user: str | None, cron_file: Path | None) -> Any:
     if cron_file is not None:
         return Place(user=user or "root", cron_file=Path(os.path.abspath(cron_file)))
     return Place(user=user)
-
-
-def _cannot_run(user: str, argv: list[str], config: Path) -> str | None:
-    """Why cron could not run guardian as ``user`` (as root, we can ask), or None if it can."""
-    import subprocess
-
-    probes = (
-        (
-            [*argv, "--version"],
-            f"cannot run {argv[0]}",
-            "where python3 lives under /root (mode 700), build the virtualenv from an "
-            "interpreter every user can run: PYTHON=/usr/bin/python3 ./install.sh --prefix DIR",
-        ),
-        (
-            ["test", "-r", str(config)],
-            f"cannot read {config}",
-            "make the file, and every folder above it, readable by that user",
-        ),
-    )
-    for probe, problem, fix in probes:
-        result = subprocess.run(
-            ["runuser", "-u", user, "--", *probe], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            detail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
-            return f"user {user} {problem} ({detail[0]}), so cron could not run guardian; {fix}"
-    return None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -355,7 +327,7 @@ def install(
         return EXIT_OK
     run_as = place.user or pwd.getpwuid(os.geteuid()).pw_name
     if os.geteuid() == 0 and run_as != "root":
-        problem = _cannot_run(run_as, cron.guardian_argv(), config.path)
+        problem = cron.cannot_run_as(run_as, config.path)
         if problem:
             raise ConfigError(problem)
     before, after = cron.update(place, config.path, line)

@@ -165,6 +165,32 @@ def next_run(schedule: str, now: datetime | None = None) -> datetime | None:
     return None
 
 
+def cannot_run_as(user: str, config: Path) -> str | None:
+    """Why cron could not run guardian as ``user`` (as root, we can ask), or None if it can."""
+    argv = guardian_argv()
+    probes = (
+        (
+            [*argv, "--version"],
+            f"cannot run {argv[0]}",
+            "where python3 lives under /root (mode 700), build the virtualenv from an "
+            "interpreter every user can run: PYTHON=/usr/bin/python3 ./install.sh --prefix DIR",
+        ),
+        (
+            ["test", "-r", str(config)],
+            f"cannot read {config}",
+            "make the file, and every folder above it, readable by that user",
+        ),
+    )
+    for probe, problem, fix in probes:
+        result = subprocess.run(
+            ["runuser", "-u", user, "--", *probe], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            detail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+            return f"user {user} {problem} ({detail[0]}), so cron could not run guardian; {fix}"
+    return None
+
+
 # --- where the line lives: a user's crontab, or a system cron file ---
 
 
