@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardian.config import DEFAULT_PATH, load, parse_duration
@@ -167,3 +167,37 @@ def test_number_and_unit_round_trip(number: int, unit: str) -> None:
             parse_duration(f"{number}{unit}")
     else:
         assert parse_duration(f"{number}{unit}") == pytest.approx(number * factor)
+
+
+KEYS = ["command", "pidfile", "daemonizes", "match", "cwd", "env", "user", "group", "output",
+        "start_timeout", "start_grace", "stop_signal", "stop_timeout", "orphans", "on_start",
+        "hook_timeout", "restart", "health", "bogus"]  # fmt: skip
+VALUES = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12),
+    st.lists(st.text(max_size=6), max_size=3),
+    st.just("/bin/sleep"),
+    st.just("30s"),
+    st.dictionaries(st.sampled_from(["burst", "window", "tcp", "http", "failures", "x"]),
+                    st.one_of(st.integers(-3, 9), st.text(max_size=8)), max_size=3),
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=6))
+def test_any_config_values_load_or_give_a_config_error(fields: dict[str, object]) -> None:
+    import tempfile
+
+    from conftest import write_config
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_config(Path(folder) / "g.toml", {}, {"t": fields})
+        try:
+            config = load(path)
+        except ConfigError as e:
+            assert str(e).startswith(f"{path}: ")
+        else:
+            (target,) = config.targets
+            assert os.path.isabs(target.command[0])

@@ -98,14 +98,16 @@ def test_stale_heartbeat_restarts_after_failures_runs(g: Guardian) -> None:
 
 def test_probes_that_hang_or_fail_are_time_boxed(g: Guardian) -> None:
     g.configure(health={"command": ["/bin/sleep", "60"], "tcp": "127.0.0.1:1",
-                        "timeout": "1s", "failures": 5})  # fmt: skip
+                        "unix": str(g.tmp / "no.sock"), "timeout": "1s",
+                        "failures": 5})  # fmt: skip
     assert g.check().rc == 0
     result = g.check()
     assert result.rc == 1
     assert result.seconds < 10
     probes = g.audit()[-1]["probes"]
     assert probes[0].startswith("tcp: connect to 127.0.0.1:1:")
-    assert probes[1] == "command: /bin/sleep gave no answer within 1s"
+    assert probes[1] == f"unix: connect to {g.tmp / 'no.sock'}: No such file or directory"
+    assert probes[2] == "command: /bin/sleep gave no answer within 1s"
 
 
 def test_stop_escalates_to_sigkill_and_checks_identity(g: Guardian) -> None:
