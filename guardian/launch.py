@@ -208,7 +208,10 @@ class Launch:
                 found = Missing(seen) if isinstance(seen, str) else seen
             now = time.monotonic()
             if isinstance(found, Found):
-                if self.found != found:
+                # Identity is pid and start ticks; create_time is wall time, which can
+                # move between two looks (/proc/stat's btime follows the clock).
+                same = self.found is not None and self.found[:2] == found[:2]
+                if not same:
                     self.found, seen_at = found, now
                 if now - seen_at >= target.start_grace:
                     return Ready(found, now - began)
