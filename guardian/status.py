@@ -14,6 +14,9 @@ from guardian.cron import Entry, next_run
 from guardian.discovery import Found, discover
 
 
+_STARTS = frozenset({"started", "restarted_unhealthy", "restarted"})
+
+
 @dataclass(frozen=True, slots=True)
 class LastAction:
     action: str
@@ -103,7 +106,7 @@ def _history(
             if name not in wanted or record.get("dry_run"):
                 continue
             last[name] = LastAction(action, ts, str(record.get("reason", "")))
-            if action == "started" and datetime.fromisoformat(ts) >= since:
+            if action in _STARTS and datetime.fromisoformat(ts) >= since:
                 starts[name] += 1
     return last, starts
 
