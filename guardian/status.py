@@ -13,7 +13,6 @@ from guardian.config import Config
 from guardian.cron import Entry, next_run
 from guardian.discovery import Found, discover
 
-
 _STARTS = frozenset({"started", "restarted_unhealthy", "restarted"})
 
 
