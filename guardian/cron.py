@@ -183,7 +183,11 @@ def cannot_run_as(user: str, config: Path) -> str | None:
     )
     for probe, problem, fix in probes:
         result = subprocess.run(
-            ["runuser", "-u", user, "--", *probe], capture_output=True, text=True, check=False
+            ["runuser", "-u", user, "--", *probe],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
         )
         if result.returncode != 0:
             detail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]

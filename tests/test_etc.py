@@ -166,3 +166,10 @@ def test_install_sh_refuses_a_bad_config(shared_install: SharedInstall, tmp_path
     assert result.returncode == 1
     assert "guardian.timeout: 'soon' is not a duration" in result.stderr
     assert f"install.sh: {bad} needs fixing" in result.stderr
+
+
+def test_readme_documents_every_audit_action() -> None:
+    from guardian.audit import ACTIONS
+
+    readme = (ETC.parent / "README.md").read_text()
+    assert [a for a in ACTIONS if f"`{a}`" not in readme] == []
