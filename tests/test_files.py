@@ -1,0 +1,39 @@
+"""Atomic writes: whole or nothing, never through a symlink, no debris left by a killed writer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from guardian.files import atomic_write
+
+
+def test_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.write_text("keep me")
+    link = tmp_path / "state.json"
+    link.symlink_to(precious)
+    atomic_write(link, b"new", mode=0o600)
+    assert precious.read_text() == "keep me"
+    assert not link.is_symlink()
+    assert link.read_bytes() == b"new"
+    assert oct(link.stat().st_mode & 0o777) == "0o600"
+
+
+def test_sweeps_temporary_files_of_writers_that_were_killed(tmp_path: Path) -> None:
+    gone = subprocess.Popen(["true"])  # a pid that has exited, and been reaped
+    gone.wait()
+    stale = tmp_path / f".state.json.{gone.pid}.0badc0de.tmp"
+    stale.write_text("half")
+    live = tmp_path / f".state.json.{os.getppid()}.0badc0de.tmp"  # a writer still running
+    live.write_text("in progress")
+    other = tmp_path / f".other.json.{gone.pid}.0badc0de.tmp"  # another file's: not ours
+    other.write_text("not mine")
+    atomic_write(tmp_path / "state.json", b"{}")
+    assert not stale.exists()
+    assert live.exists()
+    assert other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, other.name, "state.json"]
+    )
