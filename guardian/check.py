@@ -29,6 +29,23 @@ def _wall(boottime: float | None) -> str | None:
     return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _current(found: Found, *, ready: bool = True) -> state.Current:
+    """``found`` as the state file remembers it: identity, and whether it leads a session."""
+    stat = proc_stat(found.pid)
+    leader = stat is not None and stat.session == found.pid
+    return state.Current(found.pid, found.start_ticks, leader, ready)
+
+
+def _stop(target: Target, run: Run, found: Found) -> tuple[bool, str]:
+    """Stop ``found`` as the target says; whether it is gone, and how it ended."""
+    from guardian.launch import stop
+
+    if run.current is not None:
+        run.current.doing = f"stopping pid {found.pid}"
+    wait = min(target.stop_timeout, run.remaining() / 2)
+    return stop(found.pid, found.start_ticks, target.stop_signal, wait, Matcher(target.match))
+
+
 def check_target(target: Target, run: Run) -> AuditRecord:
     record = run.current = Recorder(target, run.dry_run)
     store = run.store(target)
@@ -143,10 +160,7 @@ def _adopt(
 ) -> AuditRecord:
     from guardian.launch import write_pidfile
 
-    stat = proc_stat(found.pid)
-    leader = stat is not None and stat.session == found.pid
-    current = state.Current(found.pid, found.start_ticks, leader, ready=True)
-    adopted = st._replace(current=current, stable=False, dead_since=None)
+    adopted = st._replace(current=_current(found), stable=False, dead_since=None)
     run.save(target, store, state.seen_alive(adopted, found.pid, found.start_ticks, state.now(),
                                              target.restart))  # fmt: skip
     if target.daemonizes:  # the pidfile is the target's own: not ours to write
@@ -166,6 +180,11 @@ def _orphans(target: Target, run: Run, st: state.State, record: Recorder) -> tup
 
     current = st.current
     if current is None or not current.session_leader:
+        return ()
+    leader = proc_stat(current.pid)
+    if leader is not None and leader.state != "Z":
+        # The pid is alive again: either the old target under another command line
+        # (not ours to signal) or a new process that reused the id. Neither is debris.
         return ()
     members = session_members(current.pid, current.start_ticks)
     if members and target.orphans == "kill":
@@ -195,6 +214,7 @@ def _start(
     try:
         launch = run.launch = start(target, warnings)
     except LaunchError as e:
+        # A start that never ran (exec failed): pid 0, never ready, so it counts as dying young.
         run.save(target, store, state.started(st, began, state.Current(0, 0, False, False)))
         hooks = _hooks(target, run, target.hooks.on_failure, "start_failed", str(e), None)
         return record("start_failed", reason, error=str(e), orphans=orphans, hooks=hooks)
@@ -223,10 +243,7 @@ def _start(
     run.launch = None
     launch.reap()
     found = ready.found
-    stat = proc_stat(found.pid)
-    leader = stat is not None and stat.session == found.pid
-    current = state.Current(found.pid, found.start_ticks, leader, ready=True)
-    run.save(target, store, state.started(st, began, current))
+    run.save(target, store, state.started(st, began, _current(found)))
     record.pid = found.pid
     text = f"{reason}; ready after {ready.seconds:.1f}s"
     hooks = _hooks(target, run, target.hooks.on_start, action, text, found.pid)
@@ -242,10 +259,8 @@ def _restart_unhealthy(
     why: str,
 ) -> AuditRecord:
     """Under the lock: the same process still there and still failing: stop it, start anew."""
-    from guardian.launch import stop
-
     again = discover(target)
-    if not isinstance(again, Found) or again.start_ticks != found.start_ticks:
+    if not isinstance(again, Found) or again[:2] != found[:2]:
         return record("ok", f"changed while it was probed, so left alone: {why}")
     now = state.now()
     st = run.load(target, store)
@@ -254,14 +269,9 @@ def _restart_unhealthy(
         run.save(target, store, verdict.state)
         return _held_back(target, run, record, verdict, f"unhealthy: {why}")
     record.old_pid = found.pid
-    record.doing = f"stopping pid {found.pid}, which is unhealthy"
-    how = stop(
-        found.pid,
-        found.start_ticks,
-        target.stop_signal,
-        min(target.stop_timeout, run.remaining() / 2),
-        Matcher(target.match),
-    )
+    gone, how = _stop(target, run, found)
+    if not gone:
+        return record("error", f"unhealthy: {why}; {how}; not starting another copy")
     st = verdict.state._replace(probe_failures=0)
     orphans = _orphans(target, run, st, record)
     return _start(target, run, store, st, record, "restarted_unhealthy",
@@ -326,8 +336,6 @@ def by_hand(
 def _manual(
     what: str, target: Target, run: Run, store: state.Store, record: Recorder
 ) -> AuditRecord:
-    from guardian.launch import stop
-
     st = run.load(target, store)
     if what == "reset":
         run.save(target, store, state.reset(st))
@@ -338,9 +346,9 @@ def _manual(
     how = "it was not running"
     if isinstance(found, Found):
         record.pid = record.old_pid = found.pid
-        record.doing = f"stopping pid {found.pid}"
-        wait = min(target.stop_timeout, run.remaining() / 2)
-        how = stop(found.pid, found.start_ticks, target.stop_signal, wait, Matcher(target.match))
+        gone, how = _stop(target, run, found)
+        if not gone:
+            return record("error", f"{what} by hand: {how}")
     orphans = _orphans(target, run, st, record)
     # Stopped by hand is not a crash: it must not count towards a crash loop.
     st = st._replace(current=None, dead_since=None)

@@ -291,8 +291,9 @@ def session_members(session: int, since_ticks: int) -> list[Member]:
 
     guardian starts every target as the leader of a new session, so these are
     what the target started (supervisord's agents, say), re-parented to init
-    when it died. The start-time bound keeps out a later session that reused
-    the id.
+    when it died. The kernel gives a session's id to no new process while any
+    member lives; the caller checks that the leader itself is gone, and the
+    start-time bound keeps out processes older than the target.
     """
     members = []
     for entry in os.listdir("/proc"):

@@ -312,19 +312,26 @@ def _wait_gone(pid: int, start_ticks: int, wait: float) -> bool:
     return True
 
 
-def stop(pid: int, start_ticks: int, sig: int, wait: float, matcher: Matcher | None) -> str:
+def stop(
+    pid: int, start_ticks: int, sig: int, wait: float, matcher: Matcher | None
+) -> tuple[bool, str]:
     """``sig`` (then SIGCONT, so a stopped process can act on it), ``wait`` seconds, SIGKILL.
 
-    Returns how it ended, in words, for the audit record.
+    Returns whether the process is gone (a zombie counts as gone), and how it
+    ended, in words, for the audit record. Not gone means: do not start another.
     """
+    name = signal.Signals(sig).name
     if not signal_if_same(pid, start_ticks, sig, matcher):
-        return f"pid {pid} was already gone"
+        if _wait_gone(pid, start_ticks, 0.0):
+            return True, f"pid {pid} was already gone"
+        return False, f"pid {pid} no longer has the target's command line, so was not signalled"
     signal_if_same(pid, start_ticks, signal.SIGCONT)
     if _wait_gone(pid, start_ticks, wait):
-        return f"pid {pid} ended on {signal.Signals(sig).name}"
+        return True, f"pid {pid} ended on {name}"
     signal_if_same(pid, start_ticks, signal.SIGKILL)
-    _wait_gone(pid, start_ticks, 2.0)
-    return f"pid {pid} ignored {signal.Signals(sig).name} for {wait:g}s; killed"
+    if _wait_gone(pid, start_ticks, 2.0):
+        return True, f"pid {pid} ignored {name} for {wait:g}s; killed"
+    return False, f"pid {pid} outlived {name} and SIGKILL (stuck in the kernel?)"
 
 
 def end_members(members: list[Member], sig: int, wait: float) -> None:
@@ -339,7 +346,7 @@ def end_members(members: list[Member], sig: int, wait: float) -> None:
 
 
 def _end_process(found: Found, wait: float) -> None:
-    stop(found.pid, found.start_ticks, signal.SIGTERM, wait, None)
+    stop(found.pid, found.start_ticks, signal.SIGTERM, wait, None)  # best effort: ending a failure
 
 
 @dataclass(frozen=True, slots=True)

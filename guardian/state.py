@@ -138,8 +138,8 @@ class Store:
         """Write ``state`` if it changed; raises OSError (the caller reports it, and goes on)."""
         if state == self._loaded:
             return
-        self._loaded = state
         atomic_write(self.path, state.to_json(), mode=0o644)
+        self._loaded = state  # only once written: a failed write is tried again
 
 
 # --- the crash-loop policy: pure functions of the state and the clock ---

@@ -329,3 +329,19 @@ def test_dead_target_is_started_on_a_read_only_or_full_state_folder(
     assert len(g.matches()) == 1
     if trouble == "read-only":
         subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+
+
+def test_stop_never_signals_a_process_whose_command_line_changed(g: Guardian) -> None:
+    from guardian.discovery import Matcher, proc_stat
+    from guardian.launch import stop
+
+    other = g.spawn(["sleep", "301"])
+    wait_for(lambda: Path(f"/proc/{other.pid}/cmdline").read_bytes().startswith(b"sleep"))
+    stat = proc_stat(other.pid)
+    assert stat is not None
+    gone, how = stop(other.pid, stat.start_ticks, signal.SIGTERM, 1.0, Matcher(("/bin/true",)))
+    assert (gone, how) == (False, f"pid {other.pid} no longer has the target's command line, "
+                                  "so was not signalled")  # fmt: skip
+    assert other.poll() is None  # untouched: and a caller that is told "not gone" starts nothing
+    gone, how = stop(other.pid, stat.start_ticks, signal.SIGTERM, 5.0, None)
+    assert (gone, how) == (True, f"pid {other.pid} ended on SIGTERM")
