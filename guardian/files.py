@@ -4,7 +4,77 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
+
+# Never follow a symlink, never block on a FIFO, never take a terminal, never leak to a child.
+SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symlink",
+}
+
+
+class NotRegular(OSError):
+    """A path guardian reads or writes is something other than a regular file."""
+
+    def __init__(self, path: Path, mode: int) -> None:
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.strerror = f"is {kind}, not a regular file"
+        self.filename = str(path)
+
+
+def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """Open ``path`` only if it is a regular file (or, with O_CREAT, missing).
+
+    A FIFO, a device, a folder or a symlink where a file should be is refused
+    before it is opened where possible (opening a device can have effects of
+    its own) and, after, by fstat (it may have been swapped in between).
+    """
+    try:
+        before = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(before.st_mode):
+            raise NotRegular(path, before.st_mode)
+    fd = os.open(path, flags | SAFE, mode)
+    try:
+        kind = os.fstat(fd).st_mode
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        raise NotRegular(path, kind)
+    return fd
+
+
+def make_dirs(path: Path, mode: int = 0o755) -> None:
+    """``mkdir -p`` whose folders get ``mode`` (parents 0755), whatever the umask.
+
+    A folder guardian makes is never writable by others: not with umask 000 either.
+    """
+    if path.is_dir():
+        return
+    if path.parent != path:
+        make_dirs(path.parent, 0o755)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return
+    # mkdir's mode passes through the umask, which can only take bits away (077 would
+    # hide the folder from a target's user): set exactly ``mode``, on the folder made.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -13,7 +83,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     rename(2) replaces a symlink at ``path`` rather than writing through it,
     and a reader sees the old file or the new one, never half of either.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     # What mkstemp does, without importing tempfile (and random) on every run:
     # O_EXCL makes a new file of our own, never one planted (or linked) there.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
