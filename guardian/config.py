@@ -11,10 +11,12 @@ import os
 import pwd
 import re
 import signal
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from guardian.errors import ConfigError
 
@@ -27,6 +29,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DURATION_HELP = 'a number of seconds or a string such as "500ms", "30s", "5m", "1h"'
+# A config is a page of text; anything this large is a mistake (or a disk image).
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def parse_duration(value: object) -> float:
@@ -143,6 +147,16 @@ class _Table:
         dotted = f"{self.where}.{key}" if self.where else key
         return ConfigError(f"{self.path}: {dotted}: {problem}")
 
+    def no_nul(self, key: str, value: str) -> str:
+        """``value``, which guardian will hand to the OS, where a NUL byte cannot go.
+
+        exec, open and getpwnam raise ValueError on one: caught here, at load,
+        it is a config error, rather than a start that fails at run time.
+        """
+        if "\0" in value:
+            raise self.error(key, f"{value!r} contains a NUL byte")
+        return value
+
     def get(self, key: str, kind: type, default: Any = None) -> Any:
         self.used.add(key)
         if key not in self.data:
@@ -168,7 +182,7 @@ class _Table:
             return None
         if not value:
             raise self.error(key, "must not be empty")
-        return _resolve(self.path.parent, value)
+        return _resolve(self.path.parent, self.no_nul(key, value))
 
     def string_list(self, key: str) -> tuple[str, ...] | None:
         value = self.get(key, list)
@@ -180,7 +194,7 @@ class _Table:
             raise self.error(key, "expected a list of strings")
         if not value[0]:
             raise self.error(key, "the program (first item) must not be empty")
-        return tuple(value)
+        return tuple(self.no_nul(key, v) for v in value)
 
     def integer(self, key: str, default: int, minimum: int) -> int:
         value = self.get(key, int, default)
@@ -236,7 +250,7 @@ def _program(table: _Table, key: str, argv: tuple[str, ...], path_env: str) -> t
     return (found, *argv[1:])
 
 
-def _target(path: Path, name: str, data: object, settings: Settings) -> Target:
+def _target(path: Path, name: str, data: object, settings: Settings, *, acting: bool) -> Target:
     where = f"targets.{name}"
     if not _NAME.fullmatch(name):
         raise ConfigError(
@@ -249,8 +263,14 @@ def _target(path: Path, name: str, data: object, settings: Settings) -> Target:
 
     env = dict(t.get("env", dict, {}))
     for key, value in env.items():
+        if "\0" in key:  # said at `env`: a NUL in a key would end up in the message too
+            raise t.error("env", f"the name {key!r} contains a NUL byte")
+        env_key = f"env.{key}"
+        if not key or "=" in key:  # exec would refuse it (or split it somewhere else)
+            raise t.error(env_key, f"{key!r} is not a valid environment variable name")
         if not isinstance(value, str):
-            raise t.error(f"env.{key}", f"expected a string, got {_describe(value)}")
+            raise t.error(env_key, f"expected a string, got {_describe(value)}")
+        t.no_nul(env_key, value)
     env.setdefault("PATH", DEFAULT_PATH)
 
     raw_command = t.string_list("command")
@@ -267,8 +287,8 @@ def _target(path: Path, name: str, data: object, settings: Settings) -> Target:
             raise t.error("pidfile", "is required when daemonizes = true (the target writes it)")
         pidfile = settings.state_dir / "pids" / f"{name}.pid"
 
-    user = _account(t, "user", pwd.getpwnam)
-    group = _account(t, "group", grp.getgrnam)
+    user = _user(t, acting=acting)
+    group = _group(t, acting=acting)
     orphans = t.get("orphans", str, "kill")
     if orphans not in ("kill", "keep"):
         raise t.error("orphans", f'{orphans!r}: use "kill" or "keep"')
@@ -302,14 +322,40 @@ def _target(path: Path, name: str, data: object, settings: Settings) -> Target:
     return target
 
 
-def _account(t: _Table, key: str, lookup: Any) -> str | None:
-    """A user or group name that must exist on this host (looked up once, at load)."""
-    name: str | None = t.get(key, str)
-    if name is not None:
-        try:
-            lookup(name)
-        except KeyError:
-            raise t.error(key, f"no such {key} {name!r}") from None
+def _user(t: _Table, *, acting: bool) -> str | None:
+    """A user that must exist on this host (looked up once, at load).
+
+    Acting (checking, starting, stopping), guardian must be able to become
+    that user: unless it is guardian's own, only root can. Found here, that
+    is a config error, not a start failure counted toward a crash loop.
+    """
+    name: str | None = t.get("user", str)
+    if name is None:
+        return None
+    try:
+        uid = pwd.getpwnam(t.no_nul("user", name)).pw_uid
+    except KeyError:
+        raise t.error("user", f"no such user {name!r}") from None
+    if acting and uid != os.geteuid() and os.geteuid() != 0:
+        raise t.error("user", f"{name!r} is not guardian's own user "
+                      f"({_user_name(os.geteuid())}): running the target as another user "
+                      "needs guardian to run as root")  # fmt: skip
+    return name
+
+
+def _group(t: _Table, *, acting: bool) -> str | None:
+    """A group that must exist on this host; as ``_user``, another one needs root."""
+    name: str | None = t.get("group", str)
+    if name is None:
+        return None
+    try:
+        gid = grp.getgrnam(t.no_nul("group", name)).gr_gid
+    except KeyError:
+        raise t.error("group", f"no such group {name!r}") from None
+    if acting and gid != os.getegid() and os.geteuid() != 0:
+        raise t.error("group", f"{name!r} is not guardian's own group (gid "
+                      f"{os.getegid()}): running the target with another group needs "
+                      "guardian to run as root")  # fmt: skip
     return name
 
 
@@ -343,22 +389,51 @@ def _address(t: _Table, key: str) -> tuple[str, int] | None:
     value = t.get(key, str)
     if value is None:
         return None
-    host, _, port = value.rpartition(":")
+    host, _, port = t.no_nul(key, value).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise t.error(key, f"{value!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
 
 
+def _url(t: _Table, key: str) -> str | None:
+    """An http:// or https:// URL the probe can use as it is: checked here, not at run time.
+
+    The probe sends the path and the query (a fragment is never sent).
+    """
+    value: str | None = t.get(key, str)
+    if value is None:
+        return None
+    t.no_nul(key, value)
+    # Before urlsplit, which quietly drops tabs and newlines (and would let a
+    # line end smuggle headers into the request).
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise t.error(key, f"{value!r} contains whitespace or control characters")
+    try:
+        url = urlsplit(value)
+    except ValueError as e:  # "Invalid IPv6 URL": an unclosed [
+        raise t.error(key, f"{value!r} is not a URL ({e})") from None
+    if url.scheme not in ("http", "https"):
+        raise t.error(key, f"{value!r} is not an http:// or https:// URL")
+    if not url.hostname:
+        raise t.error(key, f"{value!r} has no host")
+    if url.username is not None or url.password is not None:
+        raise t.error(key, f"{value!r}: the probe sends no credentials (user@ in the URL)")
+    try:
+        port = url.port
+    except ValueError as e:  # not a number, or not below 65536
+        raise t.error(key, f"{value!r} has a bad port ({e})") from None
+    if port == 0:
+        raise t.error(key, f"{value!r} has a bad port (0)")
+    return value
+
+
 def _health(t: _Table, path_env: str) -> Health:
-    http = t.get("http", str)
-    if http is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", http):
-        raise t.error("http", f"{http!r} is not an http:// or https:// URL")
     command = t.string_list("command")
     health = Health(
         heartbeat_file=t.path_value("heartbeat_file"),
         max_age=t.duration("max_age", "30s", positive=True),
         tcp=_address(t, "tcp"),
-        http=http,
+        http=_url(t, "http"),
         unix=t.path_value("unix"),
         command=None if command is None else _program(t, "command", command, path_env),
         timeout=t.duration("timeout", "5s", positive=True),
@@ -389,19 +464,54 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def load(path: Path) -> Config:
-    """Read and check the config at ``path``; any problem is a ConfigError."""
-    path = Path(os.path.abspath(path))
+def _read(path: Path) -> bytes:
+    """The config file's bytes: a regular file, of sane size, that root may trust.
+
+    O_NONBLOCK: a FIFO planted at the config path must not hang the run (open
+    would wait for a writer); O_NOCTTY: nor may a terminal become ours.
+    """
     try:
-        with open(path, "rb") as f:
-            _check_owner(path, os.fstat(f.fileno()))
-            data = tomllib.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file; a config must be one")
+        _check_owner(path, st)
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than 1 MiB ({st.st_size} bytes); not a config")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:  # it grew after fstat
+                raise ConfigError(f"{path}: larger than 1 MiB; not a config")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def load(path: Path, *, acting: bool = True) -> Config:
+    """Read and check the config at ``path``; any problem is a ConfigError.
+
+    ``acting``: guardian is to act on the targets (check, start, stop), so it
+    must also be able to run them as their ``user`` and ``group``. Only
+    reading it (``status``, ``uninstall``) needs no such thing, and works for
+    an operator who is not root.
+    """
+    path = Path(os.path.abspath(path))
+    try:
+        data = tomllib.loads(_read(path).decode())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({e.reason})") from None
+    except RecursionError:  # tomllib recurses once per level of [ or {
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
 
     top = _Table(path, "", data)
     g = _Table(path, "guardian", top.get("guardian", dict, {}))
@@ -417,5 +527,7 @@ def load(path: Path) -> Config:
     top.finish()
     if not raw_targets:
         raise ConfigError(f"{path}: targets: no target defined (add a [targets.NAME] table)")
-    targets = tuple(_target(path, name, body, settings) for name, body in raw_targets.items())
+    targets = tuple(
+        _target(path, name, body, settings, acting=acting) for name, body in raw_targets.items()
+    )
     return Config(path=path, settings=settings, targets=targets)

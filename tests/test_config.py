@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from hypothesis import strategies as st
 
 from guardian.config import DEFAULT_PATH, load, parse_duration
 from guardian.errors import ConfigError
+
+from conftest import write_config
 
 GOOD_TARGET = '[targets.a]\ncommand = ["/bin/sleep", "100"]\n'
 
@@ -73,6 +77,117 @@ def guardian_check(config: Path, *args: str) -> subprocess.CompletedProcess[str]
         (GOOD_TARGET + "orphans = 'maybe'\n", "targets.a.orphans: 'maybe': use"),
         ('[targets."a b"]\ncommand = ["/bin/true"]\n', "targets.a b: a target name is"),
         ("[targets]\na = 1\n", "targets.a: expected a table"),
+        # tomllib recurses once per level: RecursionError, which must not escape
+        ("a = " + "[" * 100000 + "]" * 100000 + "\n", "not valid TOML: nested too deeply"),
+        ("a = " + "{b = " * 5000 + "1" + "}" * 5000 + "\n", "not valid TOML: nested too deeply"),
+        # A NUL byte cannot reach exec, open or getpwnam: refused at load
+        (
+            '[targets.a]\ncommand = ["/bin/sleep", "1\\u0000"]\n',
+            "targets.a.command: '1\\x00' contains a NUL",
+        ),
+        (
+            '[targets.a]\ncommand = ["/bin/sl\\u0000eep"]\n',
+            "targets.a.command: '/bin/sl\\x00eep' contains a NUL",
+        ),
+        (
+            GOOD_TARGET + 'match = ["/bin/sleep", "\\u0000"]\n',
+            "targets.a.match: '\\x00' contains a NUL",
+        ),
+        (
+            GOOD_TARGET + 'env = { "A\\u0000" = "b" }\n',
+            "targets.a.env: the name 'A\\x00' contains a NUL byte",
+        ),
+        (GOOD_TARGET + 'env = { A = "b\\u0000" }\n', "targets.a.env.A: 'b\\x00' contains a NUL"),
+        (
+            GOOD_TARGET + 'on_start = ["/bin/echo", "\\u0000"]\n',
+            "targets.a.on_start: '\\x00' contains a NUL",
+        ),
+        (
+            GOOD_TARGET + 'on_give_up = ["/bin/echo\\u0000"]\n',
+            "targets.a.on_give_up: '/bin/echo\\x00' contains",
+        ),
+        (
+            GOOD_TARGET + 'pidfile = "/tmp/a\\u0000.pid"\n',
+            "targets.a.pidfile: '/tmp/a\\x00.pid' contains a NUL",
+        ),
+        (GOOD_TARGET + 'cwd = "/\\u0000"\n', "targets.a.cwd: '/\\x00' contains a NUL"),
+        (GOOD_TARGET + 'output = "o\\u0000"\n', "targets.a.output: 'o\\x00' contains a NUL"),
+        (GOOD_TARGET + 'user = "root\\u0000"\n', "targets.a.user: 'root\\x00' contains a NUL"),
+        (GOOD_TARGET + 'group = "root\\u0000"\n', "targets.a.group: 'root\\x00' contains a NUL"),
+        (
+            '[guardian]\nstate_dir = "/s\\u0000"\n' + GOOD_TARGET,
+            "guardian.state_dir: '/s\\x00' contains",
+        ),
+        (
+            '[guardian]\naudit_log = "a\\u0000"\n' + GOOD_TARGET,
+            "guardian.audit_log: 'a\\x00' contains",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\ncommand = ["/bin/true", "\\u0000"]\n',
+            "targets.a.health.command: '\\x00' contains a NUL",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nheartbeat_file = "b\\u0000"\n',
+            "targets.a.health.heartbeat_file: 'b\\x00' contains a NUL",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nunix = "s\\u0000"\n',
+            "targets.a.health.unix: 's\\x00' contains",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\ntcp = "h\\u0000:80"\n',
+            "targets.a.health.tcp: 'h\\x00:80' contains",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "http://h\\u0000/"\n',
+            "targets.a.health.http: 'http://h\\x00/' contains",
+        ),
+        # exec takes NAME=VALUE strings: a name that is empty or holds "=" cannot be one
+        (
+            GOOD_TARGET + 'env = { "" = "x" }\n',
+            "targets.a.env.: '' is not a valid environment variable name",
+        ),
+        (
+            GOOD_TARGET + 'env = { "A=B" = "x" }\n',
+            "targets.a.env.A=B: 'A=B' is not a valid environment",
+        ),
+        # health.http: what the probe cannot use is refused at load
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "http://127.0.0.1:99999/"\n',
+            "targets.a.health.http: 'http://127.0.0.1:99999/' has a bad port (Port out of range",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "http://127.0.0.1:abc/"\n',
+            "targets.a.health.http: 'http://127.0.0.1:abc/' has a bad port",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "http://127.0.0.1:0/"\n',
+            "targets.a.health.http: 'http://127.0.0.1:0/' has a bad port",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "ftp://x/"\n',
+            "targets.a.health.http: 'ftp://x/' is not an http:// or https:// URL",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "http:///nohost"\n',
+            "targets.a.health.http: 'http:///nohost' has no host",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "http://[::1/"\n',
+            "targets.a.health.http: 'http://[::1/' is not a URL (Invalid IPv6 URL)",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "http://h/a b"\n',
+            "targets.a.health.http: 'http://h/a b' contains whitespace",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "http://h/\\r\\nX-Evil: 1"\n',
+            "targets.a.health.http: 'http://h/\\r\\nX-Evil: 1' contains whitespace",
+        ),
+        (
+            GOOD_TARGET + '[targets.a.health]\nhttp = "http://u:p@h/"\n',
+            "targets.a.health.http: 'http://u:p@h/': the probe sends no credentials",
+        ),
     ],
 )
 def test_bad_config_is_one_clear_line_and_exit_2(tmp_path: Path, text: str, expected: str) -> None:
@@ -201,3 +316,137 @@ def test_any_config_values_load_or_give_a_config_error(fields: dict[str, object]
         else:
             (target,) = config.targets
             assert os.path.isabs(target.command[0])
+
+
+def test_a_config_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)  # opening a FIFO for reading waits for a writer: unless O_NONBLOCK
+    began = time.monotonic()
+    result = guardian_check(fifo)
+    assert time.monotonic() - began < 25  # guardian_check's own timeout is 30 s
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"guardian: {fifo}: not a regular file; a config must be one\n"
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    with pytest.raises(ConfigError, match=r"folder\.toml: not a regular file"):
+        load(folder)
+
+
+def test_a_config_larger_than_1_mib_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text(GOOD_TARGET + "#" * (1024 * 1024) + "\n")
+    result = guardian_check(config)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"guardian: {config}: larger than 1 MiB (")
+    config.write_text(GOOD_TARGET + "#" * (1024 * 1024 - len(GOOD_TARGET) - 1) + "\n")
+    assert config.stat().st_size == 1024 * 1024
+    assert load(config).targets[0].name == "a"  # exactly 1 MiB is still a config
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/health?deep=1", "https://example.com", "http://[::1]:8080/",
+     "http://localhost/a?b=c&d=%20#fragment", "HTTP://Host.Example:443/"],
+)  # fmt: skip
+def test_a_good_http_url_is_kept_as_written(tmp_path: Path, url: str) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text(GOOD_TARGET + f"[targets.a.health]\nhttp = {json.dumps(url)}\n")
+    assert load(config).targets[0].health.http == url
+
+
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string (every character not plainly printable escaped)."""
+    plain = (c if c.isprintable() and c not in '"\\' else f"\\U{ord(c):08x}" for c in text)
+    return '"' + "".join(plain) + '"'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40))
+def test_any_http_value_loads_or_gives_a_config_error(tail: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "g.toml"
+        for url in (tail, f"http://{tail}", f"https://[{tail}", f"http://h:{tail}/"):
+            path.write_text(f"{GOOD_TARGET}[targets.a.health]\nhttp = {toml_string(url)}\n")
+            try:
+                config = load(path)
+            except ConfigError as e:
+                assert str(e).startswith(f"{path}: targets.a.health.http: ")
+            else:
+                assert config.targets[0].health.http == url
+
+
+USER_CHECK = """
+import json, os, sys
+from pathlib import Path
+from guardian.config import load
+from guardian.errors import ConfigError
+
+uid, gid = int(sys.argv[1]), int(sys.argv[2])
+os.setgroups([])
+os.setresgid(gid, gid, gid)
+os.setresuid(uid, uid, uid)  # for good: this process is that user now
+answers = {}
+for arg in sys.argv[3:]:
+    name, acting = arg.rsplit(":", 1)
+    try:
+        load(Path(name), acting=acting == "acting")
+    except ConfigError as e:
+        answers[arg] = str(e)
+    else:
+        answers[arg] = "ok"
+print(json.dumps(answers))
+"""
+
+
+def test_another_user_or_group_needs_root_only_when_acting(
+    system_user: str, shared_dir: Path
+) -> None:
+    import pwd
+
+    # guardian is imported as root, then the process becomes the throwaway
+    # user (python3 here may be a build under /root that others cannot run).
+    pw = pwd.getpwnam(system_user)
+    configs = {
+        "root": {"user": "root"},
+        "group": {"group": "root"},
+        "self": {"user": system_user, "group": system_user},
+    }
+    paths = {}
+    for name, fields in configs.items():
+        paths[name] = write_config(
+            shared_dir / f"{name}.toml", {}, {"a": {"command": ["/bin/sleep", "1"], **fields}}
+        )
+        paths[name].chmod(0o644)
+    args = [f"{paths[name]}:{how}" for name in configs for how in ("acting", "reading")]
+    done = subprocess.run(
+        [sys.executable, "-c", USER_CHECK, str(pw.pw_uid), str(pw.pw_gid), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    assert answers[f"{paths['root']}:acting"] == (
+        f"{paths['root']}: targets.a.user: 'root' is not guardian's own user ({system_user}): "
+        "running the target as another user needs guardian to run as root"
+    )
+    assert answers[f"{paths['group']}:acting"].startswith(
+        f"{paths['group']}: targets.a.group: 'root' is not guardian's own group (gid "
+    )
+    assert answers[f"{paths['group']}:acting"].endswith("needs guardian to run as root")
+    # Reading only (status, uninstall): fine for an operator who is not root.
+    assert answers[f"{paths['root']}:reading"] == "ok"
+    assert answers[f"{paths['group']}:reading"] == "ok"
+    # Its own user and group need no root, acting or not.
+    assert answers[f"{paths['self']}:acting"] == "ok"
+    assert answers[f"{paths['self']}:reading"] == "ok"
+
+
+def test_root_may_run_a_target_as_another_user(tmp_path: Path, system_user: str) -> None:
+    config = write_config(
+        tmp_path / "g.toml",
+        {},
+        {"a": {"command": ["/bin/true"], "user": system_user, "group": "root"}},
+    )
+    (target,) = load(config).targets
+    assert (target.user, target.group) == (system_user, "root")
