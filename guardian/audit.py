@@ -1,4 +1,4 @@
-"""The audit log: one JSON line per target per run, appended whole.
+"""The audit log: one JSON line per target per run, appended whole, read from its end.
 
 The log is opened afresh for every record (O_APPEND, never through a
 symlink), so logrotate can move it without copytruncate, and each record is
@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, NamedTuple, get_args
 
 from guardian import __version__
 from guardian.errors import AuditError
+from guardian.files import make_dirs, open_regular
 
-ACTIONS = (
+# Every action a record can carry, listed once; README.md describes each.
+Action = Literal[
     "ok",
     "adopted",
     "started",
@@ -33,7 +37,8 @@ ACTIONS = (
     "stopped",
     "restarted",
     "reset",
-)
+]
+ACTIONS: tuple[Action, ...] = get_args(Action)
 
 _MAX_TAIL_LINE = 500
 
@@ -76,7 +81,7 @@ class AuditRecord:
     def __init__(
         self,
         target: str,
-        action: str,
+        action: Action,
         reason: str,
         *,
         pid: int | None = None,
@@ -135,19 +140,164 @@ class AuditRecord:
         return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
 
 
+_APPEND = os.O_APPEND | os.O_CREAT
+
+
 def append(path: Path, record: AuditRecord) -> None:
-    """Append one record as one line, or raise AuditError."""
+    """Append one record as one line, or raise AuditError.
+
+    A record always starts a line of its own: after a short write (a full
+    disk) the log ends in a torn line, and a record appended to it would make
+    both one unreadable line.
+    """
     line = (record.to_json() + "\n").encode()
     try:
-        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        fd = os.open(
-            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640
-        )
+        make_dirs(path.parent, 0o750)
         try:
-            written = os.write(fd, line)
-        finally:
-            os.close(fd)
+            # Read access, to look at the last byte (pread on a write-only fd is EBADF).
+            fd = open_regular(path, os.O_RDWR | _APPEND, 0o640)
+            readable = True
+        except PermissionError:
+            # A log this user may append to but not read: write without the look.
+            fd = open_regular(path, os.O_WRONLY | _APPEND, 0o640)
+            readable = False
+        st = os.fstat(fd)
     except OSError as e:
         raise AuditError(f"cannot write audit log {path}: {e.strerror or e}") from None
-    if written != len(line):
-        raise AuditError(f"cannot write audit log {path}: short write ({written} of {len(line)})")
+    data = line
+    done = 0
+    try:
+        # Racing another run's append here costs at most an empty line (which
+        # readers skip): each of its records is one write(2), ending in "\n".
+        if readable and st.st_size > 0 and os.pread(fd, 1, st.st_size - 1) != b"\n":
+            data = b"\n" + line
+        view = memoryview(data)
+        while done < len(data):
+            # One write(2) unless the disk fills up part way: then the rest is
+            # tried again, and ENOSPC (or whatever stops it) is raised below.
+            written = os.write(fd, view[done:])
+            if written == 0:
+                raise AuditError(
+                    f"cannot write audit log {path}: short write ({done} of {len(data)} bytes)"
+                )
+            done += written
+    except OSError as e:
+        short = f"short write ({done} of {len(data)} bytes): " if done else ""
+        raise AuditError(f"cannot write audit log {path}: {short}{e.strerror or e}") from None
+    finally:
+        os.close(fd)
+
+
+# --- reading the log back, newest first ---
+
+_CHUNK = 64 << 10
+MAX_LINE = 1 << 20  # a longer line is unreadable, and is skipped without being held whole
+_decode = json.JSONDecoder().decode  # json.loads less its per-call checks: a budget is many lines
+
+
+class Tail(NamedTuple):
+    """What ``read_backwards`` found at the end of the log."""
+
+    records: list[dict[str, object]]  # parsed JSON objects, newest first
+    unreadable: int  # lines that were not a record (torn, foreign, not UTF-8, too long)
+    truncated: bool  # stopped at the byte budget before the start of the file
+
+
+def _parse(line: bytes) -> dict[str, object] | None:
+    if len(line) > MAX_LINE:
+        return None
+    try:
+        value = _decode(line.decode())
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
+        return None
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("ts"), str)
+        and isinstance(value.get("target"), str)
+        and isinstance(value.get("action"), str)
+    ):
+        return value
+    return None
+
+
+def read_backwards(
+    path: Path,
+    *,
+    max_bytes: int = 32 << 20,
+    stop: Callable[[dict[str, object]], bool] | None = None,
+    keep: Callable[[dict[str, object]], bool] | None = None,
+) -> Tail:
+    """The log's records, newest first, reading at most ``max_bytes`` from its end.
+
+    ``stop`` sees every record in turn and ends the reading by returning True
+    (that record is the last one kept). ``keep`` (default: every record) says
+    which records go into ``Tail.records``; a caller that folds records in
+    ``stop`` keeps none, and then memory stays at a chunk and the longest line
+    (at most ``MAX_LINE``) whatever the budget. A line that is not a JSON
+    object with string fields "ts", "target" and "action" is counted as
+    unreadable; an empty line is skipped. Raises OSError (FileNotFoundError
+    when there is no log yet), also when the path is not a regular file.
+    """
+    fd = open_regular(path)
+    try:
+        return _scan(fd, os.fstat(fd).st_size, max_bytes, stop, keep)
+    finally:
+        os.close(fd)
+
+
+def _scan(
+    fd: int,
+    size: int,
+    budget: int,
+    stop: Callable[[dict[str, object]], bool] | None,
+    keep: Callable[[dict[str, object]], bool] | None,
+) -> Tail:
+    records: list[dict[str, object]] = []
+    unreadable = 0
+
+    def take(line: bytes) -> bool:
+        nonlocal unreadable
+        if not line:
+            return False
+        record = _parse(line)
+        if record is None:
+            unreadable += 1
+            return False
+        if keep is None or keep(record):
+            records.append(record)
+        return stop is not None and stop(record)
+
+    pos = size  # what follows pos has been read; the log as it was when opened
+    carry = b""  # the end of a line whose start lies before pos
+    skipping = False  # inside a line longer than MAX_LINE: drop it until its start
+    while pos > 0 and budget > 0:
+        n = min(_CHUNK, pos, budget)
+        chunk = os.pread(fd, n, pos - n)
+        if len(chunk) != n:
+            # The file shrank under us (copytruncate): what we would read next
+            # is gone, and what is there now does not continue our lines.
+            return Tail(records, unreadable, truncated=False)
+        pos -= n
+        budget -= n
+        if skipping:
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                continue
+            unreadable += 1  # the long line, which starts after this newline
+            skipping = False
+            buf = chunk[:cut]
+        else:
+            buf = chunk + carry
+        lines = buf.split(b"\n")
+        carry = lines[0]
+        for line in reversed(lines[1:]):
+            if take(line):
+                return Tail(records, unreadable, truncated=False)
+        if len(carry) > MAX_LINE:
+            carry, skipping = b"", True
+    if skipping:  # a long line runs back to the start of the file or of the budget
+        return Tail(records, unreadable + 1, truncated=pos > 0)
+    if pos > 0:  # the budget ran out: carry may be part of a line, so it is not judged
+        return Tail(records, unreadable, truncated=True)
+    take(carry)  # the file's first line
+    return Tail(records, unreadable, truncated=False)

@@ -145,24 +145,51 @@ def splice(text: str, config: Path, new_line: str | None, *, system: bool) -> st
     return "".join(out)
 
 
+_NICKNAMES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *"}  # crontab(5)
+
+
 def next_run(schedule: str, now: datetime | None = None) -> datetime | None:
-    """When a schedule guardian writes fires next (UTC); None for any other schedule."""
-    now = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
-    fields = schedule.split()
+    """When a schedule guardian writes fires next; None for any other schedule.
+
+    cron fires at the host's local wall-clock times, so the answer is an aware
+    datetime in this process's local time zone (``TZ``); a naive ``now`` is
+    taken as local time. The walk goes minute by minute through real time and
+    asks the wall clock at each, so daylight saving time and offsets that are
+    not whole hours (+05:30) come out as cron sees them; only the daily
+    ``0 0 * * *`` would differ, in a zone whose clocks jump at midnight (cron
+    runs a fixed-time job that a jump skipped soon after it: cron(8), "Special
+    considerations exist when the clock is changed").
+    """
+    # python-crontab writes guardian's 1h and 1d intervals as @hourly and @daily.
+    fields = _NICKNAMES.get(schedule.strip(), schedule).split()
     if len(fields) != 5 or fields[2:] != ["*", "*", "*"]:
         return None
     minute, hour = fields[0], fields[1]
     if hour == "*" and (minute == "*" or minute.startswith("*/")):
-        n = 1 if minute == "*" else int(minute[2:])
-        t = now + timedelta(minutes=1)
-        return t + timedelta(minutes=(-t.minute) % n)
-    if minute == "0" and (hour == "*" or hour.startswith("*/")):
-        n = 1 if hour == "*" else int(hour[2:])
-        t = now.replace(minute=0) + timedelta(hours=1)
-        return t + timedelta(hours=(-t.hour) % n)
-    if minute == "0" and hour == "0":
-        return now.replace(hour=0, minute=0) + timedelta(days=1)
-    return None
+        per_minute, every = True, _step(minute)
+    elif minute == "0" and (hour == "*" or hour.startswith("*/")):
+        per_minute, every = False, _step(hour)
+    elif minute == "0" and hour == "0":
+        per_minute, every = False, 24  # hour % 24 == 0: midnight
+    else:
+        return None
+    if every is None:
+        return None
+    t = (now or datetime.now(UTC)).astimezone().replace(second=0, microsecond=0)
+    # Two days of minutes: a daily schedule fires within one, DST moves it an hour at most.
+    for _ in range(2 * 24 * 60):
+        t = (t + timedelta(minutes=1)).astimezone()  # with the local offset of that instant
+        if (t.minute % every == 0) if per_minute else (t.minute == 0 and t.hour % every == 0):
+            return t
+    return None  # pragma: no cover  (every schedule above fires within a day)
+
+
+def _step(field: str) -> int | None:
+    """1 for ``*``, n for ``*/n`` (n > 0); None for anything else."""
+    if field == "*":
+        return 1
+    n = field[2:]
+    return int(n) if n.isdigit() and int(n) > 0 else None
 
 
 def cannot_run_as(user: str, config: Path) -> str | None:

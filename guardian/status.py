@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+from guardian.audit import read_backwards
 from guardian.config import Config
 from guardian.cron import Entry, next_run
 from guardian.discovery import Found, discover
 
 _STARTS = frozenset({"started", "restarted_unhealthy", "restarted"})
+# How much of the audit log, from its end, status reads at most: a log that
+# logrotate never reached must not make status slow (or its memory large).
+HISTORY_BUDGET = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class Report:
     targets: tuple[TargetStatus, ...]
     cron: tuple[Entry, ...]
     audit_problem: str | None
+    unreadable_lines: int  # in the part of the audit log that was read
+    history_truncated: bool  # the audit log is longer than HISTORY_BUDGET: older records unseen
 
     @property
     def all_running(self) -> bool:
@@ -51,6 +55,8 @@ class Report:
             "targets": [asdict(t) for t in self.targets],
             "cron": cron,
             "audit_problem": self.audit_problem,
+            "unreadable_lines": self.unreadable_lines,
+            "history_truncated": self.history_truncated,
         }
 
     def lines(self) -> list[str]:
@@ -66,6 +72,11 @@ class Report:
             out.append(f"{t.name}: {state}; {last}; {starts}")
         if self.audit_problem:
             out.append(f"audit log: {self.audit_problem}")
+        if self.unreadable_lines:
+            n = self.unreadable_lines
+            out.append(f"audit log: {n} line{'s' * (n != 1)} could not be read")
+        if self.history_truncated:
+            out.append(f"audit log: only the last {HISTORY_BUDGET >> 20} MiB read")
         for e in self.cron:
             when = next_run(e.schedule)
             nxt = f"; next run {_iso(when)}" if when else ""
@@ -76,7 +87,7 @@ class Report:
 
 
 def _iso(when: datetime | None) -> str | None:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
 
 
 def _duration(seconds: int) -> str:
@@ -88,39 +99,54 @@ def _duration(seconds: int) -> str:
     return " ".join(shown) or "0s"
 
 
-def _history(
-    path: Path, names: Iterable[str], since: datetime
-) -> tuple[dict[str, LastAction], dict[str, int]]:
-    """Each target's last audit record, and how many times it was started since ``since``."""
-    wanted = set(names)
-    last: dict[str, LastAction] = {}
-    starts = dict.fromkeys(wanted, 0)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-                name, action, ts = record["target"], record["action"], record["ts"]
-            except (ValueError, KeyError, TypeError):
-                continue  # a line that is not one of ours is no reason to fail
-            if name not in wanted or record.get("dry_run"):
-                continue
-            last[name] = LastAction(action, ts, str(record.get("reason", "")))
-            if action in _STARTS and datetime.fromisoformat(ts) >= since:
-                starts[name] += 1
-    return last, starts
+class _History:
+    """What status wants from the audit log, folded in record by record, newest first."""
+
+    def __init__(self, names: Iterable[str], since: datetime) -> None:
+        self.wanted = set(names)
+        self.since = since
+        self.last: dict[str, LastAction] = {}  # each target's last record (not a dry run)
+        self.starts = dict.fromkeys(self.wanted, 0)  # its starts since ``since``
+        self.bad_time = 0  # records whose "ts" is no time: not ours, so unreadable
+        self.old_seen = False
+
+    def see(self, record: dict[str, object]) -> bool:
+        """Fold in one record; True once no older record can change the answer."""
+        ts = str(record["ts"])
+        try:
+            old = datetime.fromisoformat(ts) < self.since
+        except (ValueError, TypeError):  # TypeError: a time without a zone
+            self.bad_time += 1
+            return False
+        name, action = str(record["target"]), str(record["action"])
+        if name in self.wanted and not record.get("dry_run"):
+            if name not in self.last:
+                self.last[name] = LastAction(action, ts, str(record.get("reason", "")))
+            if action in _STARTS and not old:
+                self.starts[name] += 1
+        self.old_seen = self.old_seen or old
+        return self.old_seen and len(self.last) == len(self.wanted)
+
+
+def _keep_none(record: dict[str, object]) -> bool:
+    return False  # _History.see folds each record in: none needs keeping
 
 
 def gather(config: Config, cron: list[Entry]) -> Report:
     names = [t.name for t in config.targets]
     since = datetime.now(UTC) - timedelta(hours=24)
-    problem = None
+    path = config.settings.audit_log
+    history = _History(names, since)
+    problem, unreadable, truncated = None, 0, False
     try:
-        last, starts = _history(config.settings.audit_log, names, since)
+        tail = read_backwards(path, max_bytes=HISTORY_BUDGET, stop=history.see, keep=_keep_none)
     except FileNotFoundError:
-        last, starts = {}, dict.fromkeys(names, 0)
+        pass  # no audit log yet: nothing has happened
     except OSError as e:
-        last, starts = {}, dict.fromkeys(names, 0)
-        problem = f"cannot read {config.settings.audit_log}: {e.strerror}"
+        history = _History(names, since)  # half a history would undercount: show none
+        problem = f"cannot read {path}: {e.strerror or e}"
+    else:
+        unreadable, truncated = tail.unreadable + history.bad_time, tail.truncated
     rows = []
     now = time.time()
     for target in config.targets:
@@ -133,8 +159,8 @@ def gather(config: Config, cron: list[Entry]) -> Report:
                 pid=found.pid if isinstance(found, Found) else None,
                 uptime_s=int(now - found.create_time) if isinstance(found, Found) else None,
                 evidence=found.evidence if isinstance(found, Found) else found.reason,
-                last=last.get(target.name),
-                starts_24h=starts[target.name],
+                last=history.last.get(target.name),
+                starts_24h=history.starts[target.name],
             )
         )
-    return Report(tuple(rows), tuple(cron), problem)
+    return Report(tuple(rows), tuple(cron), problem, unreadable, truncated)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import stat
 import subprocess
 import sys
-from datetime import UTC, datetime
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -70,6 +74,23 @@ def test_other_intervals_are_refused(text: str) -> None:
         parse_interval(text)
 
 
+@pytest.fixture
+def utc() -> Iterator[None]:
+    """This process's local time is UTC for the test: next_run follows it, as cron does."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC0"  # a POSIX TZ string: no time zone database needed
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+@pytest.mark.usefixtures("utc")
 def test_next_run() -> None:
     now = datetime(2026, 11, 27, 4, 21, 30, tzinfo=UTC)
     assert next_run("* * * * *", now) == datetime(2026, 11, 27, 4, 22, tzinfo=UTC)
@@ -78,6 +99,74 @@ def test_next_run() -> None:
     assert next_run("0 */6 * * *", now) == datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
     assert next_run("0 0 * * *", now) == datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
     assert next_run("15 3 * * 1", now) is None
+    # What python-crontab writes for guardian's 1h and 1d intervals
+    assert next_run("@hourly", now) == datetime(2026, 11, 27, 5, 0, tzinfo=UTC)
+    assert next_run("@daily", now) == datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
+    assert next_run("@reboot", now) is None
+
+
+# UTC+5:30 as a POSIX TZ string (the sign is west-positive), so no zone database is needed.
+INDIA = "XYZ-5:30"
+
+
+def test_next_run_follows_the_local_clock() -> None:
+    """cron fires at local wall-clock times: 10:00 local is 04:30 UTC at +05:30."""
+    script = """if True:
+        import json, sys
+        from datetime import UTC, datetime
+        from guardian.cron import next_run
+        fixed = datetime(2026, 11, 27, 5, 21, 30, tzinfo=UTC)  # 10:51:30 local
+        naive = datetime(2026, 11, 27, 10, 51, 30)  # the same moment, as local wall time
+        schedules = ["* * * * *", "*/15 * * * *", "0 */1 * * *", "0 */2 * * *", "0 0 * * *",
+                     "@hourly", "@daily"]
+        out = {}
+        for s in schedules:
+            for name, now in [("fixed", fixed), ("naive", naive), ("now", None)]:
+                when = next_run(s, now)
+                out[f"{s} {name}"] = [when.isoformat(), when.astimezone(UTC).isoformat()]
+        print(json.dumps(out))
+    """
+    env = {**os.environ, "TZ": INDIA}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = {key: (datetime.fromisoformat(local), datetime.fromisoformat(utc))
+           for key, (local, utc) in json.loads(done.stdout).items()}  # fmt: skip
+    expected = {
+        "* * * * *": "2026-11-27T05:22:00+00:00",
+        "*/15 * * * *": "2026-11-27T05:30:00+00:00",  # 11:00 local
+        "0 */1 * * *": "2026-11-27T05:30:00+00:00",  # 11:00 local, not 06:00 UTC
+        "0 */2 * * *": "2026-11-27T06:30:00+00:00",  # 12:00 local, not 06:00 UTC
+        "0 0 * * *": "2026-11-27T18:30:00+00:00",  # local midnight, not 2026-11-28T00:00Z
+        "@hourly": "2026-11-27T05:30:00+00:00",
+        "@daily": "2026-11-27T18:30:00+00:00",
+    }
+    for schedule, utc in expected.items():
+        for name in ("fixed", "naive"):
+            local, in_utc = out[f"{schedule} {name}"]
+            assert in_utc.isoformat() == utc, (schedule, name)
+            assert local.utcoffset() == timedelta(hours=5, minutes=30)  # aware, in local time
+    minutes = {schedule: out[f"{schedule} now"][1].minute for schedule in expected}
+    assert {minutes[s] for s in expected if s != "* * * * *" and not s.startswith("*/")} == {30}
+    assert minutes["*/15 * * * *"] in (0, 15, 30, 45)
+    assert out["0 */2 * * * now"][0].hour % 2 == 0  # an even hour of the local clock
+
+
+def test_status_shows_the_next_run_of_the_local_clock(g: Guardian) -> None:
+    cron_file = g.tmp / "guardian-hourly"
+    installed = guardian("install", "--interval", "1h", "--config", str(g.config_path),
+                         "--cron-file", str(cron_file))  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    env = {**os.environ, "TZ": INDIA}
+    shown = g.run("status", "--cron-file", str(cron_file), env=env)
+    assert re.search(
+        rf"^cron: installed in {re.escape(str(cron_file))}: (@hourly|0 \S+ \* \* \*); "
+        r"next run \d{4}-\d\d-\d\dT\d\d:30:00Z$",
+        shown.stdout,
+        re.MULTILINE,
+    ), shown.stdout
+    report = json.loads(g.run("status", "--json", "--cron-file", str(cron_file), env=env).stdout)
+    assert report["cron"][0]["next_run"].endswith(":30:00Z")
 
 
 def test_install_update_uninstall_keep_the_rest_of_the_crontab(
