@@ -1,25 +1,30 @@
-"""One guard cycle: find, decide, and (under the target's lock) act.
+"""One target's guard cycle for one run: find, decide, and (under its lock) act.
 
-A healthy target without health probes costs a pidfile read, a few small
-/proc reads and its state file: no lock, no process-table scan, no filelock,
+``Guard`` owns everything about one target for the length of a run: its
+state, its record in the making, its lock, what it has learnt and what it
+has started. A healthy target without health probes costs a pidfile read, a
+few small /proc reads and its state file: no lock, no process-table scan, no
 psutil or subprocess import. Anything else is decided again under the lock,
-so that of several overlapping runs exactly one acts and the others see
-what it did.
+so that of several overlapping runs exactly one acts and the others see what
+it did.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from guardian import locking, state
-from guardian.audit import AuditRecord
-from guardian.config import Config, Target
-from guardian.discovery import Found, Matcher, Missing, Unsure, discover, proc_stat
+from guardian import deadline, locking, proc, state
+from guardian.audit import Action, AuditRecord
+from guardian.config import Config, Settings, Target
+from guardian.discovery import Found, Matcher, Missing, Unsure, discover, inspect
 from guardian.errors import LaunchError
-from guardian.run import Job, Recorder, Run, RunResult, execute
+from guardian.run import Run, RunResult
+
+if TYPE_CHECKING:  # launch (and subprocess) is imported only by a run that acts
+    from guardian.launch import Launch
 
 
 def _wall(boottime: float | None) -> str | None:
@@ -29,330 +34,469 @@ def _wall(boottime: float | None) -> str | None:
     return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _current(found: Found, *, ready: bool = True) -> state.Current:
-    """``found`` as the state file remembers it: identity, and whether it leads a session."""
-    stat = proc_stat(found.pid)
-    leader = stat is not None and stat.session == found.pid
-    return state.Current(found.pid, found.start_ticks, leader, ready)
+class Guard:
+    """One target, one run. Its methods are the steps; each returns the target's record."""
 
+    def __init__(self, run: Run, target: Target, settings: Settings) -> None:
+        self.run = run
+        self.target = target
+        self.settings = settings
+        self.store = state.Store(settings.state_dir / "state" / f"{target.name}.json")
+        self.matcher = Matcher.for_target(target)
+        self.began = time.monotonic()
+        self.pid: int | None = None
+        self.old_pid: int | None = None
+        self.st = state.State(state.boot_id())
+        self.rebuilt = False  # the state file was not believed: what it named is unknown
+        self.save_failed = False
+        self.lock: locking.Lock | None = None
+        self.launch: Launch | None = None
+        run.guard = self
 
-def _stop(target: Target, run: Run, found: Found) -> tuple[bool, str]:
-    """Stop ``found`` as the target says; whether it is gone, and how it ended."""
-    from guardian.launch import stop
+    # --- the record ---
 
-    if run.current is not None:
-        run.current.doing = f"stopping pid {found.pid}"
-    wait = min(target.stop_timeout, run.remaining() / 2)
-    return stop(found.pid, found.start_ticks, target.stop_signal, wait, Matcher(target.match))
+    def record(self, action: Action, reason: str, **fields: object) -> AuditRecord:
+        ms = int((time.monotonic() - self.began) * 1000)
+        known = {"pid": self.pid, "old_pid": self.old_pid}
+        return AuditRecord(
+            self.target.name,
+            action,
+            reason,
+            duration_ms=ms,
+            dry_run=self.run.dry_run,
+            **{**known, **fields},  # type: ignore[arg-type]  # the record's optional fields
+        )
 
+    def cut_short(self, why: Action, cause: str, doing: str) -> AuditRecord:
+        """The record of a check cut short by a time-out or a signal."""
+        also = ""
+        if why == "timeout":  # ended, so that the next run starts clean
+            ended = self.end_launch(wait=1.0)
+            if ended:
+                also = f"; ended pid(s) {', '.join(map(str, ended))}, which it had started"
+        else:
+            self.launch = None  # interrupted by hand or by a shutdown: what it started stays up
+        return self.record(why, f"{cause} ran out while {doing}{also}" if why == "timeout"
+                           else f"{cause} while {doing}{also}")  # fmt: skip
 
-def check_target(target: Target, run: Run) -> AuditRecord:
-    record = run.current = Recorder(target, run.dry_run)
-    store = run.store(target)
-    found = discover(target)
-    if isinstance(found, Found):
-        record.pid = found.pid
-        if found.via == "pidfile":
-            return _running(target, run, store, found, record)
-    else:
-        record.old_pid = found.old_pid
-    if run.dry_run:
-        return _dry_run(found, record)
-    return _locked(target, run, record, lambda: _act(target, run, store, record))
+    def failed(self, text: str) -> AuditRecord:
+        """The record of an unexpected error: what it had started and not seen ready is ended."""
+        ended = self.end_launch(wait=1.0)
+        also = f"; ended pid(s) {', '.join(map(str, ended))}, which it had started" if ended else ""
+        return self.record("error", text + also)
 
+    def end_launch(self, wait: float) -> list[int]:
+        launch, self.launch = self.launch, None
+        return launch.end(wait=wait) if launch is not None else []
 
-def _locked(
-    target: Target, run: Run, record: Recorder, act: Callable[[], AuditRecord]
-) -> AuditRecord:
-    record.doing = "taking its lock"
-    lock_dir = run.config.settings.lock_dir
-    try:
-        with locking.hold(lock_dir, target.name) as locked:
-            if locked != locking.lock_path(lock_dir, target.name):
-                run.warn(target, f"lock file not writable; locked {locked} instead")
-            return act()
-    except locking.Busy as busy:
-        return record("skipped", f"another guardian holds its lock, {busy}, and is seeing to it")
+    def kill_now(self) -> list[int]:
+        return self.launch.kill_now() if self.launch is not None else []
 
+    # --- state ---
 
-def _dry_run(found: Found | Missing | Unsure, record: Recorder) -> AuditRecord:
-    if isinstance(found, Found):
-        return record("ok", f"would adopt: {found.evidence}")
-    if isinstance(found, Unsure):
-        return record("error", found.reason)
-    return record("would_start", found.reason)
+    def load(self) -> None:
+        self.run.step(f"reading its state file {self.store.path}")
+        self.st = self.store.load()
+        for text in self.store.warnings:
+            self.rebuilt = True
+            self.run.warn(self.target, text)
+        self.store.warnings.clear()
 
-
-def _running(
-    target: Target, run: Run, store: state.Store, found: Found, record: Recorder
-) -> AuditRecord:
-    """Alive by its pidfile: learn from it, and probe it if it has probes."""
-    now = state.now()
-    st = state.seen_alive(
-        run.load(target, store), found.pid, found.start_ticks, now, target.restart
-    )
-    if target.health.any and not run.dry_run:
-        from guardian import probes
-
-        record.doing = "probing its health"
-        failed = probes.run(target.health, env=dict(target.env), remaining=run.remaining())
-        if failed:
-            st = st._replace(probe_failures=st.probe_failures + 1)
-            run.save(target, store, st)
-            details = tuple(map(str, failed))
-            count = f"{st.probe_failures} of {target.health.failures} failing runs"
-            if st.probe_failures < target.health.failures:
-                return record("unhealthy", f"{'; '.join(details)} ({count})", probes=details)
-            why = f"{'; '.join(details)} ({count})"
-            return _locked(
-                target,
-                run,
-                record,
-                lambda: _restart_unhealthy(target, run, store, found, record, why),
-            )
-        st = st._replace(probe_failures=0)
-    run.save(target, store, st)
-    return record("ok", f"running: {found.evidence}")
-
-
-def _act(target: Target, run: Run, store: state.Store, record: Recorder) -> AuditRecord:
-    """Under the lock: look again (another run may have acted), then adopt or start."""
-    found = discover(target)
-    st = run.load(target, store)
-    if isinstance(found, Found):
-        record.pid = found.pid
-        if found.via == "pidfile":
-            return record("ok", f"running (found after taking the lock): {found.evidence}")
-        return _adopt(target, run, store, st, found, record)
-    record.pid, record.old_pid = None, found.old_pid
-    if isinstance(found, Unsure):
-        return record("error", found.reason)
-
-    now = state.now()
-    verdict = state.decide(state.seen_dead(st, now), now, target.restart)
-    if verdict.action != "start":
-        run.save(target, store, verdict.state)
-        return _held_back(target, run, record, verdict, found.reason)
-    orphans = _orphans(target, run, verdict.state, record)
-    return _start(target, run, store, verdict.state, record, "started", found.reason, orphans)
-
-
-def _held_back(
-    target: Target, run: Run, record: Recorder, verdict: state.Verdict, found: str
-) -> AuditRecord:
-    next_try = _wall(verdict.next_try)
-    if verdict.action == "gave_up":
-        text = f"{found}; {verdict.reason}: not starting it again before {next_try}"
-        hooks = _hooks(target, run, target.hooks.on_give_up, "gave_up", text, None)
-        return record("gave_up", text, next_try=next_try, hooks=hooks)
-    return record(
-        "backoff", f"{found}; {verdict.reason}; next try at {next_try}", next_try=next_try
-    )
-
-
-def _adopt(
-    target: Target,
-    run: Run,
-    store: state.Store,
-    st: state.State,
-    found: Found,
-    record: Recorder,
-) -> AuditRecord:
-    from guardian.launch import write_pidfile
-
-    adopted = st._replace(current=_current(found), stable=False, dead_since=None)
-    run.save(target, store, state.seen_alive(adopted, found.pid, found.start_ticks, state.now(),
-                                             target.restart))  # fmt: skip
-    if target.daemonizes:  # the pidfile is the target's own: not ours to write
-        return record("adopted", found.evidence)
-    try:
-        write_pidfile(target.pidfile, found.pid)
-    except OSError as e:
-        error = f"cannot write pidfile {target.pidfile}: {e.strerror or e}"
-        return record("adopted", f"{found.evidence}; pidfile not rewritten", error=error)
-    return record("adopted", f"{found.evidence}; pidfile {target.pidfile} rewritten")
-
-
-def _orphans(target: Target, run: Run, st: state.State, record: Recorder) -> tuple[int, ...]:
-    """What the last target left in its session; ended unless ``orphans = "keep"``."""
-    from guardian.discovery import session_members
-    from guardian.launch import end_members
-
-    current = st.current
-    if current is None or not current.session_leader:
-        return ()
-    leader = proc_stat(current.pid)
-    if leader is not None and leader.state != "Z":
-        # The pid is alive again: either the old target under another command line
-        # (not ours to signal) or a new process that reused the id. Neither is debris.
-        return ()
-    members = session_members(current.pid, current.start_ticks)
-    if members and target.orphans == "kill":
-        record.doing = f"ending what pid {current.pid} left behind"
-        end_members(members, target.stop_signal, min(target.stop_timeout, run.remaining() / 2))
-    return tuple(m.pid for m in members)
-
-
-def _start(
-    target: Target,
-    run: Run,
-    store: state.Store,
-    st: state.State,
-    record: Recorder,
-    action: str,
-    reason: str,
-    orphans: tuple[int, ...] = (),
-) -> AuditRecord:
-    from guardian.launch import start, tail, write_pidfile
-
-    kept = "kept" if target.orphans == "keep" else "ended"
-    if orphans:
-        reason += f"; {kept} {len(orphans)} process(es) it left behind"
-    record.doing = "starting it"
-    warnings: list[str] = []
-    began = state.now()
-    try:
-        launch = run.launch = start(target, warnings)
-    except LaunchError as e:
-        # A start that never ran (exec failed): pid 0, never ready, so it counts as dying young.
-        run.save(target, store, state.started(st, began, state.Current(0, 0, False, False)))
-        hooks = _hooks(target, run, target.hooks.on_failure, "start_failed", str(e), None)
-        return record("start_failed", reason, error=str(e), orphans=orphans, hooks=hooks)
-    for text in warnings:
-        run.warn(target, text)
-    record.pid = pid = launch.proc.pid
-    error = None
-    if not target.daemonizes:
+    def save(self) -> None:
+        """Save the state; a failure is reported and the run goes on (the target comes first)."""
+        if self.run.dry_run:
+            return
         try:
-            write_pidfile(target.pidfile, pid)
-        except OSError as e:  # started all the same: the next run finds it by its command line
-            error = f"cannot write pidfile {target.pidfile}: {e.strerror or e}"
-            run.warn(target, error)
-    try:
-        record.doing = f"waiting for pid {pid} to become ready"
-        ready = launch.wait_ready()
-    except LaunchError as e:
-        record.doing = f"ending pid {pid}, which did not become ready"
-        run.end_launch(wait=2.0)
-        failed = state.Current(pid, launch.since_ticks, True, ready=False)
-        run.save(target, store, state.started(st, began, failed))
-        hooks = _hooks(target, run, target.hooks.on_failure, "start_failed", str(e), pid)
-        tail_lines = tuple(tail(target.output))
-        return record("start_failed", reason, error=str(e), output_tail=tail_lines,
-                      orphans=orphans, hooks=hooks)  # fmt: skip
-    run.launch = None
-    launch.reap()
-    found = ready.found
-    run.save(target, store, state.started(st, began, _current(found)))
-    record.pid = found.pid
-    text = f"{reason}; ready after {ready.seconds:.1f}s"
-    hooks = _hooks(target, run, target.hooks.on_start, action, text, found.pid)
-    return record(action, text, error=error, orphans=orphans, hooks=hooks)
+            with self.run.aside(f"writing its state file {self.store.path}"):
+                self.store.save(self.st)
+        except OSError as e:
+            if not self.save_failed:  # said once a run, however often it is tried
+                self.save_failed = True
+                self.run.warn(self.target, f"cannot write state file {self.store.path}: "
+                              f"{e.strerror or e}")  # fmt: skip
 
+    def remembered(self) -> tuple[int, int] | None:
+        c = self.st.current
+        return (c.pid, c.start_ticks) if c is not None and c.pid > 0 else None
 
-def _restart_unhealthy(
-    target: Target,
-    run: Run,
-    store: state.Store,
-    found: Found,
-    record: Recorder,
-    why: str,
-) -> AuditRecord:
-    """Under the lock: the same process still there and still failing: stop it, start anew."""
-    again = discover(target)
-    if not isinstance(again, Found) or again[:2] != found[:2]:
-        return record("ok", f"changed while it was probed, so left alone: {why}")
-    now = state.now()
-    st = run.load(target, store)
-    verdict = state.decide(st, now, target.restart)
-    if verdict.action != "start":
-        run.save(target, store, verdict.state)
-        return _held_back(target, run, record, verdict, f"unhealthy: {why}")
-    record.old_pid = found.pid
-    gone, how = _stop(target, run, found)
-    if not gone:
-        return record("error", f"unhealthy: {why}; {how}; not starting another copy")
-    st = verdict.state._replace(probe_failures=0)
-    orphans = _orphans(target, run, st, record)
-    return _start(target, run, store, st, record, "restarted_unhealthy",
-                  f"unhealthy: {why}; {how}", orphans)  # fmt: skip
+    def discover(self) -> Found | Missing | Unsure:
+        self.run.step(f"looking for it (pidfile {self.target.pidfile}, then /proc)")
+        return discover(self.target, remembered=self.remembered(), matcher=self.matcher)
 
+    # --- the lock ---
 
-def _hooks(
-    target: Target, run: Run, argv: tuple[str, ...] | None, action: str, reason: str,
-    pid: int | None,
-) -> tuple[str, ...]:  # fmt: skip
-    """Run a hook after the action it is about; whatever it does is only recorded."""
-    if argv is None:
-        return ()
-    from guardian.launch import run_command
+    def locked(self, act: Callable[[], AuditRecord], *, wait: float = 0.0) -> AuditRecord:
+        """``act`` under the target's lock (already held: just ``act``)."""
+        if self.lock is not None:
+            return act()
+        self.run.step(f"taking its lock in {self.settings.lock_dir}")
+        try:
+            self.lock = locking.acquire(self.settings.lock_dir, self.target.name, wait=wait)
+        except locking.Busy as busy:
+            if wait:
+                return self.record("error", f"another guardian held its lock, {busy}, for "
+                                   f"{wait:.0f}s; did nothing")  # fmt: skip
+            return self.record("skipped", f"another guardian holds its lock, {busy}, and is "
+                               "seeing to it")  # fmt: skip
+        except locking.LockError as e:
+            return self.record("error", f"{e}; did nothing (it must not act without its lock)")
+        try:
+            return act()
+        finally:
+            lock, self.lock = self.lock, None
+            lock.release()
 
-    env = {
-        **target.env,
-        "GUARDIAN_TARGET": target.name,
-        "GUARDIAN_ACTION": action,
-        "GUARDIAN_REASON": reason,
-        "GUARDIAN_PID": "" if pid is None else str(pid),
-    }
-    limit = min(target.hooks.timeout, max(0.5, run.remaining() - 2))
-    result = run_command(argv, timeout=limit, env=env)
-    if result.status is None:
-        return (f"{argv[0]}: still running after {limit:g}s; killed",)
-    last = f": {result.output[-1]}" if result.output and result.status else ""
-    return (f"{argv[0]}: exited {result.status}{last}",)
+    def lock_lost(self) -> str | None:
+        """Why the lock no longer means anything (its file deleted or replaced), or None."""
+        if self.lock is None or self.lock.still_held():
+            return None
+        return (f"its lock file {self.lock.path} was deleted or replaced while held, so "
+                "another guardian may be acting")  # fmt: skip
 
+    # --- the cron check ---
 
-def run_check(
-    config: Config,
-    targets: tuple[Target, ...],
-    *,
-    dry_run: bool,
-    timeout: float,
-    emit: Callable[[AuditRecord], None],
-) -> RunResult:
-    """Check every target in turn, within ``timeout``; ``emit`` each record as it is made."""
-    jobs: list[Job] = [(target, functools.partial(check_target, target)) for target in targets]
-    return execute(config, jobs, dry_run=dry_run, timeout=timeout, emit=emit)
+    def check(self) -> AuditRecord:
+        self.load()
+        found = self.discover()
+        if isinstance(found, Found):
+            self.pid = found.pid
+            if not self._needs_adopting(found):
+                return self.alive(found)
+        else:
+            self.old_pid = found.old_pid
+        if self.run.dry_run:
+            return self._dry_run(found)
+        return self.locked(self._act)
 
+    def _needs_adopting(self, found: Found) -> bool:
+        """Found by scan, or by memory with a pidfile of guardian's own to rewrite."""
+        return found.via == "scan" or (found.via == "memory" and not self.target.daemonizes)
 
-def by_hand(
-    what: str,
-    config: Config,
-    target: Target,
-    *,
-    timeout: float,
-    emit: Callable[[AuditRecord], None],
-) -> RunResult:
-    """``guardian stop``, ``restart`` or ``reset`` for one target: under its lock, time-boxed."""
+    def _dry_run(self, found: Found | Missing | Unsure) -> AuditRecord:
+        if isinstance(found, Found):
+            return self.record("ok", f"would adopt: {found.evidence}")
+        if isinstance(found, Unsure):
+            return self.record("error", found.reason)
+        return self.record("would_start", found.reason)
 
-    def job(run: Run) -> AuditRecord:
-        record = run.current = Recorder(target, False)
-        store = run.store(target)
-        return _locked(target, run, record, lambda: _manual(what, target, run, store, record))
+    def _act(self) -> AuditRecord:
+        """Under the lock: look again (another run may have acted), then adopt or start."""
+        found = self.discover()
+        if isinstance(found, Found):
+            self.pid = found.pid
+            if self._needs_adopting(found):
+                return self._adopt(found)
+            return self.alive(found, note="found after taking the lock: ")
+        self.pid, self.old_pid = None, found.old_pid
+        if isinstance(found, Unsure):
+            return self.record("error", found.reason)
+        t = state.now()
+        self.st = state.seen_dead(self.st, t, self.target.restart)
+        verdict = state.decide(self.st, t, self.target.restart)
+        self.st = verdict.state
+        if verdict.action != "start":
+            self.save()
+            return self.held_back(verdict, found.reason)
+        return self.start("started", found.reason)
 
-    return execute(config, [(target, job)], dry_run=False, timeout=timeout, emit=emit)
+    def _adopt(self, found: Found) -> AuditRecord:
+        """Found running without its pidfile: remember it (so that it is found, probed and
+        cleaned up after like one guardian started), and rewrite the pidfile if it is ours."""
+        from guardian.launch import write_pidfile
 
+        if self.target.daemonizes:  # the pidfile is the target's own: not ours to write
+            return self.alive(found, adopted=found.evidence)
+        self.run.step(f"writing pidfile {self.target.pidfile}")
+        try:
+            write_pidfile(self.target.pidfile, found.pid)
+        except OSError as e:
+            error = f"cannot write pidfile {self.target.pidfile}: {e.strerror or e}"
+            self.run.warn(self.target, error)  # the exit code says so (3), as for every write
+            return self.alive(found, adopted=f"{found.evidence}; pidfile not rewritten")
+        return self.alive(found, adopted=f"{found.evidence}; pidfile {self.target.pidfile} "
+                          "rewritten")  # fmt: skip
 
-def _manual(
-    what: str, target: Target, run: Run, store: state.Store, record: Recorder
-) -> AuditRecord:
-    st = run.load(target, store)
-    if what == "reset":
-        run.save(target, store, state.reset(st))
-        return record("reset", "crash-loop history and probe failures cleared by hand")
-    found = discover(target)
-    if isinstance(found, Unsure):
-        return record("error", found.reason)
-    how = "it was not running"
-    if isinstance(found, Found):
-        record.pid = record.old_pid = found.pid
-        gone, how = _stop(target, run, found)
+    def alive(self, found: Found, *, note: str = "", adopted: str | None = None) -> AuditRecord:
+        """The target runs: learn from it (first sight included), and probe it."""
+        self.st = state.seen_alive(self.st, found.pid, found.start_ticks, found.session,
+                                   state.now(), self.target.restart)  # fmt: skip
+        action: Action = "adopted" if adopted is not None else "ok"
+        evidence = adopted if adopted is not None else f"running: {note}{found.evidence}"
+        health = self.target.health
+        if health.any and not self.run.dry_run:
+            from guardian import probes
+
+            self.run.step("probing its health")
+            failed = probes.run(health, env=dict(self.target.env), remaining=self.run.remaining())
+            if failed:
+                self.st = self.st._replace(probe_failures=self.st.probe_failures + 1)
+                details = tuple(map(str, failed))
+                why = f"{'; '.join(details)} ({self.st.probe_failures} of {health.failures} " \
+                      "failing runs)"  # fmt: skip
+                if self.st.probe_failures < health.failures:
+                    self.save()
+                    return self.record("unhealthy", why, probes=details)
+                self.save()
+                return self.locked(lambda: self._restart_unhealthy(found, why, details))
+            self.st = self.st._replace(probe_failures=0)
+        self.save()
+        return self.record(action, evidence)
+
+    def _restart_unhealthy(self, found: Found, why: str, details: tuple[str, ...]) -> AuditRecord:
+        """Under the lock: the same process still there and still failing: stop it, start anew."""
+        again = self.discover()
+        if not isinstance(again, Found) or again[:2] != found[:2]:
+            return self.record("ok", f"changed while it was probed, so left alone: {why}")
+        t = state.now()
+        verdict = state.decide(self.st, t, self.target.restart)
+        self.st = verdict.state
+        if verdict.action != "start":
+            self.save()
+            return self.held_back(verdict, f"unhealthy: {why}")
+        self.old_pid = found.pid
+        gone, how = self.stop(found)
         if not gone:
-            return record("error", f"{what} by hand: {how}")
-    orphans = _orphans(target, run, st, record)
-    # Stopped by hand is not a crash: it must not count towards a crash loop.
-    st = st._replace(current=None, dead_since=None)
-    if what == "stop":
-        run.save(target, store, st)
-        return record("stopped", f"stopped by hand: {how}", orphans=orphans)
-    return _start(target, run, store, st, record, "restarted", f"restarted by hand: {how}", orphans)
+            return self.record("error", f"unhealthy: {why}; {how}; not starting another copy",
+                               probes=details)  # fmt: skip
+        return self.start("restarted_unhealthy", f"unhealthy: {why}; {how}")
+
+    def held_back(self, verdict: state.Verdict, found: str) -> AuditRecord:
+        next_try = _wall(verdict.next_try)
+        if verdict.action == "gave_up":
+            text = f"{found}; {verdict.reason}: not starting it again before {next_try}"
+            hooks = self.hook(self.target.hooks.on_give_up, "gave_up", text, None)
+            return self.record("gave_up", text, next_try=next_try, hooks=hooks)
+        return self.record(
+            "backoff", f"{found}; {verdict.reason}; next try at {next_try}", next_try=next_try
+        )
+
+    # --- acting: stop, leftovers, start ---
+
+    def stop(self, found: Found) -> tuple[bool, str]:
+        """Stop ``found`` as the target says; whether it is gone, and how it ended."""
+        lost = self.lock_lost()
+        if lost:
+            return False, f"{lost}; not signalling pid {found.pid}"
+        self.run.step(f"stopping pid {found.pid}")
+        wait = min(self.target.stop_timeout, self.run.remaining() / 2)
+
+        def still_the_target(pid: int) -> bool:
+            seen = inspect(pid, self.matcher)
+            return isinstance(seen, Found) and seen.start_ticks == found.start_ticks
+
+        return proc.stop(found.pid, found.start_ticks, self.target.stop_signal, wait,
+                         still_the_target)  # fmt: skip
+
+    def leftovers(self) -> tuple[tuple[int, ...], str]:
+        """What the last target left in its session; ended unless ``orphans = "keep"``.
+
+        Only what provably is its own: a process in the session it led that
+        started while it was still known to be alive (no later than guardian
+        last saw it). Once one such process lives, the kernel has never freed
+        the session's number, so every other member is its too; when none is
+        proven, nothing is touched and the record says so.
+        """
+        current = self.st.current
+        if self.rebuilt:
+            return (), "; its state file was not believed, so what the last one left is unknown"
+        if current is None or current.pid <= 0:
+            return (), ""
+        pid = current.pid
+        if not current.leads_session:
+            return (), (f"; pid {pid} did not lead a session of its own, so what it left "
+                        "behind cannot be told apart: nothing ended")  # fmt: skip
+        leader = proc.stat(pid)
+        if leader is not None and not leader.dead:
+            # The pid is alive again: either the old target under another command line
+            # (not ours to signal) or a new process that reused the id. Neither is debris.
+            return (), ""
+        members = proc.session_members(pid)
+        if not members:
+            return (), ""
+        seen = proc.ticks(current.last_seen)
+        proven = [m for m in members if current.start_ticks <= m.start_ticks <= seen]
+        if not proven:
+            shown = ", ".join(str(m.pid) for m in members)
+            return (), (f"; pid(s) {shown} in its old session started after it was last seen "
+                        "alive, so are not provably its own: left alone")  # fmt: skip
+        pids = tuple(m.pid for m in members)
+        if self.target.orphans == "keep":
+            return pids, f"; kept {len(pids)} process(es) it left behind"
+        lost = self.lock_lost()
+        if lost:
+            return pids, f"; {lost}: left {len(pids)} process(es) it left behind alone"
+        self.run.step(f"ending what pid {pid} left behind")
+        wait = min(self.target.stop_timeout, self.run.remaining() / 2)
+        proc.end_members(members, self.target.stop_signal, wait)
+        return pids, f"; ended {len(pids)} process(es) it left behind"
+
+    def start(
+        self,
+        action: Action,
+        reason: str,
+        *,
+        counts: bool = True,
+        orphans: tuple[int, ...] | None = None,
+    ) -> AuditRecord:
+        """Under the lock: end what the last one left (unless done: ``orphans``), spawn,
+        record that at once, and wait until it is ready."""
+        if orphans is None:
+            orphans, said = self.leftovers()
+            reason += said
+        lost = self.lock_lost()
+        if lost:
+            return self.record("error", f"{reason}; {lost}: not starting it", orphans=orphans)
+        try:
+            launch = self._spawn(counts)
+        except LaunchError as e:
+            hooks = self.hook(self.target.hooks.on_failure, "start_failed", str(e), None)
+            return self.record("start_failed", reason, error=str(e), orphans=orphans, hooks=hooks)
+        error = self._write_pidfile(launch.proc.pid)
+        try:
+            self.run.step(f"waiting for pid {launch.proc.pid} to become ready")
+            ready = launch.wait_ready(self._alive_meanwhile)
+        except LaunchError as e:
+            return self._not_ready(launch, reason, str(e), orphans)
+        self.launch = None
+        launch.reap()
+        found = ready.found
+        self.pid = found.pid
+        self.st = self.st._replace(current=state.Current(
+            found.pid, found.start_ticks, found.session, True, state.now()))  # fmt: skip
+        self.save()
+        text = f"{reason}; ready after {ready.seconds:.1f}s"
+        hooks = self.hook(self.target.hooks.on_start, action, text, found.pid)
+        return self.record(action, text, error=error, orphans=orphans, hooks=hooks)
+
+    def _spawn(self, counts: bool) -> Launch:
+        """Spawn the target and record it in one step: a SIGTERM or a time-out waits for
+        the state write, so the next run always knows what this one started."""
+        from guardian.launch import Launch, spawn
+
+        self.run.step("starting it")
+        warnings: list[str] = []
+        t = state.now()
+        try:
+            with deadline.critical():
+                child = spawn(self.target, warnings)
+                self.launch = launch = Launch(self.target, child, self.matcher)
+                self.pid = child.pid
+                current = state.Current(child.pid, launch.since_ticks, child.pid, False, t)
+                self.st = state.started(self.st, t, current, counts=counts)
+                self.save()
+        except LaunchError:
+            # A start that never ran (exec failed): pid 0, never ready: it counts as dying young.
+            self.st = state.started(self.st, t, state.Current(0, 0, 0, False, t), counts=counts)
+            self.save()
+            raise
+        for text in warnings:
+            self.run.warn(self.target, text)
+        return launch
+
+    def _write_pidfile(self, pid: int) -> str | None:
+        """Write the pidfile of a target that does not write its own; what went wrong, if so."""
+        from guardian.launch import write_pidfile
+
+        if self.target.daemonizes:
+            return None
+        self.run.step(f"writing pidfile {self.target.pidfile}")
+        try:
+            write_pidfile(self.target.pidfile, pid)
+        except OSError as e:  # started all the same: the next run finds it by its command line
+            error = f"cannot write pidfile {self.target.pidfile}: {e.strerror or e}"
+            self.run.warn(self.target, error)
+            return error
+        return None
+
+    def _alive_meanwhile(self, found: Found) -> None:
+        """Alive, maybe not yet ready: if this run is killed now, the next one knows what
+        runs (a daemon's own session, once found) and until when it was seen."""
+        self.st = self.st._replace(current=state.Current(
+            found.pid, found.start_ticks, found.session, False, state.now()))  # fmt: skip
+        self.save()
+
+    def _not_ready(
+        self, launch: Launch, reason: str, error: str, orphans: tuple[int, ...]
+    ) -> AuditRecord:
+        from guardian.launch import tail
+
+        pid = launch.proc.pid
+        self.run.step(f"ending pid {pid}, which did not become ready")
+        self.end_launch(wait=2.0)
+        self.save()
+        hooks = self.hook(self.target.hooks.on_failure, "start_failed", error, pid)
+        tail_lines = tuple(tail(self.target.output))
+        return self.record("start_failed", reason, error=error, output_tail=tail_lines,
+                           orphans=orphans, hooks=hooks)  # fmt: skip
+
+    def hook(
+        self, argv: tuple[str, ...] | None, action: Action, reason: str, pid: int | None
+    ) -> tuple[str, ...]:
+        """Run a hook after the action it is about; whatever it does is only recorded."""
+        if argv is None:
+            return ()
+        from guardian.commands import run_command
+
+        env = {
+            **self.target.env,
+            "GUARDIAN_TARGET": self.target.name,
+            "GUARDIAN_ACTION": action,
+            "GUARDIAN_REASON": reason,
+            "GUARDIAN_PID": "" if pid is None else str(pid),
+        }
+        # Within what is left of the target's time, keeping a moment to write the record.
+        limit = max(0.1, min(self.target.hooks.timeout, self.run.remaining() - 1))
+        with self.run.aside(f"running its hook {argv[0]}"):
+            result = run_command(argv, timeout=limit, env=env)
+        if result.status is None:
+            return (f"{argv[0]}: still running after {limit:g}s; killed",)
+        last = f": {result.output[-1]}" if result.output and result.status else ""
+        lingering = "; something it started still holds its output" if result.lingering else ""
+        return (f"{argv[0]}: exited {result.status}{last}{lingering}",)
+
+    # --- by hand ---
+
+    def by_hand(self, what: str) -> AuditRecord:
+        """``guardian stop``, ``restart`` or ``reset``: under the lock, waiting for it."""
+        # Another run may hold the lock for a while (a start under way): wait for it, but
+        # leave time to do the job once it is ours.
+        wait = max(0.0, self.run.remaining() - self.target.stop_timeout - 5)
+        return self.locked(lambda: self._by_hand(what), wait=wait)
+
+    def _by_hand(self, what: str) -> AuditRecord:
+        self.load()
+        if what == "reset":
+            self.st = state.reset(self.st)
+            self.save()
+            return self.record("reset", "crash-loop history and probe failures cleared by hand")
+        found = self.discover()
+        if isinstance(found, Unsure):
+            return self.record("error", found.reason)
+        how = "it was not running"
+        if isinstance(found, Found):
+            self.pid = self.old_pid = found.pid
+            # Learn it first, so that what it leaves behind is known.
+            self.st = state.seen_alive(self.st, found.pid, found.start_ticks, found.session,
+                                       state.now(), self.target.restart)  # fmt: skip
+            gone, how = self.stop(found)
+            if not gone:
+                return self.record("error", f"{what} by hand: {how}")
+        orphans, said = self.leftovers()
+        # Stopped by hand is not a crash: it must not count towards a crash loop.
+        self.st = state.stopped_by_hand(self.st)
+        if what == "stop":
+            self.save()
+            return self.record("stopped", f"stopped by hand: {how}{said}", orphans=orphans)
+        self.pid = None
+        return self.start("restarted", f"restarted by hand: {how}{said}", counts=False,
+                          orphans=orphans)  # fmt: skip
+
+
+def run_check(config: Config, targets: tuple[Target, ...], run: Run) -> RunResult:
+    """Check every target in turn, within the run's time."""
+    return run.execute(targets, lambda target: Guard(run, target, config.settings).check())
+
+
+def by_hand(what: str, config: Config, target: Target, run: Run) -> RunResult:
+    """``guardian stop``, ``restart`` or ``reset`` for one target: under its lock, time-boxed."""
+    return run.execute((target,), lambda t: Guard(run, t, config.settings).by_hand(what))

@@ -1,16 +1,22 @@
 """The command line: parse, call, turn every outcome into an exit code.
 
-The only module that imports click or prints.
+The only module that imports click, and the one that prints: what a run
+says to a person comes here (the hard time-out's last line included, passed
+down as ``say``); only faulthandler's last-resort dump writes to stderr by
+itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -26,10 +32,9 @@ from guardian.errors import (
     AuditError,
     ConfigError,
     GuardianError,
+    RunTimeout,
 )
-
-if TYPE_CHECKING:
-    from guardian.run import RunResult
+from guardian.run import ASIDES, DEFAULT_TIMEOUT, RUNNING, Interrupted, Run, RunResult
 
 
 class Duration(click.ParamType[float, str | float]):
@@ -58,7 +63,9 @@ def _line(record: AuditRecord) -> str:
 
 
 def _err(line: str) -> None:
-    click.echo(f"guardian: {line}", err=True)
+    # stderr closed or a broken pipe (cron's mailer gone): the audit log has the record.
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(f"guardian: {line}", err=True)
 
 
 # Quiet when all is well: cron mails whatever a job prints.
@@ -161,24 +168,48 @@ def check(
     """Find each target; start it, detached, if it is not running; audit every decision."""
     from guardian.check import run_check
 
-    config = load(config_path)
-    targets = config.select(names)
-    out = _Output(config, as_json=as_json, dry_run=dry_run, verbose=verbose)
-    result = run_check(
-        config,
-        targets,
-        dry_run=dry_run,
-        timeout=timeout or config.settings.timeout,
-        emit=out.emit,
-    )
-    return out.exit_code(result)
+    out = _Output(as_json=as_json, dry_run=dry_run, verbose=verbose)
+    run = Run(dry_run=dry_run, emit=out.emit, say=_err)
+
+    def job(config: Config) -> RunResult:
+        return run_check(config, config.select(names), run)
+
+    return _within(run, config_path, timeout, out, job)
+
+
+def _within(
+    run: Run,
+    config_path: Path,
+    timeout: float | None,
+    out: _Output,
+    job: Callable[[Config], RunResult],
+) -> int:
+    """Read the config and do ``job`` inside the run's time limit, signals handled.
+
+    The config is read inside it too (a hung NFS mount, a slow user lookup): for
+    that, ``--timeout`` or guardian's default limit holds, then the config's.
+    """
+    try:
+        with run.armed(timeout or DEFAULT_TIMEOUT) as limit:
+            run.step(f"reading its config {config_path}")
+            config = load(config_path)
+            if timeout is None:
+                limit.limit(config.settings.timeout)
+            out.config = config
+            return out.exit_code(job(config))
+    except RunTimeout:
+        _err(f"timeout: guardian's own limit ran out while {run.doing}")
+        return EXIT_TIMEOUT
+    except Interrupted as stop:
+        _err(f"interrupted by {signal.Signals(stop.signum).name} while {run.doing}")
+        return 128 + stop.signum
 
 
 class _Output:
     """Where a run's records go: the audit log always, and a person's screen as asked."""
 
-    def __init__(self, config: Config, *, as_json: bool, dry_run: bool, verbose: bool) -> None:
-        self.config = config
+    def __init__(self, *, as_json: bool, dry_run: bool, verbose: bool) -> None:
+        self.config: Config | None = None
         self.as_json = as_json
         self.dry_run = dry_run
         self.verbose = verbose
@@ -186,15 +217,17 @@ class _Output:
 
     def emit(self, record: AuditRecord) -> None:
         try:
-            audit.append(self.config.settings.audit_log, record)
+            # (Records come only once the config is read: there is always a log to name.)
+            audit.append(self.config.settings.audit_log if self.config else Path(), record)
         except AuditError as e:
             # Never lost silently: the record goes to stderr, and so into cron's mail.
             self.audit_failed = True
             _err(f"{e}; the record was: {record.to_json()}")
-        if self.as_json:
-            click.echo(record.to_json())
-        elif self.dry_run:
-            click.echo(_line(record))
+        with contextlib.suppress(OSError, ValueError):  # stdout closed: the audit log has it
+            if self.as_json:
+                click.echo(record.to_json())
+            elif self.dry_run:
+                click.echo(_line(record))
         if not self.dry_run and (self.verbose or record.action not in _QUIET):
             line = _line(record)
             if record.pid is not None and record.action in ("started", "adopted", "restarted"):
@@ -204,8 +237,6 @@ class _Output:
                 _err(f"{record.target}: | {extra}")
 
     def exit_code(self, result: RunResult) -> int:
-        from guardian.run import ASIDES, RUNNING
-
         if result.interrupted is not None:
             return 128 + result.interrupted
         if result.timed_out:
@@ -221,13 +252,14 @@ class _Output:
 def _by_hand(what: str, config_path: Path, name: str, timeout: float | None) -> int:
     from guardian.check import by_hand
 
-    config = load(config_path)
-    (target,) = config.select([name])
-    out = _Output(config, as_json=False, dry_run=False, verbose=True)
-    result = by_hand(
-        what, config, target, timeout=timeout or config.settings.timeout, emit=out.emit
-    )
-    return out.exit_code(result)
+    out = _Output(as_json=False, dry_run=False, verbose=True)
+    run = Run(dry_run=False, emit=out.emit, say=_err)
+
+    def job(config: Config) -> RunResult:
+        (target,) = config.select([name])
+        return by_hand(what, config, target, run)
+
+    return _within(run, config_path, timeout, out, job)
 
 
 @cli.command(epilog="\b\nExample:\n  guardian stop supervisord   # the next check starts it again")
@@ -379,7 +411,7 @@ def status(*, config_path: Path, user: str | None, cron_file: Path | None, as_js
     from guardian import cron
     from guardian.status import gather
 
-    config = load(config_path)
+    config = load(config_path, acting=False)
     if user is None and cron_file is None:
         entries = cron.search_everywhere(config.path)
     else:
@@ -393,7 +425,30 @@ def status(*, config_path: Path, user: str | None, cron_file: Path | None, as_js
     return EXIT_OK if report.all_running else EXIT_NOT_RUNNING
 
 
+def _usable_std_streams() -> None:
+    """Make fds 0, 1 and 2 safe to use, whatever state cron or a caller left them in.
+
+    A closed fd 2 would be handed to the next file opened (the audit log, a
+    lock), and whatever is written to "stderr" would land in it; a closed
+    stream is /dev/null instead. What guardian creates is never writable by
+    others, whatever umask it inherits.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: the one missing
+            if null != fd:  # pragma: no cover - open returns the lowest free descriptor
+                os.dup2(null, fd)
+                os.close(null)
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:  # Python found the fd closed when it started
+            setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115 - lives as long as the process
+    os.umask(0o022)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _usable_std_streams()
     try:
         rv = cli.main(args=argv, prog_name="guardian", standalone_mode=False)
     except click.ClickException as e:
@@ -408,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except RunTimeout:  # outside a run's own handling (it expired while being armed)
+        _err("timeout: guardian's own limit ran out")
+        return EXIT_TIMEOUT
     except Exception:
         _err("internal error (a bug in guardian; please report it with this traceback):")
         traceback.print_exc(file=sys.stderr)

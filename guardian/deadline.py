@@ -2,13 +2,18 @@
 
 Three layers, each for what the one before cannot do:
 
-1. At ``seconds`` a SIGALRM handler raises RunTimeout in the main thread:
-   the run records ``timeout``, ends what it started, and exits 124.
+1. SIGALRM raises RunTimeout in the main thread: at the end of the run, or
+   earlier at the end of one target's share of it (``Deadline.slice``), so
+   that one slow target cannot keep the next ones from being checked.
 2. If the main thread is stuck where a signal cannot reach Python (an
    uninterruptible read of /proc or of a hung NFS mount), a watchdog thread
-   runs ``on_hard_timeout`` ``HARD_GRACE`` seconds later and exits 124.
+   runs ``on_hard_timeout`` ``HARD_GRACE`` seconds after the end and exits 124.
 3. If even that thread cannot run (C code holding the GIL), faulthandler's
    own C thread dumps every thread's traceback to stderr and exits 1.
+
+Signals that would cut a step that must be whole (a spawn and the state
+write that records it; an audit record) are held for the length of
+``critical()`` and delivered right after it.
 """
 
 from __future__ import annotations
@@ -27,49 +32,119 @@ from guardian.errors import EXIT_TIMEOUT, RunTimeout
 
 HARD_GRACE = 5.0
 LAST_RESORT_GRACE = 5.0
+_DEFERRED = (signal.SIGALRM, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Deadline:
-    """When the run must be over, on the monotonic clock."""
+    """When the run must be over, on the monotonic clock; it can be moved while it runs."""
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.seconds = seconds
         self._clock = clock
-        self.end = clock() + seconds
+        self.began = clock()
+        self.seconds = seconds
+        self.end = self.began + seconds
+        self.alarm_at = self.end
 
     def remaining(self) -> float:
+        """Until the end of the run."""
         return max(0.0, self.end - self._clock())
+
+    def left(self) -> float:
+        """Until the end of what is in hand now (a target's share, or the run)."""
+        return max(0.0, self.alarm_at - self._clock())
+
+    def over(self) -> bool:
+        return self._clock() >= self.end
+
+    def limit(self, seconds: float) -> None:
+        """The run may last ``seconds`` in all, counted from its beginning."""
+        self.seconds = seconds
+        self.end = self.began + seconds
+        self.slice(self.end)
+        if _signals.armed:
+            faulthandler.dump_traceback_later(
+                max(0.001, self.end - self._clock()) + HARD_GRACE + LAST_RESORT_GRACE,
+                exit=True,
+                file=sys.stderr,
+            )
+
+    def slice(self, until: float) -> None:
+        """Raise RunTimeout at ``until`` (never later than the end): one target's share."""
+        self.alarm_at = min(until, self.end)
+        if _signals.armed:
+            # setitimer(0) would disarm it: an end already past fires at once instead.
+            signal.setitimer(signal.ITIMER_REAL, max(0.000001, self.alarm_at - self._clock()))
+
+
+class _Signals:
+    """Process-wide, as signals are: whether the alarm is armed, and what is held back."""
+
+    armed = False
+    depth = 0  # critical() sections entered
+    pending: BaseException | None = None
+
+
+_signals = _Signals()
+
+
+def deliver(exc: BaseException) -> None:
+    """Raise ``exc`` (from a signal handler) now, or at the end of the critical section."""
+    if _signals.depth:
+        if _signals.pending is None:
+            _signals.pending = exc
+        return
+    raise exc
+
+
+@contextmanager
+def critical() -> Iterator[None]:
+    """A step that must be whole: a time-out or a signal waits until it is done."""
+    _signals.depth += 1
+    try:
+        yield
+    finally:
+        _signals.depth -= 1
+        if not _signals.depth and _signals.pending is not None:
+            exc, _signals.pending = _signals.pending, None
+            raise exc
 
 
 def _raise_timeout(signum: int, frame: FrameType | None) -> None:
-    raise RunTimeout
+    deliver(RunTimeout())
 
 
 @contextmanager
 def enforce(seconds: float, on_hard_timeout: Callable[[], None]) -> Iterator[Deadline]:
-    """Bound the block to ``seconds``; see the module's docstring for how."""
+    """Bound the block to ``seconds`` (movable: ``Deadline.limit``); see the module's docstring."""
     deadline = Deadline(seconds)
     cancelled = threading.Event()
 
     def watchdog() -> None:
-        if cancelled.wait(seconds + HARD_GRACE):
-            return
+        # Signals are the main thread's business: none may be delivered to this one, or a
+        # signal held back by critical() would reach Python through it all the same.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+        while True:
+            left = deadline.end + HARD_GRACE - time.monotonic()
+            if left <= 0:
+                break
+            if cancelled.wait(min(left, 0.5)):  # the end may move: look again now and then
+                return
         try:
             on_hard_timeout()
         finally:
             os._exit(EXIT_TIMEOUT)
 
     previous = signal.signal(signal.SIGALRM, _raise_timeout)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     thread = threading.Thread(target=watchdog, name="guardian-watchdog", daemon=True)
-    thread.start()
-    faulthandler.dump_traceback_later(
-        seconds + HARD_GRACE + LAST_RESORT_GRACE, exit=True, file=sys.stderr
-    )
+    _signals.armed = True
     try:
+        with critical():  # an alarm while it is being armed ends the run after, not inside
+            thread.start()
+            deadline.limit(seconds)
         yield deadline
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        _signals.armed = False
         signal.signal(signal.SIGALRM, previous)
         faulthandler.cancel_dump_traceback_later()
         cancelled.set()

@@ -1,36 +1,42 @@
-"""Is the target running? Pidfile, exact command line, start time; never grep.
+"""Is the target running? Pidfile, memory, exact identity; never grep.
 
-Pure reads. The pidfile path reads /proc directly and needs no psutil; the
-process-table scan (only when the pidfile fails) uses psutil, and this is
-the only module that touches it. The rest of guardian sees ``Found``,
-``Missing`` or ``Unsure``.
+The target is the process that runs the configured program, with the
+configured command line, as the configured user. Pure reads: the pidfile and
+/proc (through ``guardian.proc``), and psutil for the process-table scan, the
+only place that touches it. The rest of guardian sees ``Found``, ``Missing``
+or ``Unsure``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from guardian.config import Target
+from guardian import proc
+
+if TYPE_CHECKING:
+    from guardian.config import Target
 
 # Linux's PID_MAX_LIMIT (4 * 1024 * 1024): no pid is larger on any host.
 PID_MAX = 4_194_304
 # /proc/stat's btime is whole seconds and a process's start is in clock
-# ticks, so psutil's create_time can be up to a second off; allow two.
+# ticks, so a wall-clock start time can be up to a second off; allow two.
 START_TOLERANCE = 2.0
 _PIDFILE_MAX_BYTES = 64
 
 
 class Found(NamedTuple):
-    """The target is running as ``pid``, which started at ``create_time``."""
+    """The target is running as ``pid``, which started at ``start_ticks`` in ``session``."""
 
     pid: int
     start_ticks: int
     create_time: float
-    via: Literal["pidfile", "scan"]
+    via: Literal["pidfile", "memory", "scan"]
     evidence: str
+    session: int = 0
 
 
 class Missing(NamedTuple):
@@ -58,8 +64,12 @@ class StalePidfile(Exception):  # a finding, not a failure
         self.pid = pid
 
 
-def read_pidfile(path: Path) -> tuple[int, float]:
-    """The pid in ``path`` and the file's mtime, or StalePidfile saying what is wrong with it."""
+def read_pidfile(path: Path, owners: frozenset[int] | None = None) -> tuple[int, float]:
+    """The pid in ``path`` and the file's mtime, or StalePidfile saying what is wrong with it.
+
+    With ``owners``, a pidfile owned by anyone else is not believed: it could
+    name any process.
+    """
     try:
         # O_NONBLOCK: a FIFO planted where the pidfile should be must not hang the run.
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
@@ -71,6 +81,11 @@ def read_pidfile(path: Path) -> tuple[int, float]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StalePidfile(f"pidfile {path} is not a regular file")
+        if owners is not None and st.st_uid not in owners:
+            raise StalePidfile(
+                f"pidfile {path} is owned by {_user(st.st_uid)}, who is neither root nor "
+                "the target's user, so it is not believed"
+            )
         data = os.read(fd, _PIDFILE_MAX_BYTES + 1)
     except OSError as e:
         raise StalePidfile(f"cannot read pidfile {path}: {e.strerror}") from None
@@ -90,6 +105,15 @@ def read_pidfile(path: Path) -> tuple[int, float]:
     return pid, st.st_mtime
 
 
+def _user(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _readlink(path: str) -> str | None:
     try:
         return os.readlink(path)
@@ -102,20 +126,32 @@ def _realpath(path: str) -> str:
 
 
 class Matcher:
-    """Exact command-line identity for one target.
+    """Exact identity for one target: command line, program and user.
 
-    A process is the target when its argv equals ``want`` item for item, with
-    two allowances: argv[0] may be another name for the same executable
-    (a symlink, or a bare name that /proc/PID/exe resolves to it), and when
-    ``want[0]`` is a ``#!`` script, the interpreter the kernel put in front of
-    it (``python3 /usr/bin/supervisord -c ...``) is accepted, and only that one.
+    A process is the target when its argv equals ``want`` item for item, the
+    program the kernel executed for it is the one ``want[0]`` names, and it
+    runs as ``uid``. Two allowances: argv[0] may be another name for the same
+    program (a symlink, or a bare name), and when ``want[0]`` is a ``#!``
+    script, the interpreter the kernel put in front of it (``python3
+    /usr/bin/supervisord -c ...``) is accepted, and only that one. ``exec -a``
+    can borrow any argv[0]; it cannot borrow the program, so that is checked
+    through /proc/PID/exe. ``uid`` None accepts any user (for tests and tools,
+    never for a target).
     """
 
-    def __init__(self, want: tuple[str, ...]) -> None:
+    def __init__(
+        self, want: tuple[str, ...], uid: int | None = None, path_env: str | None = None
+    ) -> None:
         self.want = want
+        self.uid = uid
+        self.path_env = path_env or os.environ.get("PATH", os.defpath)
         self._real0: str | None = None
         self._shebang: tuple[str, ...] | None = None
         self._shebang_read = False
+
+    @classmethod
+    def for_target(cls, target: Target) -> Matcher:
+        return cls(target.match, uid=target_uid(target), path_env=target.env.get("PATH"))
 
     @property
     def real0(self) -> str:
@@ -138,41 +174,87 @@ class Matcher:
         if "/" in argv0:  # relative to the process's own working directory
             cwd = _readlink(f"/proc/{pid}/cwd")
             return cwd is not None and _realpath(os.path.join(cwd, argv0)) == real0
-        # A bare name: trust only the kernel's record of what was executed,
-        # and only under a name that could mean it (not busybox-style aliases).
-        exe = _readlink(f"/proc/{pid}/exe")
-        names = {os.path.basename(want0), os.path.basename(real0)}
-        return exe == real0 and argv0 in names
+        # A bare name: only under a name that could mean it (not busybox-style aliases).
+        return argv0 in {os.path.basename(want0), os.path.basename(real0)}
 
-    def matches(self, cmdline: list[str], pid: int) -> bool:
+    def program(self, cmdline: list[str], pid: int) -> str | None:
+        """The program the kernel must have executed if ``cmdline`` is the target's, else None.
+
+        ``"env:NAME"`` stands for a ``#!/usr/bin/env NAME`` interpreter, found on PATH.
+        """
         want = self.want
         n = len(want)
         if not cmdline:
-            return False
+            return None
         rest_equal = len(cmdline) == n and cmdline[1:] == list(want[1:])
         if rest_equal and self.same_program(cmdline[0], pid, want[0], self.real0):
-            return True
+            return self.real0
         k = len(cmdline) - n  # how many items stand before the script
         if k < 1 or cmdline[k + 1 :] != list(want[1:]):
-            return False
+            return None
         prefix = self.shebang()
         if prefix is None or len(prefix) != k or list(prefix[1:]) != cmdline[1:k]:
-            return False
+            return None
         script = cmdline[k]
         if script != want[0] and not (script.startswith("/") and _realpath(script) == self.real0):
-            return False
+            return None
         interpreter = prefix[0]
         if "/" not in interpreter:  # `#!/usr/bin/env NAME`: env found NAME on its PATH
-            return os.path.basename(cmdline[0]) == interpreter
-        return self.same_program(cmdline[0], pid, interpreter, _realpath(interpreter))
+            return f"env:{interpreter}" if os.path.basename(cmdline[0]) == interpreter else None
+        real = _realpath(interpreter)
+        return real if self.same_program(cmdline[0], pid, interpreter, real) else None
+
+    def runs(self, pid: int, program: str) -> bool:
+        """Does the kernel say ``pid`` executes ``program``? (PermissionError if it won't say.)"""
+        exe = proc.exe(pid)
+        if exe is None:
+            return False
+        if program.startswith("env:"):
+            name = program[4:]
+            found = _which(name, self.path_env)
+            if found is not None and _realpath(found) == exe:
+                return True
+            # python3 -> python3.11: the versioned file a bare name resolves to.
+            return re.fullmatch(re.escape(name) + r"[0-9.]*", os.path.basename(exe)) is not None
+        return exe == program or proc.same_file(pid, program)
+
+    def matches(self, cmdline: list[str], pid: int) -> bool:
+        """The command line and the program (not the user: see ``inspect``)."""
+        program = self.program(cmdline, pid)
+        return program is not None and self.runs(pid, program)
+
+
+def _which(name: str, path_env: str) -> str | None:
+    for folder in path_env.split(os.pathsep):
+        candidate = os.path.join(folder or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def target_uid(target: Target) -> int:
+    """The user the target runs as: its ``user``, or guardian's own."""
+    if target.user is None:
+        return os.geteuid()
+    import pwd
+
+    return pwd.getpwnam(target.user).pw_uid
 
 
 def _read_shebang(path: str) -> tuple[str, ...] | None:
     try:
-        with open(path, "rb") as f:
-            head = f.read(256)
+        # O_NONBLOCK: a FIFO put where the program should be must not hang the run.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.read(fd, 256)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     if not head.startswith(b"#!"):
         return None
     line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
@@ -192,128 +274,43 @@ def _read_shebang(path: str) -> tuple[str, ...] | None:
     return (interpreter, arg) if arg else (interpreter,)
 
 
-def _describe(cmdline: list[str]) -> str:
-    return repr(cmdline)
-
-
-class ProcStat(NamedTuple):
-    state: str
-    ppid: int
-    session: int
-    start_ticks: int  # since boot: with the pid, a process's identity for ever
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_stat(pid: int) -> ProcStat | None:
-    """State, parent and start time from /proc/PID/stat, or None if there is no such process.
-
-    Read directly rather than through psutil: the start time in clock ticks
-    since boot never changes, whereas a wall-clock create_time moves with
-    the clock, and this is the path every healthy run takes.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # comm, in parentheses, may itself hold ") ": split at the last one.
-    fields = data[data.rindex(b")") + 2 :].split()
-    return ProcStat(fields[0].decode(), int(fields[1]), int(fields[3]), int(fields[19]))
-
-
-def proc_cmdline(pid: int) -> list[str] | None:
-    """argv exactly as the kernel holds it (NUL-separated), or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return [os.fsdecode(arg) for arg in data.split(b"\0")[:-1]] if data else []
-
-
-def wall_time(start_ticks: int) -> float:
-    """A start time in clock ticks since boot as seconds since the epoch (for people and mtimes)."""
-    with open("/proc/stat", "rb") as f:
-        for line in f:
-            if line.startswith(b"btime "):
-                return float(line.split()[1]) + start_ticks / _CLK_TCK
-    raise RuntimeError("/proc/stat has no btime line")  # pragma: no cover - every Linux has it
-
-
 def inspect(pid: int, matcher: Matcher, *, not_after: float | None = None) -> Found | str | Unsure:
     """Found if ``pid`` is the target (and started no later than ``not_after``), else why not."""
     try:
-        before = proc_stat(pid)
-        cmdline = proc_cmdline(pid) if before else None
-        after = proc_stat(pid) if cmdline is not None else None
+        before = proc.stat(pid)
+        if before is None:
+            return f"pid {pid} is not running"
+        if before.kernel_thread:
+            return f"pid {pid} is a kernel thread ({before.comm}), never a target"
+        uid = proc.real_uid(pid)
+        cmdline = proc.cmdline(pid)
+        after = proc.stat(pid)
+        if uid is None or cmdline is None or after is None:
+            return f"pid {pid} is not running"
+        if after.start_ticks != before.start_ticks:
+            return f"pid {pid} is not running"  # it ended and its pid was reused while we looked
+        if after.dead:
+            return f"pid {pid} is a zombie (dead, not yet reaped)"
+        if matcher.uid is not None and uid != matcher.uid:
+            return f"pid {pid} runs as {_user(uid)}, not {_user(matcher.uid)}"
+        program = matcher.program(cmdline, pid)
+        if program is None:
+            want = list(matcher.want)
+            return f"pid {pid}'s command line is {cmdline!r}, not {want!r}"
+        if not matcher.runs(pid, program):
+            shown = program.removeprefix("env:")
+            exe = proc.exe(pid)
+            return f"pid {pid} has the command line but runs {exe}, not {shown} (an impostor)"
     except PermissionError:
         return Unsure(f"pid {pid} cannot be inspected (permission denied)", pid, (pid,))
-    if (
-        before is None
-        or cmdline is None
-        or after is None
-        or after.start_ticks != before.start_ticks
-    ):
-        return f"pid {pid} is not running"
-    if after.state == "Z" or not cmdline:
-        return f"pid {pid} is a zombie (dead, not yet reaped)"
-    if not matcher.matches(cmdline, pid):
-        return (
-            f"pid {pid}'s command line is {_describe(cmdline)}, not {_describe(list(matcher.want))}"
-        )
-    create_time = wall_time(after.start_ticks)
+    create_time = proc.wall_time(after.start_ticks)
     if not_after is not None and create_time > not_after + START_TOLERANCE:
         return f"pid {pid} started after the pidfile was written: another process (pid reused)"
-    return Found(pid, after.start_ticks, create_time, "pidfile", f"pid {pid}")
-
-
-def is_alive(found: Found) -> bool:
-    """True while ``found.pid`` is still the process that was found, and not a zombie."""
-    try:
-        now = proc_stat(found.pid)
-    except PermissionError:  # not ours to read any more: not the target we found
-        return False
-    return now is not None and now.start_ticks == found.start_ticks and now.state != "Z"
-
-
-class Member(NamedTuple):
-    """A live process of a session: what a dead session leader left behind."""
-
-    pid: int
-    start_ticks: int
-    cmdline: tuple[str, ...]
-
-
-def session_members(session: int, since_ticks: int) -> list[Member]:
-    """Live processes of ``session`` that started no earlier than ``since_ticks``.
-
-    guardian starts every target as the leader of a new session, so these are
-    what the target started (supervisord's agents, say), re-parented to init
-    when it died. The kernel gives a session's id to no new process while any
-    member lives; the caller checks that the leader itself is gone, and the
-    start-time bound keeps out processes older than the target.
-    """
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            stat = proc_stat(pid)
-            cmdline = proc_cmdline(pid) if stat and stat.session == session else None
-        except PermissionError:
-            continue
-        if stat is None or cmdline is None or stat.state == "Z" or pid == os.getpid():
-            continue
-        if stat.start_ticks >= since_ticks:
-            members.append(Member(pid, stat.start_ticks, tuple(cmdline)))
-    return members
+    return Found(pid, after.start_ticks, create_time, "pidfile", f"pid {pid}", after.session)
 
 
 def scan(matcher: Matcher) -> list[Found]:
-    """Every live process whose command line is the target's, checked as ``inspect`` does.
+    """Every live process that is the target, checked as ``inspect`` does.
 
     Where a match's parent also matches (a daemon before it forks, an agent
     that forks workers) only the eldest is kept: that is the target.
@@ -322,26 +319,35 @@ def scan(matcher: Matcher) -> list[Found]:
 
     me = os.getpid()
     candidates: dict[int, int] = {}
-    for proc in psutil.process_iter(["cmdline", "ppid"]):
-        cmdline = proc.info["cmdline"]
-        if proc.pid != me and cmdline and matcher.matches(cmdline, proc.pid):
-            candidates[proc.pid] = proc.info["ppid"]
+    for p in psutil.process_iter(["cmdline", "ppid"]):
+        argv = p.info["cmdline"]
+        # Only the command line here: inspect checks the program and the user.
+        if p.pid != me and argv and matcher.program(argv, p.pid) is not None:
+            candidates[p.pid] = p.info["ppid"]
     found = []
     for pid, ppid in sorted(candidates.items()):
-        if ppid in candidates:
-            continue
         result = inspect(pid, matcher)
-        if isinstance(result, Found):
+        if isinstance(result, Found) and not (
+            ppid in candidates and isinstance(inspect(ppid, matcher), Found)
+        ):
             found.append(result)
     return found
 
 
-def discover(target: Target, *, allow_scan: bool = True) -> Discovery:
-    """Find the target: by its pidfile first, by an exact process-table scan if that fails."""
-    matcher = Matcher(target.match)
+def discover(
+    target: Target,
+    *,
+    remembered: tuple[int, int] | None = None,
+    allow_scan: bool = True,
+    matcher: Matcher | None = None,
+) -> Discovery:
+    """Find the target: by its pidfile, then as the process guardian last knew
+    (``remembered``: pid and start ticks), then by an exact process-table scan."""
+    matcher = matcher or Matcher.for_target(target)
     old_pid: int | None = None
+    owners = frozenset({0, os.geteuid(), *((matcher.uid,) if matcher.uid is not None else ())})
     try:
-        pid, written = read_pidfile(target.pidfile)
+        pid, written = read_pidfile(target.pidfile, owners)
     except StalePidfile as stale:
         reason, old_pid = stale.reason, stale.pid
     else:
@@ -352,6 +358,11 @@ def discover(target: Target, *, allow_scan: bool = True) -> Discovery:
         if isinstance(result, Unsure):
             return result
         reason = f"pidfile names pid {pid}, {_clause(result, pid)}"
+    if remembered is not None and remembered[0] != old_pid:
+        seen = inspect(remembered[0], matcher)
+        if isinstance(seen, Found) and seen.start_ticks == remembered[1]:
+            evidence = f"{reason}; pid {seen.pid}, found before, is still the target"
+            return seen._replace(via="memory", evidence=evidence)
     if not allow_scan:
         return Missing(reason, old_pid)
     matches = scan(matcher)

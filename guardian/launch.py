@@ -1,11 +1,12 @@
-"""Starting a target detached, waiting until it is ready, ending what a run started.
+"""Starting a target detached, waiting until it is ready, ending a start that failed.
 
-The only module that forks or signals.
+Where a target is spawned. (Probe and hook commands are run by
+``guardian.commands``; every signal to a process goes through
+``guardian.proc``, which checks the process's identity first.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import grp
 import os
@@ -14,28 +15,20 @@ import signal
 import stat
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
+from guardian import proc
 from guardian.config import Target
-from guardian.discovery import (
-    Found,
-    Matcher,
-    Member,
-    Missing,
-    Unsure,
-    discover,
-    inspect,
-    is_alive,
-    proc_stat,
-    scan,
-)
+from guardian.discovery import Found, Matcher, Missing, Unsure, discover, inspect, scan
 from guardian.errors import LaunchError
-from guardian.files import atomic_write
+from guardian.files import atomic_write, make_dirs, open_regular
 
 # How long a started-but-not-ready target gets between SIGTERM and SIGKILL.
 END_WAIT = 2.0
 POLL = 0.05
+SEEN_EVERY = 1.0
 TAIL_LINES = 10
 TAIL_BYTES = 4096
 
@@ -43,20 +36,18 @@ TAIL_BYTES = 4096
 def _open_output(path: Path, warnings: list[str]) -> int:
     """The target's output file; /dev/null (and a warning) if it cannot be opened.
 
-    A full disk or a read-only folder must not keep a dead target down.
+    A full disk, a read-only folder, or a FIFO or folder where the file should
+    be must not keep a dead target down (nor hang the start).
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(
-            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640
-        )
+        make_dirs(path.parent)
+        return open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     except OSError as e:
         warnings.append(f"cannot open output file {path} ({e.strerror}); output discarded")
         return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
 
-@dataclass(frozen=True, slots=True)
-class _Identity:
+class _Identity(NamedTuple):
     """Who the target runs as: Popen's user arguments, and the environment to match."""
 
     env: dict[str, str]
@@ -86,9 +77,6 @@ def _identity(target: Target) -> _Identity:
             raise LaunchError(f"no such group {target.group!r}") from None
         if gid != os.getegid() or who.group is not None:
             who = _Identity(env, who.user, gid, who.extra_groups or [])
-    if (who.user is not None or who.group is not None) and os.geteuid() != 0:
-        whom = f"user {target.user!r}" if who.user is not None else f"group {target.group!r}"
-        raise LaunchError(f"cannot run as {whom}: guardian is not running as root")
     return who
 
 
@@ -117,19 +105,11 @@ def spawn(target: Target, warnings: list[str]) -> subprocess.Popen[bytes]:
             group=who.group,
             extra_groups=who.extra_groups,
         )
-    except (OSError, subprocess.SubprocessError) as e:
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
         detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise LaunchError(f"cannot start {target.command[0]}: {detail}") from None
     finally:
         os.close(out)
-
-
-def start(target: Target, warnings: list[str]) -> Launch:
-    """Spawn the target and remember when, so that ``Launch.end`` knows what is ours."""
-    proc = spawn(target, warnings)
-    stat = proc_stat(proc.pid)  # our unreaped child: its /proc entry is there, zombie or not
-    # (No stat is impossible for an unreaped child; if it were, claim no strays at all.)
-    return Launch(target, proc, since_ticks=stat.start_ticks if stat else 2**63)
 
 
 def write_pidfile(path: Path, pid: int) -> None:
@@ -151,16 +131,16 @@ def write_pidfile(path: Path, pid: int) -> None:
     atomic_write(path, f"{pid}\n".encode(), mode=0o644)
 
 
-def peek_exit(proc: subprocess.Popen[bytes]) -> int | None:
+def peek_exit(child: subprocess.Popen[bytes]) -> int | None:
     """The child's exit status if it has exited, without reaping it.
 
     While guardian has not reaped its child, the child's pid (and so its
     process-group id) cannot be given to another process: signalling the
     group stays safe until ``reap``.
     """
-    if proc.returncode is not None:
-        return proc.returncode
-    result = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    if child.returncode is not None:
+        return child.returncode
+    result = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     if result is None:
         return None
     if result.si_code == os.CLD_EXITED:
@@ -168,23 +148,28 @@ def peek_exit(proc: subprocess.Popen[bytes]) -> int | None:
     return -result.si_status  # killed by a signal, as Popen reports it
 
 
-@dataclass
-class Ready:
+class Ready(NamedTuple):
     found: Found
     seconds: float
 
 
-@dataclass
 class Launch:
     """One start in progress: what to end if it does not become ready."""
 
-    target: Target
-    proc: subprocess.Popen[bytes]
-    since_ticks: int  # when our child started, in clock ticks since boot
-    found: Found | None = None
+    def __init__(self, target: Target, child: subprocess.Popen[bytes], matcher: Matcher) -> None:
+        self.target = target
+        self.proc = child
+        self.matcher = matcher
+        st = proc.stat(child.pid)  # our unreaped child: its /proc entry is there, zombie or not
+        # (No stat is impossible for an unreaped child; if it were, claim no strays at all.)
+        self.since_ticks = st.start_ticks if st else 2**63
+        self.found: Found | None = None
 
-    def wait_ready(self) -> Ready:
+    def wait_ready(self, alive: Callable[[Found], None] | None = None) -> Ready:
         """Ready: found running, and the same process ``start_grace`` later.
+
+        ``alive`` is told, about once a second, that the process is (still) found
+        alive: what a guardian killed meanwhile leaves the next run to know.
 
         A daemon is found by the pidfile it writes; a foreground target is our
         own child, checked as discovery checks any process (so a pidfile that
@@ -197,14 +182,17 @@ class Launch:
         began = time.monotonic()
         end = began + target.start_timeout
         seen_at = 0.0
+        told = 0.0
         while True:
             status = peek_exit(self.proc)
             if status is not None and (status != 0 or not target.daemonizes):
                 raise LaunchError(f"exited with status {status} before it was ready")
             if target.daemonizes:
-                found: Found | Missing | Unsure = discover(target, allow_scan=False)
+                found: Found | Missing | Unsure = discover(
+                    target, allow_scan=False, matcher=self.matcher
+                )
             else:
-                seen = inspect(self.proc.pid, Matcher(target.match))
+                seen = inspect(self.proc.pid, self.matcher)
                 found = Missing(seen) if isinstance(seen, str) else seen
             now = time.monotonic()
             if isinstance(found, Found):
@@ -213,6 +201,9 @@ class Launch:
                 same = self.found is not None and self.found[:2] == found[:2]
                 if not same:
                     self.found, seen_at = found, now
+                if alive is not None and (not same or now - told >= SEEN_EVERY):
+                    alive(found)
+                    told = now
                 if now - seen_at >= target.start_grace:
                     return Ready(found, now - began)
                 why = f"pid {found.pid} has run {now - seen_at:.1f}s of start_grace"
@@ -225,32 +216,44 @@ class Launch:
                 )
             time.sleep(min(POLL, end - now))
 
-    def end(self, wait: float = END_WAIT) -> None:
+    def end(self, wait: float = END_WAIT) -> list[int]:
         """End what this start created: SIGTERM, up to ``wait`` seconds, then SIGKILL.
 
-        That is our child with its process group, and any process with the
-        target's command line that started since: a daemon that forked into a
-        session of its own before it became ready. Under the target's lock
-        nothing else can have started one.
+        That is our child with its process group, and any process that is the
+        target and started since: a daemon that forked into a session of its
+        own before it became ready. Under the target's lock nothing else can
+        have started one. Returns the pids it ended.
         """
+        ended = []
         if self.proc.returncode is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
+            ended.append(self.proc.pid)
+            proc.signal_group(self.proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + wait
             while peek_exit(self.proc) is None and time.monotonic() < deadline:
                 time.sleep(POLL)
             # Still unreaped, so the group id is still ours: sweep what ignored SIGTERM.
-            _signal_group(self.proc.pid, signal.SIGKILL)
+            proc.signal_group(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        for stray in scan(Matcher(self.target.match)):
+        for stray in scan(self.matcher):
             if stray.start_ticks >= self.since_ticks:
-                _end_process(stray, wait)
+                proc.stop(stray.pid, stray.start_ticks, signal.SIGTERM, wait, None)
+                ended.append(stray.pid)
+        return ended
 
-    def kill_now(self) -> None:
-        """For the hard time-out: SIGKILL without waiting (no reaping, no I/O)."""
-        if self.found is not None and self.found.pid != self.proc.pid:
-            _kill_if_same(self.found, signal.SIGKILL)
+    def kill_now(self) -> list[int]:
+        """For the hard time-out: SIGKILL without waiting (no reaping, no I/O); the pids hit."""
+        hit = []
+        found = self.found
+        if (
+            found is not None
+            and found.pid != self.proc.pid
+            and proc.signal_if_same(found.pid, found.start_ticks, signal.SIGKILL)
+        ):
+            hit.append(found.pid)
         if self.proc.returncode is None:
-            _signal_group(self.proc.pid, signal.SIGKILL)
+            proc.signal_group(self.proc.pid, signal.SIGKILL)
+            hit.append(self.proc.pid)
+        return hit
 
     def reap(self) -> None:
         """Collect our child's exit status once it is no longer needed (a daemon's parent)."""
@@ -258,143 +261,17 @@ class Launch:
             self.proc.wait()
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def signal_if_same(pid: int, start_ticks: int, sig: int, matcher: Matcher | None = None) -> bool:
-    """Send ``sig`` to ``pid`` only if it is still the process that started at ``start_ticks``
-    (and, given ``matcher``, still has the target's exact command line).
-
-    The identity is checked after a pidfd is opened: the pidfd pins the
-    process, so what was checked is what is signalled, however fast pids are
-    reused. Where the kernel has no pidfd_open (before 5.3), os.kill is the
-    best there is. Returns False when there was nothing (left) to signal.
-    """
-    try:
-        pidfd: int | None = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    except OSError:  # pragma: no cover - kernels older than 5.3
-        pidfd = None
-    try:
-        if matcher is not None:
-            seen = inspect(pid, matcher)
-            if not isinstance(seen, Found) or seen.start_ticks != start_ticks:
-                return False
-        elif not is_alive(Found(pid, start_ticks, 0.0, "pidfile", "")):
-            return False
-        if pidfd is None:  # pragma: no cover
-            os.kill(pid, sig)
-        else:
-            signal.pidfd_send_signal(pidfd, sig)
-    except ProcessLookupError:
-        return False
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-    return True
-
-
-def _kill_if_same(found: Found, sig: signal.Signals) -> bool:
-    return signal_if_same(found.pid, found.start_ticks, sig)
-
-
-def _wait_gone(pid: int, start_ticks: int, wait: float) -> bool:
-    """Poll until the process is gone or a zombie (which is dead, however late init reaps it)."""
-    probe = Found(pid, start_ticks, 0.0, "pidfile", "")
-    deadline = time.monotonic() + wait
-    while is_alive(probe):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL)
-    return True
-
-
-def stop(
-    pid: int, start_ticks: int, sig: int, wait: float, matcher: Matcher | None
-) -> tuple[bool, str]:
-    """``sig`` (then SIGCONT, so a stopped process can act on it), ``wait`` seconds, SIGKILL.
-
-    Returns whether the process is gone (a zombie counts as gone), and how it
-    ended, in words, for the audit record. Not gone means: do not start another.
-    """
-    name = signal.Signals(sig).name
-    if not signal_if_same(pid, start_ticks, sig, matcher):
-        if _wait_gone(pid, start_ticks, 0.0):
-            return True, f"pid {pid} was already gone"
-        return False, f"pid {pid} no longer has the target's command line, so was not signalled"
-    signal_if_same(pid, start_ticks, signal.SIGCONT)
-    if _wait_gone(pid, start_ticks, wait):
-        return True, f"pid {pid} ended on {name}"
-    signal_if_same(pid, start_ticks, signal.SIGKILL)
-    if _wait_gone(pid, start_ticks, 2.0):
-        return True, f"pid {pid} ignored {name} for {wait:g}s; killed"
-    return False, f"pid {pid} outlived {name} and SIGKILL (stuck in the kernel?)"
-
-
-def end_members(members: list[Member], sig: int, wait: float) -> None:
-    """End what a dead target left behind: ``sig`` to all, then SIGKILL to what remains."""
-    hit = [m for m in members if signal_if_same(m.pid, m.start_ticks, sig)]
-    for m in hit:
-        signal_if_same(m.pid, m.start_ticks, signal.SIGCONT)
-    deadline = time.monotonic() + wait
-    for m in hit:
-        if not _wait_gone(m.pid, m.start_ticks, max(0.0, deadline - time.monotonic())):
-            signal_if_same(m.pid, m.start_ticks, signal.SIGKILL)
-
-
-def _end_process(found: Found, wait: float) -> None:
-    stop(found.pid, found.start_ticks, signal.SIGTERM, wait, None)  # best effort: ending a failure
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    status: int | None  # None: still running at the time limit, and killed
-    output: tuple[str, ...]
-    seconds: float
-
-
-def run_command(argv: tuple[str, ...], *, timeout: float, env: dict[str, str]) -> CommandResult:
-    """Run ``argv`` (no shell) in a session of its own, for at most ``timeout`` seconds.
-
-    For probes and hooks: stdin /dev/null, output kept (the last lines), no
-    descriptor of guardian's inherited; past the limit its whole process
-    group is killed, so nothing it started hangs on.
-    """
-    began = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as e:
-        return CommandResult(127, (f"cannot run {argv[0]}: {e.strerror}",), 0.0)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        status: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        _signal_group(proc.pid, signal.SIGKILL)  # unreaped, so the group id is still ours
-        out, _ = proc.communicate()
-        status = None
-    lines = out.decode("utf-8", "replace").splitlines()[-TAIL_LINES:]
-    return CommandResult(status, tuple(lines), time.monotonic() - began)
-
-
 def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
     """The last lines of a target's output file, for the audit record of a failed start."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - TAIL_BYTES))
-            data = f.read()
+        fd = open_regular(path)
     except OSError:
         return []
-    text = data.decode("utf-8", "replace").splitlines()
-    return text[-lines:]
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, TAIL_BYTES, max(0, size - TAIL_BYTES))
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace").splitlines()[-lines:]

@@ -1,31 +1,40 @@
-"""One run of guardian: its records in the making, its time limit, its signals.
+"""One run of guardian: its time limit, its signals, where its records go.
 
-Whatever a run does (``check``, or ``stop``/``restart``/``reset`` by hand) goes
-through ``execute``: the jobs in turn, within the run's own timeout, with
-SIGTERM and SIGINT turned into an ``interrupted`` record rather than a death.
+Whatever a run does (``check``, or ``stop``/``restart``/``reset`` by hand)
+goes through ``Run.execute``: one job per target, in turn, each within its
+share of the run's own timeout, with SIGTERM, SIGINT and SIGHUP turned into
+an ``interrupted`` record rather than a death, and anything unexpected in one
+target turned into an ``error`` record for it, the run going on to the next.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import TYPE_CHECKING, NamedTuple
 
-from guardian import state
-from guardian.audit import AuditRecord
-from guardian.config import Config, Target
-from guardian.deadline import Deadline, enforce
+from guardian import deadline
+from guardian.audit import Action, AuditRecord
+from guardian.config import Target
 from guardian.errors import RunTimeout
 
-if TYPE_CHECKING:  # launch (and subprocess) is imported only by a run that acts
-    from guardian.launch import Launch
+if TYPE_CHECKING:  # check (and through it subprocess) is imported only by a run that acts
+    from guardian.check import Guard
 
 # Actions after which the target is running (or another guardian is seeing to it).
-RUNNING = frozenset({"ok", "adopted", "started", "skipped", "restarted_unhealthy", "restarted"})
+RUNNING: frozenset[Action] = frozenset(
+    {"ok", "adopted", "started", "skipped", "restarted_unhealthy", "restarted"}
+)
 # Lines about the run rather than a target's outcome: no bearing on the exit code.
-ASIDES = frozenset({"warning", "reset", "stopped"})
+ASIDES: frozenset[Action] = frozenset({"warning", "reset", "stopped"})
+# What each later target is kept of the run's time, at most, so that one slow target
+# cannot keep the next from being checked (a healthy check takes milliseconds).
+RESERVE = 2.0
+DEFAULT_TIMEOUT = 50.0
 
 
 class Interrupted(BaseException):  # a signal from outside, like KeyboardInterrupt
@@ -34,78 +43,8 @@ class Interrupted(BaseException):  # a signal from outside, like KeyboardInterru
         self.signum = signum
 
 
-class Recorder:
-    """One target's record in the making: what is known so far, timed from the start.
-
-    The time-out paths use it to write what the run had learnt when time ran out.
-    """
-
-    def __init__(self, target: Target, dry_run: bool) -> None:
-        self.target = target
-        self.dry_run = dry_run
-        self.began = time.monotonic()
-        self.pid: int | None = None
-        self.old_pid: int | None = None
-        self.doing = "looking for it"
-
-    def __call__(self, action: str, reason: str, **fields: object) -> AuditRecord:
-        ms = int((time.monotonic() - self.began) * 1000)
-        known = {"pid": self.pid, "old_pid": self.old_pid}
-        return AuditRecord(
-            target=self.target.name,
-            action=action,
-            reason=reason,
-            duration_ms=ms,
-            dry_run=self.dry_run,
-            **{**known, **fields},  # type: ignore[arg-type]  # the record's optional fields
-        )
-
-
-class Run:
-    """One run: its settings, its target in hand and its start under way."""
-
-    def __init__(self, config: Config, dry_run: bool, emit: Callable[[AuditRecord], None]) -> None:
-        self.config = config
-        self.dry_run = dry_run
-        self.emit = emit
-        self.deadline: Deadline | None = None
-        self.current: Recorder | None = None
-        self.launch: Launch | None = None
-        self.trouble = False  # something could not be written: the exit code must say so
-
-    def end_launch(self, wait: float) -> int | None:
-        """End a start that had not become ready; its pid, if there was one."""
-        launch, self.launch = self.launch, None
-        if launch is None:
-            return None
-        launch.end(wait=wait)
-        return launch.proc.pid
-
-    def warn(self, target: Target, text: str) -> None:
-        self.trouble = True
-        self.emit(AuditRecord(target.name, "warning", text, dry_run=self.dry_run))
-
-    def remaining(self) -> float:
-        return self.deadline.remaining() if self.deadline else 30.0
-
-    def store(self, target: Target) -> state.Store:
-        return state.Store(self.config.settings.state_dir / "state" / f"{target.name}.json")
-
-    def load(self, target: Target, store: state.Store) -> state.State:
-        loaded = store.load()
-        for text in store.warnings:
-            self.warn(target, text)
-        store.warnings.clear()
-        return loaded
-
-    def save(self, target: Target, store: state.Store, new: state.State) -> None:
-        """Save the state; a failure is reported and the run goes on (the target comes first)."""
-        if self.dry_run:
-            return
-        try:
-            store.save(new)
-        except OSError as e:
-            self.warn(target, f"cannot write state file {store.path}: {e.strerror or e}")
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    deadline.deliver(Interrupted(signum))
 
 
 class RunResult(NamedTuple):
@@ -115,82 +54,147 @@ class RunResult(NamedTuple):
     trouble: bool = False
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise Interrupted(signum)
+class Run:
+    """One run: its deadline, its signals, the target in hand, and where records go.
 
+    ``emit`` takes each record (to the audit log and the screen); ``say``
+    writes one line for a person (the hard time-out's only voice).
+    """
 
-Job = tuple[Target, Callable[[Run], AuditRecord]]
+    def __init__(
+        self,
+        *,
+        dry_run: bool,
+        emit: Callable[[AuditRecord], None],
+        say: Callable[[str], None],
+    ) -> None:
+        self.dry_run = dry_run
+        self._emit = emit
+        self.say = say
+        self.deadline: deadline.Deadline | None = None
+        self.guard: Guard | None = None  # the target in hand
+        self.doing = "starting"  # what the run is doing now, in words
+        self.trouble = False  # something could not be written: the exit code must say so
+        self.records: list[AuditRecord] = []
 
+    # --- the run's frame: time limit and signals ---
 
-def execute(
-    config: Config,
-    jobs: list[Job],
-    *,
-    dry_run: bool,
-    timeout: float,
-    emit: Callable[[AuditRecord], None],
-) -> RunResult:
-    """Do ``jobs`` in turn within ``timeout``, recording what is left when time runs out
-    or a signal (SIGTERM, SIGINT) cuts the run short."""
-    records: list[AuditRecord] = []
+    @contextmanager
+    def armed(self, seconds: float) -> Iterator[deadline.Deadline]:
+        """The run's time limit and signal handling, for the block (config reading included)."""
+        sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, _interrupt) for sig in sigs}
+        try:
+            with deadline.enforce(seconds, self._hard_timeout) as self.deadline:
+                yield self.deadline
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
-    def keep(record: AuditRecord) -> None:
-        records.append(record)
-        emit(record)
-
-    run = Run(config, dry_run, keep)
-
-    def hard_timeout() -> None:
+    def _hard_timeout(self) -> None:
         # The main thread is stuck where no signal reaches it: no waiting, no files.
-        if run.launch is not None:
-            run.launch.kill_now()
-        doing = run.current.doing if run.current else "starting"
-        sys.stderr.write(
-            f"guardian: hard time-out: still {doing} after {timeout:g}s and more; "
-            "killed what this run had started; exiting 124\n"
+        killed = self.guard.kill_now() if self.guard is not None else []
+        what = (
+            f"killed pid(s) {', '.join(map(str, killed))}, which it had started"
+            if killed
+            else "nothing of its own was left to kill"
+        )
+        seconds = self.deadline.seconds if self.deadline else 0.0
+        self.say(
+            f"hard time-out: still {self.doing} {seconds:g}s after it began, and "
+            f"{deadline.HARD_GRACE:g}s more; {what}; exiting 124 (no audit record: "
+            "the run may be stuck on the log itself)"
         )
 
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
-    left = [target for target, _ in jobs]
-    try:
-        with enforce(timeout, hard_timeout) as run.deadline:
-            try:
-                for target, job in jobs:
-                    keep(job(run))
-                    left.remove(target)
-            except RunTimeout:
-                _finish(run, left, keep, "timeout", timeout)
-                return RunResult(tuple(records), timed_out=True, trouble=run.trouble)
-            except Interrupted as stop:
-                _finish(run, left, keep, "interrupted", stop.signum)
-                return RunResult(tuple(records), False, stop.signum, run.trouble)
-            except BaseException:
-                run.end_launch(wait=1.0)  # an internal error must not leave a half-start behind
-                raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return RunResult(tuple(records), timed_out=False, trouble=run.trouble)
+    def step(self, doing: str) -> None:
+        """What the run is doing from now on (for the records of a run cut short)."""
+        self.doing = doing
 
+    @contextmanager
+    def aside(self, doing: str) -> Iterator[None]:
+        """A short step inside another (a state write), after which the other goes on."""
+        before, self.doing = self.doing, doing
+        try:
+            yield
+        finally:
+            self.doing = before
 
-def _finish(
-    run: Run, left: list[Target], keep: Callable[[AuditRecord], None], why: str, value: float
-) -> None:
-    """The records of a run cut short: the target in hand, and those never reached."""
-    record = run.current
-    doing = record.doing if record else "starting"
-    if why == "timeout":
-        ended = run.end_launch(wait=1.0)  # ended, so that the next run starts clean
-        also = f"; ended pid {ended}, which it had started" if ended else ""
-        cause = f"guardian's own timeout of {value:g}s ran out"
-    else:
-        # Interrupted by hand or by a shutdown: what it started stays up.
-        ended = None
-        run.launch = None
-        also = ""
-        cause = f"guardian got {signal.Signals(int(value)).name}"
-    for target in left:
-        if record is not None and record.target is target:
-            keep(record(why, f"{cause} while {doing}{also}"))
-        else:
-            keep(AuditRecord(target.name, why, f"not checked: {cause}", dry_run=run.dry_run))
+    def remaining(self) -> float:
+        """What is left of the time of the target in hand."""
+        return self.deadline.left() if self.deadline else DEFAULT_TIMEOUT
+
+    # --- records ---
+
+    def emit(self, record: AuditRecord) -> None:
+        # A record is written whole, whatever arrives meanwhile.
+        with (
+            self.aside(f"writing its {record.action} record for {record.target}"),
+            deadline.critical(),
+        ):
+            self.records.append(record)
+            self._emit(record)
+
+    def warn(self, target: Target, text: str) -> None:
+        self.trouble = True
+        self.emit(AuditRecord(target.name, "warning", text, dry_run=self.dry_run))
+
+    # --- the jobs ---
+
+    def execute(
+        self, targets: tuple[Target, ...], job: Callable[[Target], AuditRecord]
+    ) -> RunResult:
+        """``job`` for each target in turn; see the module's docstring."""
+        if self.deadline is None:  # pragma: no cover - a bug in the caller
+            raise RuntimeError("Run.execute() runs inside Run.armed()")
+        end = self.deadline.end
+        left = list(targets)
+        timed_out = False
+        try:
+            for i, target in enumerate(targets):
+                later = len(targets) - i - 1
+                reserve = min(RESERVE, self.deadline.seconds / (2 * len(targets))) * later
+                self.deadline.slice(end - reserve)
+                try:
+                    record = job(target)
+                except RunTimeout:
+                    if self.deadline.over():
+                        raise
+                    timed_out = True  # only its share: the run goes on to the next target
+                    record = self._cut_short(target, "timeout", "its share of the run's time")
+                except Exception as e:  # a bug in one target's check must not spare the next
+                    record = self._internal_error(target, e)
+                self.deadline.slice(end)
+                self.guard = None
+                self.emit(record)
+                left.remove(target)
+        except RunTimeout:
+            self._finish(left, "timeout", "guardian's own timeout "
+                         f"of {self.deadline.seconds:g}s")  # fmt: skip
+            return RunResult(tuple(self.records), True, trouble=self.trouble)
+        except Interrupted as stop:
+            self._finish(left, "interrupted", f"guardian got {signal.Signals(stop.signum).name}")
+            return RunResult(tuple(self.records), timed_out, stop.signum, self.trouble)
+        return RunResult(tuple(self.records), timed_out, trouble=self.trouble)
+
+    def _cut_short(self, target: Target, why: Action, cause: str) -> AuditRecord:
+        guard, self.guard = self.guard, None
+        if guard is None or guard.target is not target:
+            return AuditRecord(target.name, why, f"not checked: {cause}", dry_run=self.dry_run)
+        return guard.cut_short(why, cause, self.doing)
+
+    def _internal_error(self, target: Target, e: Exception) -> AuditRecord:
+        self.trouble = True
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}"
+        text = f"internal error while {self.doing}: {type(e).__name__}: {e} (at {where})"
+        self.say(f"{target.name}: {text}; a bug in guardian, please report it")
+        traceback.print_exception(e, file=sys.stderr)
+        guard, self.guard = self.guard, None
+        if guard is not None and guard.target is target:
+            return guard.failed(text)
+        return AuditRecord(target.name, "error", text, dry_run=self.dry_run)
+
+    def _finish(self, left: list[Target], why: Action, cause: str) -> None:
+        """The records of a run cut short: the target in hand, and those never reached."""
+        for target in left:
+            self.emit(self._cut_short(target, why, cause))

@@ -4,31 +4,33 @@ One small JSON file per target, ``<state_dir>/state/<name>.json``, written
 atomically. Times are CLOCK_BOOTTIME seconds: the clock a process's start
 time is counted on, shared by every process, unmoved by the wall clock. A
 reboot starts it again, so the file carries the boot id and history from an
-earlier boot is dropped (a reboot is a fresh start). A file that cannot be
-read or parsed is rebuilt, and the caller told so it can record a warning.
+earlier boot is dropped (a reboot is a fresh start).
+
+The file is input, not trusted: it names processes guardian may signal. One
+that anyone but guardian's own user could have written or replaced, or that
+does not parse, or whose values are impossible (times in the future, pids
+out of range), is set aside and rebuilt, and the caller told so it can
+record a warning.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
+import stat
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from guardian import proc
 from guardian.config import Restart
-from guardian.files import atomic_write
+from guardian.files import atomic_write, open_regular
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
+now = proc.now
+since_boot = proc.since_boot
 
-
-def now() -> float:
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def since_boot(start_ticks: int) -> float:
-    """A process's start, on the same clock as ``now()``."""
-    return start_ticks / _CLK_TCK
+_MAX_BYTES = 1 << 16  # a few hundred bytes in use; anything much bigger is not ours
+_PID_MAX = 4_194_304
+_MAX_STARTS = 1000  # more than any burst: a longer list is not one guardian wrote
 
 
 def boot_id() -> str:
@@ -40,23 +42,34 @@ def boot_id() -> str:
 
 
 class Current(NamedTuple):
-    """The process guardian last started or adopted as the target."""
+    """The process guardian last started or found running as the target.
+
+    What is needed to end what it leaves behind is learnt the moment it is
+    first seen (or spawned), not only once a start completes.
+    """
 
     pid: int
     start_ticks: int
-    session_leader: bool
-    ready: bool
+    session: int  # its session id: what it left behind is found there
+    ready: bool  # became ready (one found running counts as ready)
+    last_seen: float  # when guardian last saw it alive (CLOCK_BOOTTIME)
+    adopted: bool = False  # found running rather than started by guardian
+
+    @property
+    def leads_session(self) -> bool:
+        return self.session == self.pid
 
 
 class State(NamedTuple):
     boot_id: str
-    starts: tuple[float, ...] = ()  # when guardian started it, newest last
+    starts: tuple[float, ...] = ()  # starts that count towards `burst`, newest last
     current: Current | None = None
     stable: bool = False  # current has been seen up for min_uptime
     young: int = 0  # starts in a row that died young or never became ready
     dead_since: float | None = None  # when current was first found dead
     probe_failures: int = 0
     gave_up_at: float | None = None
+    stopped_by_hand: bool = False  # the next start follows a stop by hand: it does not count
 
     def to_json(self) -> bytes:
         data = self._asdict()
@@ -64,43 +77,56 @@ class State(NamedTuple):
         return json.dumps(data, indent=1).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> State:
+    def from_json(cls, data: bytes, t: float) -> State:
+        """Parse and check; ValueError (with the reason) for anything guardian did not write."""
         raw = json.loads(data)
-        current = raw.pop("current", None)
-        raw["starts"] = tuple(float(t) for t in raw.get("starts", ()))
-        state = cls(**raw, current=Current(**current) if current else None)
-        state.check()
+        try:
+            current = raw.pop("current", None)
+            if isinstance(current, dict) and "session_leader" in current:
+                # Written by guardian 0.1 (no session id, no last_seen): what it knew holds.
+                leader = current.pop("session_leader")
+                current["session"] = current.get("pid", 0) if leader is True else 0
+                current.setdefault("last_seen", 0.0)
+            raw["starts"] = tuple(raw.get("starts", ()))
+            state = cls(**raw, current=Current(**current) if current else None)
+        except (TypeError, AttributeError, KeyError) as e:  # not the shape guardian writes
+            raise ValueError(f"not a state file ({type(e).__name__})") from None
+        state.check(t)
         return state
 
-    def check(self) -> None:
-        """TypeError unless every field has its type: a state file is input, not trusted."""
+    def check(self, t: float) -> None:
+        """ValueError unless every field has its type and a possible value at time ``t``."""
 
         def is_time(v: object) -> bool:
-            return isinstance(v, float | int) and not isinstance(v, bool)
+            # Boot-clock seconds: never negative, never later than now (a second's slack).
+            return isinstance(v, float | int) and not isinstance(v, bool) and 0 <= v <= t + 1
 
-        def is_count(v: object) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        def is_count(v: object, top: int = 1 << 30) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= top
 
         c = self.current
-        ok = (
-            isinstance(self.boot_id, str)
-            and all(is_time(s) for s in self.starts)
-            and isinstance(self.stable, bool)
-            and is_count(self.young)
-            and is_count(self.probe_failures)
-            and (self.dead_since is None or is_time(self.dead_since))
-            and (self.gave_up_at is None or is_time(self.gave_up_at))
-            and (
-                c is None
-                or (
-                    (is_count(c.pid) and is_count(c.start_ticks))
-                    and isinstance(c.session_leader, bool)
-                    and isinstance(c.ready, bool)
-                )
-            )
-        )
-        if not ok:
-            raise TypeError("a field has the wrong type")
+        problems = {
+            "boot_id": isinstance(self.boot_id, str),
+            "starts": len(self.starts) <= _MAX_STARTS and all(is_time(s) for s in self.starts),
+            "stable": isinstance(self.stable, bool),
+            "young": is_count(self.young),
+            "probe_failures": is_count(self.probe_failures),
+            "dead_since": self.dead_since is None or is_time(self.dead_since),
+            "gave_up_at": self.gave_up_at is None or is_time(self.gave_up_at),
+            "stopped_by_hand": isinstance(self.stopped_by_hand, bool),
+            "current": c is None
+            or (
+                is_count(c.pid, _PID_MAX)
+                and is_count(c.start_ticks, proc.ticks(t) + proc.CLK_TCK)
+                and is_count(c.session, _PID_MAX)
+                and isinstance(c.ready, bool)
+                and isinstance(c.adopted, bool)
+                and (c.last_seen == 0 or is_time(c.last_seen))
+            ),
+        }
+        bad = [name for name, ok in problems.items() if not ok]
+        if bad:
+            raise ValueError(f"impossible {', '.join(bad)}")
 
 
 class Store:
@@ -116,50 +142,85 @@ class Store:
             return self._loaded
         fresh = State(boot_id())
         try:
-            with open(self.path, "rb") as f:
-                data = f.read(1 << 20)
+            data = self._read()
         except FileNotFoundError:
             state = fresh
         except OSError as e:
-            self.warnings.append(f"state file {self.path} unreadable ({e.strerror}); rebuilt")
+            why = e.strerror or str(e)
+            what = why if why.startswith("is ") else f"cannot be read ({why})"
+            self.warnings.append(f"state file {self.path} {what}; not believed, rebuilt")
             state = fresh
         else:
             try:
-                state = State.from_json(data)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                self.warnings.append(f"state file {self.path} was corrupt; rebuilt")
+                state = State.from_json(data, now())
+            except (ValueError, RecursionError) as e:  # RecursionError: nesting too deep
+                problem = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+                self.warnings.append(f"state file {self.path} was corrupt ({problem}); rebuilt")
                 state = fresh
             if state.boot_id != fresh.boot_id:
                 state = fresh  # the machine rebooted: history from before means nothing now
         self._loaded = state
         return state
 
+    def _read(self) -> bytes:
+        """The file's bytes, only if guardian's own user alone could have written it."""
+        folder = os.lstat(self.path.parent)
+        fd = open_regular(self.path)
+        try:
+            st = os.fstat(fd)
+            me = os.geteuid()
+            if st.st_uid != me or st.st_mode & 0o022:
+                raise PermissionError(
+                    0, f"is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}, "
+                    "so others could have written it"
+                )  # fmt: skip
+            if folder.st_uid != me or folder.st_mode & 0o022:
+                raise PermissionError(0, f"is in {self.path.parent}, which others can write to")
+            data = os.read(fd, _MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(data) > _MAX_BYTES:
+            raise OSError(0, f"is larger than {_MAX_BYTES} bytes, so not one of guardian's")
+        return data
+
     def save(self, state: State) -> None:
         """Write ``state`` if it changed; raises OSError (the caller reports it, and goes on)."""
         if state == self._loaded:
             return
-        atomic_write(self.path, state.to_json(), mode=0o644)
+        atomic_write(self.path, state.to_json(), mode=0o600)
         self._loaded = state  # only once written: a failed write is tried again
 
 
 # --- the crash-loop policy: pure functions of the state and the clock ---
 
 
-def seen_alive(state: State, pid: int, start_ticks: int, t: float, policy: Restart) -> State:
-    """The target runs as ``pid``: once it has run ``min_uptime``, it is no longer young."""
+def seen_alive(
+    state: State, pid: int, start_ticks: int, session: int, t: float, policy: Restart
+) -> State:
+    """The target runs as ``pid``: remember it (found running, if it is not the one we knew),
+    when it was last seen, and once it has run ``min_uptime``, that it is no longer young."""
     current = state.current
     if current is None or (current.pid, current.start_ticks) != (pid, start_ticks):
-        return state  # not one guardian started or adopted: nothing to learn from it
-    if state.stable or t - since_boot(start_ticks) < policy.min_uptime:
-        return state
-    return state._replace(stable=True, young=0, dead_since=None)
+        # Not the one guardian knew (started by its init script, or by hand): learn it now,
+        # so that what it leaves behind can be ended if it dies.
+        current = Current(pid, start_ticks, session, True, t, adopted=True)
+        state = state._replace(current=current, stable=False, dead_since=None)
+    else:
+        current = current._replace(last_seen=t, ready=True)
+        state = state._replace(current=current, dead_since=None)
+    if not state.stable and t - since_boot(start_ticks) >= policy.min_uptime:
+        state = state._replace(stable=True, young=0)
+    return state
 
 
-def seen_dead(state: State, t: float) -> State:
-    """The target is gone: count its death once (young unless it had proved stable)."""
-    if state.current is None or state.dead_since is not None:
+def seen_dead(state: State, t: float, policy: Restart) -> State:
+    """The target is gone: count its death once (young unless it had run ``min_uptime``)."""
+    current = state.current
+    if current is None or state.dead_since is not None:
         return state
-    died_young = not state.current.ready or not state.stable
+    # How long it is known to have run: from its start to when it was last seen alive.
+    known = current.last_seen - since_boot(current.start_ticks)
+    died_young = not current.ready or (not state.stable and known < policy.min_uptime)
     return state._replace(young=state.young + 1 if died_young else 0, dead_since=t)
 
 
@@ -181,6 +242,8 @@ def delay_for(young: int, policy: Restart) -> float:
 
 def decide(state: State, t: float, policy: Restart) -> Verdict:
     """May the target be started now?"""
+    if state.stopped_by_hand:
+        return Verdict("start", state)  # not a death: no crash-loop rule applies
     if state.gave_up_at is not None:
         until = state.gave_up_at + policy.window
         if t < until:
@@ -200,14 +263,22 @@ def decide(state: State, t: float, policy: Restart) -> Verdict:
     return Verdict("start", state)
 
 
-def started(state: State, t: float, current: Current) -> State:
+def started(state: State, t: float, current: Current, *, counts: bool = True) -> State:
+    """A start: it counts towards ``burst`` unless it follows a stop or comes by hand
+    (only deaths guardian did not cause make a crash loop)."""
+    counts = counts and not state.stopped_by_hand
     return state._replace(
-        starts=(*state.starts, t),
+        starts=(*state.starts, t) if counts else state.starts,
         current=current,
         stable=False,
         dead_since=None,
         probe_failures=0,
+        stopped_by_hand=False,
     )
+
+
+def stopped_by_hand(state: State) -> State:
+    return state._replace(current=None, dead_since=None, probe_failures=0, stopped_by_hand=True)
 
 
 def reset(state: State) -> State:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from guardian.discovery import proc_stat
+from guardian.proc import stat as proc_stat
 
 from conftest import Guardian, alive, wait_for
 
@@ -153,8 +153,12 @@ def test_garbage_pidfile_is_stale_not_an_error(
         assert "cannot write pidfile" in started.stderr
         assert len(g.matches()) == 1
         again = g.check()
-        assert again.rc == 0
-        assert g.actions()[-1] == "adopted"
+        # It is remembered, so found at once; the pidfile still cannot be written, which
+        # is said on every run (exit 3), as for every write guardian could not make.
+        assert again.rc == 3
+        assert "cannot write pidfile" in again.stderr
+        assert g.actions()[-2:] == ["warning", "adopted"]
+        assert "found before, is still the target" in g.audit()[-1]["reason"]
         assert len(g.matches()) == 1
     else:
         assert started.rc == 0, started.stderr
@@ -377,7 +381,9 @@ def test_daemon_without_its_pidfile_is_adopted_and_its_pidfile_left_alone(g: Gua
     pid = int(pidfile.read_text())
     pidfile.unlink()  # someone cleaned /run: the daemon runs on without its pidfile
     result = g.check()
-    assert result.rc == 0
-    assert (g.actions()[-1], g.audit()[-1]["pid"]) == ("adopted", pid)
+    assert (result.rc, result.stderr) == (0, "")
+    # guardian remembers what it started: found without a scan, quietly, every run.
+    assert (g.actions()[-1], g.audit()[-1]["pid"]) == ("ok", pid)
+    assert "found before, is still the target" in g.audit()[-1]["reason"]
     assert not pidfile.exists()  # the target's own file: guardian does not write it
     assert [m.pid for m in g.matches()] == [pid]

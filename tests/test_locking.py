@@ -44,13 +44,14 @@ def test_lock_held_elsewhere_is_busy_and_freed_when_the_holder_dies(tmp_path: Pa
         assert holder.stdout is not None
         holder.stdout.close()
     # flock dies with its holder, however it dies: no stale lock to clean up.
-    with hold(tmp_path, "t") as path:
-        assert path == lock_path(tmp_path, "t")
+    with hold(tmp_path, "t") as lock:
+        assert lock.path == lock_path(tmp_path, "t")
 
 
 def test_lock_file_is_private_and_never_deleted(tmp_path: Path) -> None:
     lock_dir = tmp_path / "locks"
-    with hold(lock_dir, "t") as path:
+    with hold(lock_dir, "t") as lock:
+        path = lock.path
         inode = path.stat().st_ino
     assert stat.S_IMODE(lock_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

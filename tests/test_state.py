@@ -15,13 +15,14 @@ from guardian.state import (
     boot_id,
     decide,
     delay_for,
+    now,
     seen_alive,
     seen_dead,
     started,
 )
 
 POLICY = Restart(burst=5, window=600, backoff=10, max_backoff=300, min_uptime=60)
-ME = Current(pid=100, start_ticks=1000, session_leader=True, ready=True)
+ME = Current(pid=100, start_ticks=1000, session=100, ready=True, last_seen=10.0)
 
 
 def test_first_restart_is_never_delayed_then_backoff_doubles_to_the_cap() -> None:
@@ -32,12 +33,14 @@ def test_first_restart_is_never_delayed_then_backoff_doubles_to_the_cap() -> Non
 def test_a_target_that_ran_long_enough_is_not_young() -> None:
     s = started(State("b"), t=0.0, current=ME)
     # start_ticks 1000 = 10 s after boot at 100 ticks a second (CLK_TCK is 100 on Linux)
-    assert seen_alive(s, 100, 1000, t=10 + 59, policy=POLICY).stable is False
-    s = seen_alive(s, 100, 1000, t=10 + 61, policy=POLICY)
+    assert seen_alive(s, 100, 1000, 100, t=10 + 59, policy=POLICY).stable is False
+    s = seen_alive(s, 100, 1000, 100, t=10 + 61, policy=POLICY)
     assert s.stable is True
-    dead = seen_dead(s, t=200)
+    assert s.current is not None
+    assert s.current.last_seen == 71
+    dead = seen_dead(s, t=200, policy=POLICY)
     assert (dead.young, dead.dead_since) == (0, 200)
-    assert seen_dead(dead, t=300) == dead  # a death is counted once
+    assert seen_dead(dead, t=300, policy=POLICY) == dead  # a death is counted once
     assert decide(dead, 200, POLICY).action == "start"  # at once
 
 
@@ -46,7 +49,7 @@ def test_dying_young_in_a_row_is_spaced_out() -> None:
     t = 0.0
     actions = []
     for _ in range(4):
-        s = seen_dead(started(s, t, ME), t + 1)  # never seen stable: died young
+        s = seen_dead(started(s, t, ME), t + 1, POLICY)  # never seen stable: died young
         verdict = decide(s, t + 1, POLICY)
         actions.append(
             (verdict.action, None if verdict.next_try is None else verdict.next_try - t - 1)
@@ -85,7 +88,9 @@ def test_state_file_round_trip_and_corruption(tmp_path: Path) -> None:
     (tmp_path / "t.json").write_text('{"boot_id": "x", "young": "lots"}')
     rebuilt = Store(tmp_path / "t.json")
     assert rebuilt.load() == State(boot_id())
-    assert rebuilt.warnings == [f"state file {tmp_path / 't.json'} was corrupt; rebuilt"]
+    assert rebuilt.warnings == [
+        f"state file {tmp_path / 't.json'} was corrupt (impossible young); rebuilt"
+    ]
 
 
 def test_state_from_an_earlier_boot_is_dropped(tmp_path: Path) -> None:
@@ -103,7 +108,7 @@ def test_any_state_file_bytes_load_or_rebuild(data: bytes) -> None:
         store = Store(path)
         loaded = store.load()
         assert isinstance(loaded, State)
-        loaded.check()
+        loaded.check(now())
 
 
 @given(
@@ -122,4 +127,4 @@ def test_any_json_object_loads_or_rebuilds(raw: dict[str, object]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "t.json"
         path.write_text(json.dumps(raw))
-        Store(path).load().check()
+        Store(path).load().check(now())

@@ -1,0 +1,259 @@
+"""The process domain: reading /proc, a process's identity, and signalling only that process.
+
+A process is known by its pid *and* its start time in clock ticks since boot
+(field 22 of /proc/PID/stat): together they name one process for the life of
+the machine, however fast pids are reused. Every signal guardian sends goes
+through ``signal_if_same``: a pidfd is opened first, the identity is checked
+after, so the process that was checked is the process that is signalled.
+
+Reads only /proc (no psutil): this is the path a healthy check takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# include/linux/sched.h: a kernel thread has no program and no user space.
+PF_KTHREAD = 0x00200000
+POLL = 0.05
+
+
+def now() -> float:
+    """CLOCK_BOOTTIME seconds: the clock process start times are counted on."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def since_boot(start_ticks: int) -> float:
+    """A process's start, on the same clock as ``now()``."""
+    return start_ticks / CLK_TCK
+
+
+def ticks(seconds: float) -> int:
+    """A CLOCK_BOOTTIME time as clock ticks since boot, the unit of a process's start."""
+    return int(seconds * CLK_TCK)
+
+
+class Stat(NamedTuple):
+    comm: str
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    flags: int
+    start_ticks: int  # since boot: with the pid, a process's identity for ever
+
+    @property
+    def kernel_thread(self) -> bool:
+        return bool(self.flags & PF_KTHREAD)
+
+    @property
+    def dead(self) -> bool:
+        """A zombie (or one being torn down) is dead, however late its parent reaps it."""
+        return self.state in ("Z", "X", "x")
+
+
+def stat(pid: int) -> Stat | None:
+    """Fields of /proc/PID/stat, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm, in parentheses, may itself hold ") ": split at the last one.
+    close = data.rindex(b")")
+    comm = data[data.index(b"(") + 1 : close].decode("utf-8", "replace")
+    fields = data[close + 2 :].split()
+    return Stat(
+        comm,
+        fields[0].decode(),
+        int(fields[1]),
+        int(fields[2]),
+        int(fields[3]),
+        int(fields[6]),
+        int(fields[19]),
+    )
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """argv exactly as the kernel holds it (NUL-separated), or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return [os.fsdecode(arg) for arg in data.split(b"\0")[:-1]] if data else []
+
+
+def real_uid(pid: int) -> int | None:
+    """The real user id the process runs as, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None  # pragma: no cover - every /proc/PID/status has a Uid line
+
+
+_DELETED = " (deleted)"
+
+
+def exe(pid: int) -> str | None:
+    """The program the process runs (what the kernel executed), or None if it has none.
+
+    Raises PermissionError where /proc does not let us see it (another user's
+    process, for a guardian that is not root). A program replaced on disk since
+    (a package upgrade) reads as its old path, which is what it was started as.
+    """
+    try:
+        path = os.readlink(f"/proc/{pid}/exe")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return path.removesuffix(_DELETED)
+
+
+def same_file(pid: int, path: str) -> bool:
+    """Is the program ``pid`` runs the very file at ``path`` (a hard link or bind mount too)?"""
+    try:
+        a, b = os.stat(f"/proc/{pid}/exe"), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def boot_time() -> float:
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    raise RuntimeError("/proc/stat has no btime line")  # pragma: no cover - every Linux has it
+
+
+def wall_time(start_ticks: int) -> float:
+    """A start time in ticks since boot as seconds since the epoch (for people and mtimes)."""
+    return boot_time() + start_ticks / CLK_TCK
+
+
+def is_alive(pid: int, start_ticks: int) -> bool:
+    """True while ``pid`` is still the process that started at ``start_ticks``, and not dead."""
+    try:
+        now_stat = stat(pid)
+    except PermissionError:  # not ours to read any more: not the process we knew
+        return False
+    return now_stat is not None and now_stat.start_ticks == start_ticks and not now_stat.dead
+
+
+def wait_gone(pid: int, start_ticks: int, wait: float) -> bool:
+    """Poll until the process is gone or dead; whether it is, within ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while is_alive(pid, start_ticks):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL)
+    return True
+
+
+def signal_if_same(
+    pid: int, start_ticks: int, sig: int, verify: Callable[[int], bool] | None = None
+) -> bool:
+    """Send ``sig`` to ``pid`` only if it is still the process that started at ``start_ticks``
+    (and ``verify(pid)`` holds, when given: the target's command line, say).
+
+    The pidfd is opened before the identity is checked: it pins the process,
+    so what was checked is what is signalled, however fast pids are reused.
+    Where the kernel has no pidfd_open (before 5.3), os.kill is the best there
+    is. Returns False when there was nothing (left) to signal.
+    """
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    except OSError:  # pragma: no cover - kernels older than 5.3
+        pidfd = None
+    try:
+        if not is_alive(pid, start_ticks) or (verify is not None and not verify(pid)):
+            return False
+        if pidfd is None:  # pragma: no cover - kernels older than 5.3
+            os.kill(pid, sig)
+        else:
+            signal.pidfd_send_signal(pidfd, sig)
+    except ProcessLookupError:
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    return True
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    """Signal a process group whose leader is our own unreaped child (so the id is still ours)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def stop(
+    pid: int, start_ticks: int, sig: int, wait: float, verify: Callable[[int], bool] | None
+) -> tuple[bool, str]:
+    """``sig`` (then SIGCONT, so a stopped process can act on it), ``wait`` seconds, SIGKILL.
+
+    Returns whether the process is gone (a zombie counts as gone), and how it
+    ended, in words, for the audit record. Not gone means: do not start another.
+    """
+    name = signal.Signals(sig).name
+    if not signal_if_same(pid, start_ticks, sig, verify):
+        if not is_alive(pid, start_ticks):
+            return True, f"pid {pid} was already gone"
+        return False, f"pid {pid} is no longer the target, so was not signalled"
+    signal_if_same(pid, start_ticks, signal.SIGCONT)
+    if wait_gone(pid, start_ticks, wait):
+        return True, f"pid {pid} ended on {name}"
+    signal_if_same(pid, start_ticks, signal.SIGKILL)
+    if wait_gone(pid, start_ticks, 2.0):
+        return True, f"pid {pid} ignored {name} for {wait:g}s; killed"
+    return False, f"pid {pid} outlived {name} and SIGKILL (stuck in the kernel?)"
+
+
+class Member(NamedTuple):
+    """A live process of a session: maybe what a dead session leader left behind."""
+
+    pid: int
+    start_ticks: int
+    cmdline: tuple[str, ...]
+
+
+def session_members(session: int) -> list[Member]:
+    """Every live process (not a zombie, not a kernel thread, not this one) in ``session``."""
+    members = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        try:
+            st = stat(pid)
+            argv = cmdline(pid) if st and st.session == session else None
+        except PermissionError:
+            continue
+        if st is None or argv is None or st.dead or st.kernel_thread:
+            continue
+        members.append(Member(pid, st.start_ticks, tuple(argv)))
+    return members
+
+
+def end_members(members: list[Member], sig: int, wait: float) -> list[int]:
+    """End ``members``: ``sig`` to all, then SIGKILL to what remains; the pids that were hit."""
+    hit = [m for m in members if signal_if_same(m.pid, m.start_ticks, sig)]
+    for m in hit:
+        signal_if_same(m.pid, m.start_ticks, signal.SIGCONT)
+    deadline = time.monotonic() + wait
+    for m in hit:
+        if not wait_gone(m.pid, m.start_ticks, max(0.0, deadline - time.monotonic())):
+            signal_if_same(m.pid, m.start_ticks, signal.SIGKILL)
+    return [m.pid for m in hit]

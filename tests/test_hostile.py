@@ -1,0 +1,300 @@
+"""Hostile input: files that are not what they should be, state that lies, signals, closed streams.
+
+Every case asserts the same things: the run ends within its timeout plus a
+second, prints no traceback, writes exactly the expected records, leaves at
+most one copy of the target running, and signals nothing unrelated (a
+bystander process of the test's own, in a session of its own, stays alive).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guardian.proc import stat as proc_stat
+
+from conftest import Guardian, Result, alive, wait_for
+
+TIMEOUT = 5.0  # every run here is given this; each must end within it and a second
+
+
+class Hostile:
+    """``g`` with a bystander, and a check that asserts what every hostile case must."""
+
+    def __init__(self, g: Guardian) -> None:
+        self.g = g
+        g.configure(guardian={"timeout": f"{TIMEOUT:g}s"})
+        self.bystander = g.spawn(["sleep", "300"], start_new_session=True)
+
+    def configure(self, *extra: str, **kwargs: Any) -> None:
+        guardian = {"timeout": f"{TIMEOUT:g}s", **kwargs.pop("guardian", {})}
+        self.g.configure(*extra, guardian=guardian, **kwargs)
+
+    def check(self, *args: str, rc: int, actions: list[str], **popen: Any) -> Result:
+        result = self.g.check(*args, **popen)
+        # A second, and what starting Python costs on a busy machine.
+        assert result.seconds < TIMEOUT + 1.5, result
+        assert "Traceback" not in result.stderr, result.stderr
+        assert (result.rc, self.g.actions()) == (rc, actions), result.stderr
+        assert len(self.g.matches()) <= 1
+        assert self.bystander.poll() is None  # never signalled
+        return result
+
+
+@pytest.fixture
+def h(g: Guardian) -> Hostile:
+    return Hostile(g)
+
+
+def fifo(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+
+
+def folder(path: Path) -> None:
+    path.mkdir(parents=True)
+
+
+def symlink(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to("/etc/passwd")
+
+
+KINDS: dict[str, Callable[[Path], None]] = {"FIFO": fifo, "folder": folder, "symlink": symlink}
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "folder"])
+def test_config_that_is_not_a_file_is_refused_at_once(h: Hostile, kind: str) -> None:
+    h.g.config_path.unlink()
+    KINDS[kind](h.g.config_path)
+    result = h.check(rc=2, actions=[])
+    # (A folder is already refused by the option's own check.)
+    assert "not a regular file" in result.stderr or "is a directory" in result.stderr
+
+
+def test_huge_config_is_refused(h: Hostile) -> None:
+    with h.g.config_path.open("a") as f:
+        f.write("#" * (1 << 20) + "\n")
+    result = h.check(rc=2, actions=[])
+    assert "larger than 1 MiB" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "folder"])
+def test_audit_log_that_is_not_a_file_is_said_and_the_target_started(h: Hostile, kind: str) -> None:
+    KINDS[kind](h.g.state / "audit.jsonl")
+    result = h.check(rc=3, actions=[])  # no record could be written: stderr has them
+    assert f"is a {kind}" in result.stderr or "not a regular file" in result.stderr
+    assert '"action": "started"' in result.stderr
+    assert alive(h.g.pid())
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "folder"])
+def test_output_file_that_is_not_a_file_falls_back_to_devnull(h: Hostile, kind: str) -> None:
+    out = h.g.tmp / "agent.out"
+    h.configure(output=str(out))
+    KINDS[kind](out)
+    result = h.check(rc=3, actions=["warning", "started"])
+    assert "cannot open output file" in result.stderr
+    assert alive(h.g.pid())
+    assert os.readlink(f"/proc/{h.g.pid()}/fd/1") == "/dev/null"
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "folder", "symlink"])
+def test_state_file_that_is_not_a_file_is_not_believed(h: Hostile, kind: str) -> None:
+    path = h.g.state / "state" / "agent.json"
+    KINDS[kind](path)
+    expected = ["warning", "started"] if kind != "folder" else ["warning", "warning", "started"]
+    result = h.check(rc=3, actions=expected)
+    assert "not believed, rebuilt" in h.g.audit()[0]["reason"]
+    assert alive(h.g.pid())
+    if kind == "folder":  # it cannot be replaced: said on every run, and nothing else happens
+        assert "cannot write state file" in result.stderr
+    else:  # replaced by a file of guardian's own
+        assert stat.S_ISREG(os.lstat(path).st_mode)
+        h.check(rc=0, actions=[*expected, "ok"])
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "folder", "symlink"])
+def test_lock_that_is_not_a_file_is_an_error_and_nothing_is_started(h: Hostile, kind: str) -> None:
+    lock = h.g.state / "locks" / "agent.lock"
+    (h.g.state / "locks").mkdir(parents=True, mode=0o700)
+    KINDS[kind](lock)
+    result = h.check(rc=1, actions=["error"])
+    assert "it must not act without its lock" in h.g.audit()[0]["reason"]
+    assert "agent: error" in result.stderr
+    assert not h.g.matches()
+
+
+def test_lock_folder_others_can_write_to_is_not_used(h: Hostile) -> None:
+    locks = h.g.state / "locks"
+    locks.mkdir(parents=True)
+    locks.chmod(0o777)
+    h.check(rc=1, actions=["error"])
+    assert "others could replace the lock" in h.g.audit()[0]["reason"]
+    assert not h.g.matches()
+
+
+def test_pidfile_that_is_a_fifo_is_stale_and_replaced(h: Hostile) -> None:
+    fifo(h.g.pidfile)
+    h.check(rc=0, actions=["started"])
+    assert "is not a regular file" in h.g.audit()[0]["reason"]
+    assert stat.S_ISREG(os.lstat(h.g.pidfile).st_mode)
+
+
+STATES = {
+    "nested": b"[" * 100_000 + b"]" * 100_000,
+    "huge": b'{"boot_id": "' + b"x" * (1 << 17) + b'"}',
+    "future": None,  # filled in with this boot's id below
+    "past": None,
+    "types": None,
+    "infinity": None,
+}
+
+
+def _state(kind: str) -> bytes:
+    from guardian.state import boot_id
+
+    data = STATES[kind]
+    if data is not None:
+        return data
+    base: dict[str, object] = {"boot_id": boot_id(), "starts": [], "current": None}
+    if kind == "future":
+        base["gave_up_at"] = 1e300
+    elif kind == "past":
+        base["dead_since"] = -1e300
+    elif kind == "types":
+        base["young"] = {"a": [1, 2]}
+    else:
+        return json.dumps(base).replace('"current": null', '"starts": [Infinity]').encode()
+    return json.dumps(base).encode()
+
+
+@pytest.mark.parametrize("kind", list(STATES))
+def test_hostile_state_file_is_rebuilt_with_a_warning(h: Hostile, kind: str) -> None:
+    path = h.g.state / "state" / "agent.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(_state(kind))
+    path.chmod(0o600)
+    h.check(rc=3, actions=["warning", "started"])
+    assert "rebuilt" in h.g.audit()[0]["reason"]
+    json.loads(path.read_bytes())  # whole, and guardian's own again
+
+
+def _leftover_scene(h: Hostile) -> tuple[Path, int]:
+    """A target started by guardian with a child in its session, then killed: the child
+    is what it left behind. Returns the state file and the child's pid."""
+    child_pidfile = h.g.tmp / "child.pid"
+    h.configure("--spawn-child", str(child_pidfile))
+    h.check(rc=0, actions=["started"])
+    child = wait_for(lambda: child_pidfile.exists() and int(child_pidfile.read_text()))
+    h.g.reaper.track(child)
+    wait_for(lambda: h.g.check().rc == 0 and h.g.actions()[-1] == "ok")  # seen with its child
+    os.kill(h.g.pid(), signal.SIGKILL)
+    wait_for(lambda: not h.g.matches(), what="the agent to die")
+    return h.g.state / "state" / "agent.json", child
+
+
+@pytest.mark.parametrize("how", ["group-writable", "foreign", "trusted"])
+def test_state_file_others_could_write_never_chooses_what_to_signal(h: Hostile, how: str) -> None:
+    path, child = _leftover_scene(h)
+    if how == "group-writable":
+        path.chmod(0o664)
+    elif how == "foreign":
+        os.chown(path, 65534, -1)
+    before = h.g.actions()
+    if how == "trusted":  # the control: believed, so its leftover is ended
+        h.check(rc=0, actions=[*before, "started"])
+        wait_for(lambda: not alive(child), what="the leftover to be ended")
+        return
+    h.check(rc=3, actions=[*before, "warning", "started"])
+    assert "not believed" in h.g.audit()[-2]["reason"]
+    assert "what the last one left is unknown" in h.g.audit()[-1]["reason"]
+    time.sleep(0.5)
+    assert alive(child)  # never signalled on the word of a file others could write
+
+
+def test_run_with_stderr_closed_still_records(h: Hostile) -> None:
+    result = h.check(rc=0, actions=["started"], preexec_fn=lambda: os.close(2))
+    assert result.stderr == ""
+    # Nothing meant for stderr landed in a file opened on the freed descriptor.
+    for line in (h.g.state / "audit.jsonl").read_text().splitlines():
+        json.loads(line)
+    assert alive(h.g.pid())
+
+
+def test_json_with_stdout_closed(h: Hostile) -> None:
+    h.check("--json", rc=0, actions=["started"], preexec_fn=lambda: os.close(1))
+
+
+def test_umask_000_makes_nothing_writable_by_others(h: Hostile) -> None:
+    h.check(rc=0, actions=["started"], preexec_fn=lambda: os.umask(0))
+    made = [h.g.state, *h.g.state.rglob("*")]
+    assert len(made) >= 5  # state/, locks/, its lock, state/agent.json, audit.jsonl...
+    for path in made:
+        mode = os.lstat(path).st_mode
+        assert not mode & 0o022, f"{path} is {stat.filemode(mode)}"
+
+
+@pytest.mark.parametrize("timeout", ["1ms", "0.001ms"])
+def test_timeout_that_expires_while_being_armed_is_124(h: Hostile, timeout: str) -> None:
+    result = h.g.check("--timeout", timeout)
+    assert result.rc == 124
+    assert "Traceback" not in result.stderr
+    assert "timeout" in result.stderr
+    h.g.track()
+    assert len(h.g.matches()) <= 1
+    assert h.bystander.poll() is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT])
+def test_signals_mid_start_are_recorded_as_interrupted(h: Hostile, sig: signal.Signals) -> None:
+    h.configure("--delay", "2", start_grace="1s")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "guardian", "check", "--config", str(h.g.config_path)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(h.g.matches, what="the start")
+    h.g.track()
+    run.send_signal(sig)
+    _, err = run.communicate(timeout=TIMEOUT + 1)
+    assert run.returncode == 128 + sig
+    assert "Traceback" not in err
+    assert h.g.actions() == ["interrupted"]
+    assert f"guardian got {sig.name} while waiting for pid" in h.g.audit()[0]["reason"]
+    wait_for(lambda: h.g.check().rc == 0, what="the next run to find it")
+    assert len(h.g.matches()) == 1
+    assert h.bystander.poll() is None
+
+
+def test_torn_last_line_does_not_swallow_the_next_record(h: Hostile) -> None:
+    log = h.g.state / "audit.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text('{"ts": "2026-11-29T00:00:00.000Z", "target": "agent", "act')  # disk was full
+    h.g.check()
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[1])["action"] == "started"
+    status = h.g.run("status")
+    assert "1 line could not be read" in status.stdout or "1 lines could not" in status.stdout
+
+
+def test_kernel_thread_in_the_pidfile_is_named_as_such(h: Hostile) -> None:
+    kthreadd = proc_stat(2)
+    if kthreadd is None or not kthreadd.kernel_thread:
+        pytest.skip("pid 2 is not a kernel thread here")
+    h.g.pidfile.write_text("2\n")
+    h.check(rc=0, actions=["started"])
+    assert (
+        f"pidfile names pid 2, which is a kernel thread ({kthreadd.comm})"
+        in (h.g.audit()[0]["reason"])
+    )
