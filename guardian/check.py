@@ -76,8 +76,8 @@ class Guard:
                 also = f"; ended pid(s) {', '.join(map(str, ended))}, which it had started"
         else:
             self.launch = None  # interrupted by hand or by a shutdown: what it started stays up
-        return self.record(why, f"{cause} ran out while {doing}{also}" if why == "timeout"
-                           else f"{cause} while {doing}{also}")  # fmt: skip
+        ran_out = " ran out" if why == "timeout" else ""
+        return self.record(why, f"{cause}{ran_out} while {doing}{also}")
 
     def failed(self, text: str) -> AuditRecord:
         """The record of an unexpected error: what it had started and not seen ready is ended."""

@@ -165,8 +165,8 @@ class Run:
                     record = self._internal_error(target, e)
                 self.deadline.slice(end)
                 self.guard = None
+                left.remove(target)  # done: a time-out from here on is the next one's
                 self.emit(record)
-                left.remove(target)
         except RunTimeout:
             self._finish(left, "timeout", "guardian's own timeout "
                          f"of {self.deadline.seconds:g}s")  # fmt: skip
@@ -176,11 +176,17 @@ class Run:
             return RunResult(tuple(self.records), timed_out, stop.signum, self.trouble)
         return RunResult(tuple(self.records), timed_out, trouble=self.trouble)
 
-    def _cut_short(self, target: Target, why: Action, cause: str) -> AuditRecord:
+    def _cut_short(
+        self, target: Target, why: Action, cause: str, *, in_hand: bool = True
+    ) -> AuditRecord:
         guard, self.guard = self.guard, None
-        if guard is None or guard.target is not target:
-            return AuditRecord(target.name, why, f"not checked: {cause}", dry_run=self.dry_run)
-        return guard.cut_short(why, cause, self.doing)
+        if in_hand and guard is not None and guard.target is target:
+            return guard.cut_short(why, cause, self.doing)
+        ran_out = " ran out" if why == "timeout" else ""
+        text = (
+            f"{cause}{ran_out} while {self.doing}" if in_hand else f"not checked: {cause}{ran_out}"
+        )
+        return AuditRecord(target.name, why, text, dry_run=self.dry_run)
 
     def _internal_error(self, target: Target, e: Exception) -> AuditRecord:
         self.trouble = True
@@ -196,5 +202,5 @@ class Run:
 
     def _finish(self, left: list[Target], why: Action, cause: str) -> None:
         """The records of a run cut short: the target in hand, and those never reached."""
-        for target in left:
-            self.emit(self._cut_short(target, why, cause))
+        for i, target in enumerate(left):
+            self.emit(self._cut_short(target, why, cause, in_hand=i == 0))

@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 
+from guardian.discovery import Matcher, scan
 from guardian.proc import stat as proc_stat
 
-from conftest import Guardian, Result, alive, wait_for
+from conftest import AGENT, Guardian, Result, alive, wait_for, write_config
 
 TIMEOUT = 5.0  # every run here is given this; each must end within it and a second
 
@@ -298,3 +299,140 @@ def test_kernel_thread_in_the_pidfile_is_named_as_such(h: Hostile) -> None:
         f"pidfile names pid 2, which is a kernel thread ({kthreadd.comm})"
         in (h.g.audit()[0]["reason"])
     )
+
+
+# --- never hang: one slow or failing target never keeps the next from being checked ---
+
+
+def two_targets(g: Guardian, first: dict[str, object], timeout: str) -> Path:
+    """A config whose first target is ``first`` and whose second is g's agent."""
+    second = {"command": g.command, "pidfile": str(g.pidfile), "start_grace": "0.3s"}
+    return write_config(
+        g.config_path, {"state_dir": str(g.state), "timeout": timeout},
+        {"first": first, "agent": second},
+    )  # fmt: skip
+
+
+def test_a_target_that_takes_too_long_leaves_time_for_the_next(h: Hostile) -> None:
+    g = h.g
+    never = g.tmp / "never.pid"
+    slow = [sys.executable, str(AGENT), "--tag", f"{g.tmp}/slow", "--daemonize", str(never),
+            "--no-pidfile"]  # fmt: skip
+    two_targets(g, {"command": slow, "daemonizes": True, "pidfile": str(never),
+                    "start_timeout": "60s"}, timeout=f"{TIMEOUT:g}s")  # fmt: skip
+    result = h.check(rc=124, actions=["timeout", "started"])
+    assert "its share of the run's time ran out while waiting for pid" in g.audit()[0]["reason"]
+    assert alive(g.pid())
+    assert not scan(Matcher(tuple(slow)))  # what it had started is ended
+    assert result.seconds < TIMEOUT + 1
+
+
+def serve_trickle() -> tuple[int, Callable[[], None]]:
+    """An HTTP server that answers one byte every 0.3 s, for ever."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                while not stop.wait(0.3):
+                    try:
+                        conn.send(b"H")
+                    except OSError:
+                        break
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join()
+        server.close()
+
+    return server.getsockname()[1], close
+
+
+def test_trickling_and_flooding_probes_fail_at_their_timeout_in_bounded_memory(
+    h: Hostile,
+) -> None:
+    g = h.g
+    port, close = serve_trickle()
+    busy = [sys.executable, str(AGENT), "--tag", f"{g.tmp}/busy"]
+    try:
+        two_targets(g, {"command": busy, "start_grace": "0.3s",
+                        "health": {"http": f"http://127.0.0.1:{port}/", "timeout": "1s",
+                                   "command": ["/usr/bin/yes", "x" * 200]}},
+                    timeout=f"{TIMEOUT:g}s")  # fmt: skip
+        h.check(rc=0, actions=["started", "started"])
+        # Measured in a process of its own: its children's peak memory is guardian's.
+        measure = (
+            "import resource, subprocess, sys\n"
+            "done = subprocess.run(sys.argv[1:])\n"
+            "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        )
+        began = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-c", measure, sys.executable, "-m", "guardian", "check",
+             "--config", str(g.config_path)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        seconds = time.monotonic() - began
+    finally:
+        close()
+    g.track()
+    rc, peak_kib = map(int, out.stdout.split())
+    assert rc == 1  # unhealthy: 1 of 3
+    assert seconds < 2 * 1 + 1.5  # the two probes' timeouts, and starting Python
+    assert peak_kib < 100 * 1024  # a flood that was kept whole would be gigabytes
+    record = g.audit()[-2]
+    assert record["action"] == "unhealthy"
+    assert record["probes"][0] == f"http: GET http://127.0.0.1:{port}/: timed out"
+    assert record["probes"][1] == "command: /usr/bin/yes gave no answer within 1s"
+    assert g.audit()[-1]["action"] == "ok"  # and the next target was checked
+    assert h.bystander.poll() is None
+
+
+def test_hook_that_leaves_a_daemon_holding_its_output_does_not_hold_the_run(h: Hostile) -> None:
+    g = h.g
+    daemon_pid = g.tmp / "daemon.pid"
+    hook = g.tmp / "hook"
+    # The daemon calls setsid (so no group kill reaches it) and keeps stdout open.
+    hook.write_text(f"#!/bin/sh\nsetsid sh -c 'echo $$ > {daemon_pid}; exec sleep 300' &\n"
+                    "echo notified\n")  # fmt: skip
+    hook.chmod(0o755)
+    h.configure(on_start=[str(hook)], hook_timeout="20s", guardian={"timeout": "30s"})
+    result = g.check()
+    pid = wait_for(lambda: daemon_pid.exists() and int(daemon_pid.read_text()))
+    g.reaper.track(pid)
+    assert result.rc == 0, result.stderr
+    assert result.seconds < 5  # not the hook's 20 s
+    assert g.audit()[-1]["hooks"] == [
+        f"{hook}: exited 0; something it started still holds its output"
+    ]
+    assert alive(pid)  # whatever a hook does is only recorded
+
+
+def test_hard_timeout_says_what_it_was_doing_and_what_it_killed(h: Hostile) -> None:
+    # SIGALRM blocked (inherited), as if the main thread were stuck where no signal
+    # reaches Python: only the watchdog can end the run, 5 s after the time limit.
+    never = h.g.tmp / "never.pid"
+    h.configure("--daemonize", str(never), "--no-pidfile", "--delay", "60", daemonizes=True,
+                pidfile=str(never), start_timeout="60s", guardian={"timeout": "2s"})  # fmt: skip
+    result = h.g.check(preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK,
+                                                                   {signal.SIGALRM}))  # fmt: skip
+    assert result.rc == 124
+    assert 2 + 5 <= result.seconds < 2 + 5 + 3
+    line = result.stderr.strip().splitlines()[-1]
+    assert "hard time-out: still waiting for pid" in line, result.stderr
+    assert "to become ready 2s after it began, and 5s more; killed pid(s)" in line
+    killed = int(line.split("killed pid(s) ")[1].split(",")[0].split(" ")[0])
+    assert not alive(killed)
+    assert "Traceback" not in result.stderr

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from guardian.discovery import Matcher, scan
 from guardian.locking import Busy, hold, lock_path
+from guardian.proc import real_uid
 
-from conftest import Guardian, wait_for
+from conftest import AGENT, Guardian, Reaper, SharedInstall, alive, wait_for, write_config
 
 HOLDER = """
 import sys, time
@@ -86,3 +90,130 @@ def test_a_started_target_does_not_hold_the_lock(g: Guardian) -> None:
     wait_for(lambda: g.pid() == pid)
     with hold(g.state / "locks", "agent"):  # free while the target runs on
         pass
+
+
+def pid_holds(pid: int, path: Path) -> bool:
+    """Does process ``pid`` have ``path`` open?"""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(str(path)):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def test_lock_replaced_while_waited_for_is_looked_at_again(g: Guardian) -> None:
+    # `guardian stop` waits for the lock that another guardian holds. Meanwhile the
+    # lock file is replaced and a third holder takes the new one. When the first holder
+    # lets go, the waiter holds a file that is no longer the lock: it must see that,
+    # and wait for the lock as it is now, not stop the target behind the third's back.
+    g.configure(stop_timeout="1s", guardian={"timeout": "10s"})
+    assert g.check().rc == 0
+    target = g.pid()
+    locks = g.state / "locks"
+    first = hold_in_another_process(locks, "agent")
+    stop = subprocess.Popen(
+        [sys.executable, "-m", "guardian", "stop", "agent", "--config", str(g.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lock = lock_path(locks, "agent")
+    wait_for(lambda: pid_holds(stop.pid, lock), what="stop to open the lock and wait")
+    fresh = locks / "fresh"
+    fresh.touch(mode=0o600)
+    os.replace(fresh, lock)
+    third = hold_in_another_process(locks, "agent")
+    try:
+        first.kill()
+        first.wait()
+        _, err = stop.communicate(timeout=30)
+        assert stop.returncode == 1, err
+        assert "another guardian held its lock" in g.audit()[-1]["reason"]
+        assert alive(target)  # not stopped while the third holds the lock
+    finally:
+        for holder in (first, third):
+            holder.kill()
+            holder.wait()
+            assert holder.stdout is not None
+            holder.stdout.close()
+    assert g.run("stop", "agent").rc == 0  # once free, it works
+    assert not alive(target)
+
+
+def test_stop_by_hand_waits_for_a_run_that_holds_the_lock(g: Guardian) -> None:
+    g.configure(stop_timeout="1s", guardian={"timeout": "15s"})
+    assert g.check().rc == 0
+    target = g.pid()
+    holder = hold_in_another_process(g.state / "locks", "agent")
+    stop = subprocess.Popen(
+        [sys.executable, "-m", "guardian", "stop", "agent", "--config", str(g.config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)
+    assert stop.poll() is None  # waiting, not "done" while the target runs on
+    assert alive(target)
+    holder.kill()
+    holder.wait()
+    assert holder.stdout is not None
+    holder.stdout.close()
+    _, err = stop.communicate(timeout=30)
+    assert stop.returncode == 0, err
+    assert g.actions()[-1] == "stopped"
+    assert not alive(target)
+
+
+def test_stop_by_hand_gives_up_on_a_lock_that_is_never_free(g: Guardian) -> None:
+    g.configure(stop_timeout="1s", guardian={"timeout": "8s"})
+    assert g.check().rc == 0
+    target = g.pid()
+    holder = hold_in_another_process(g.state / "locks", "agent")
+    try:
+        stopped = g.run("stop", "agent")
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert stopped.rc == 1
+    assert "another guardian held its lock" in stopped.stderr
+    assert stopped.seconds < 8 + 1
+    assert alive(target)
+
+
+def test_root_and_another_user_on_one_config_never_both_start(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path, reaper: Reaper
+) -> None:
+    import shutil
+
+    agent = shared_dir / "agent.py"
+    shutil.copy(AGENT, agent)
+    agent.chmod(0o644)
+    command = ["/usr/bin/python3", str(agent), "--tag", str(shared_dir)]
+    config = write_config(
+        shared_dir / "guardian.toml",
+        {"state_dir": str(shared_dir / "state"), "timeout": "20s"},
+        # Killed again and again: no backoff, or the later rounds would wait.
+        {"agent": {"command": command, "start_grace": "0.3s", "restart": {"backoff": "0s"}}},
+    )
+    config.chmod(0o644)
+    as_root = [sys.executable, "-m", "guardian", "check", "--config", str(config)]
+    as_user = ["runuser", "-u", system_user, "--", shared_install.guardian, "check",
+               "--config", str(config)]  # fmt: skip
+    for _ in range(3):
+        runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for argv in (as_user, as_root)]  # fmt: skip
+        (_, user_err), (_, root_err) = (run.communicate(timeout=60) for run in runs)
+        copies = scan(Matcher(tuple(command)))
+        for found in copies:
+            reaper.track(found.pid)
+        assert runs[1].returncode == 0, root_err
+        assert len(copies) == 1, (user_err, root_err)
+        assert real_uid(copies[0].pid) == 0  # root's; the user's run started nothing
+        assert runs[0].returncode != 0
+        assert "lock" in user_err
+        os.kill(copies[0].pid, signal.SIGKILL)
+        wait_for(lambda: not scan(Matcher(tuple(command))), what="the target to die")

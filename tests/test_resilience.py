@@ -344,3 +344,35 @@ def test_stop_never_signals_a_process_that_is_no_longer_the_target(g: Guardian) 
     assert other.poll() is None  # untouched: and a caller that is told "not gone" starts nothing
     gone, how = stop(other.pid, st.start_ticks, signal.SIGTERM, 5.0, None)
     assert (gone, how) == (True, f"pid {other.pid} ended on SIGTERM")
+
+
+def test_starts_by_hand_and_after_a_stop_by_hand_do_not_count_toward_burst(g: Guardian) -> None:
+    # Maintenance: restarts and a stop by hand. The next real crash must be met with a
+    # restart, not with gave_up: only deaths guardian did not cause make a crash loop.
+    g.configure(restart={"burst": 2, "window": "1h", "backoff": "0s"})
+    assert g.check().rc == 0  # the one start that counts
+    for _ in range(3):
+        assert g.run("restart", "agent").rc == 0
+        g.track()
+    assert g.run("stop", "agent").rc == 0
+    assert g.check().rc == 0  # started after the stop by hand: not counted either
+    g.track()
+    os.kill(g.pid(), signal.SIGKILL)
+    wait_for(lambda: not g.matches(), what="the agent to die")
+    assert g.check().rc == 0
+    assert g.actions()[-1] == "started"
+    g.track()
+    os.kill(g.pid(), signal.SIGKILL)  # and now the burst of 2 real starts is used up
+    wait_for(lambda: not g.matches(), what="the agent to die")
+    assert g.check().rc == 1
+    assert g.actions()[-1] == "gave_up"
+
+
+def test_min_uptime_zero_means_no_death_is_young(g: Guardian) -> None:
+    g.configure("--die-after", "0.5", start_grace="0.1s",
+                restart={"backoff": "30s", "min_uptime": "0s"})  # fmt: skip
+    for _ in range(3):
+        assert g.check().rc == 0
+        g.track()
+        wait_for(lambda: not g.matches(), what="the agent to die")
+    assert g.actions() == ["started"] * 3  # never held back for dying young

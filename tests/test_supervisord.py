@@ -148,3 +148,69 @@ def test_hung_supervisord_is_restarted_and_each_agent_runs_once(g: Guardian) -> 
 
 def status_ok(conf: Path) -> bool:
     return wait_for(lambda: supervisorctl(conf, "status").returncode == 0, timeout=15)
+
+
+def test_supervisord_started_by_its_init_script_is_adopted_and_cleaned_up_after(
+    g: Guardian,
+) -> None:
+    # As Debian's package does: supervisord started outside guardian, daemonizing itself
+    # into a session of its own, its pidfile its own. Killed, it leaves its agents;
+    # guardian learnt it at first sight, so it ends them before starting a new one.
+    from guardian.discovery import Matcher, scan
+
+    worker = [sys.executable, str(AGENT), "--tag", f"{g.tmp}/worker"]
+    conf = write_supervisord_conf(g.tmp / "supervisord.conf", g.tmp, programs={"worker": worker})
+    pidfile = guard_supervisord(g, conf)
+
+    def workers() -> list[int]:
+        pids = [m.pid for m in scan(Matcher(tuple(worker)))]
+        for pid in pids:
+            g.reaper.track(pid)
+        return pids
+
+    subprocess.run([str(BIN / "supervisord"), "-c", str(conf)], check=True, timeout=30)
+    old = wait_for(lambda: pidfile.exists() and int(pidfile.read_text()), what="its pidfile")
+    g.reaper.track(old)
+    first_worker = wait_for(lambda: (w := workers()) and w[0], timeout=30, what="its agent")
+    assert g.check().rc == 0
+    assert g.actions() == ["ok"]  # found by its pidfile: quiet, and learnt
+
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: not alive(old), what="supervisord to die")
+    assert workers() == [first_worker]  # its agent lives on, an orphan
+    again = g.check()
+    assert again.rc == 0, again.stderr
+    record = g.audit()[-1]
+    assert (record["action"], record["orphans"]) == ("started", [first_worker])
+    g.reaper.track(int(pidfile.read_text()))
+    wait_for(lambda: (w := workers()) and first_worker not in w, timeout=30,
+             what="a new agent")  # fmt: skip
+    assert len(workers()) == 1  # each agent once, never twice
+
+
+def test_frozen_supervisord_without_its_pidfile_is_probed_and_replaced(g: Guardian) -> None:
+    # Its pidfile gone (supervisord does not write it again): found by the process-table
+    # scan, it is probed as one found by its pidfile would be, and remembered.
+    port = free_port()
+    conf = write_supervisord_conf(g.tmp / "supervisord.conf", g.tmp, http_port=port)
+    pidfile = guard_supervisord(
+        g, conf, health={"http": f"http://127.0.0.1:{port}/", "timeout": "1s", "failures": 2}
+    )
+    subprocess.run([str(BIN / "supervisord"), "-c", str(conf)], check=True, timeout=30)
+    old = wait_for(lambda: pidfile.exists() and int(pidfile.read_text()), what="its pidfile")
+    g.reaper.track(old)
+    assert status_ok(conf)
+    pidfile.unlink()
+    os.kill(old, signal.SIGSTOP)
+    one = g.check()
+    assert one.rc == 1, one.stderr
+    record = g.audit()[-1]  # found by the scan, and probed
+    assert (record["action"], record["pid"]) == ("unhealthy", old)
+    assert "(1 of 2 failing runs)" in record["reason"]
+    two = g.check()
+    assert two.rc == 0, two.stderr
+    record = g.audit()[-1]
+    assert (record["action"], record["old_pid"]) == ("restarted_unhealthy", old)
+    g.reaper.track(int(pidfile.read_text()))
+    assert not alive(old)
+    assert status_ok(conf)

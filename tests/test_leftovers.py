@@ -1,0 +1,159 @@
+"""What a dead target left behind: ended when it is provably the target's, never otherwise.
+
+A process is the dead target's leftover when it is in the session the target
+led and started while the target was known to be alive. A pid can be reused:
+a new, unrelated process can get the dead leader's pid, call setsid, and own a
+session with that number; its children are nobody's leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Guardian, alive, wait_for
+
+# Runs the scene in a process of its own that is a child subreaper: the orphaned target
+# is re-parented to it (this machine's pid 1 never reaps), so its pid can be freed and
+# handed out again, on purpose, through /proc/sys/kernel/ns_last_pid.
+REUSE = r"""
+import ctypes, json, os, signal, subprocess, sys, time
+config, pidfile = sys.argv[1], sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+check = [sys.executable, "-m", "guardian", "check", "--config", config]
+subprocess.run(check, check=True, capture_output=True)
+leader = int(open(pidfile).read())
+time.sleep(1.2)  # what starts from now on started after guardian last saw the target
+os.kill(leader, signal.SIGKILL)
+os.waitpid(leader, 0)  # reaped: its pid is free again
+member = None
+for _ in range(50):
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(leader - 1))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        if os.getpid() == leader:
+            os.setsid()  # a session numbered as the dead target's, and not its
+            child = subprocess.Popen(["sleep", "300"])
+            os.write(w, str(child.pid).encode())
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 32)
+    os.close(r)
+    os.waitpid(pid, 0)
+    if pid == leader:
+        member = int(got)
+        break
+if member is None:
+    print(json.dumps({"skip": "could not get the pid back"}))
+    sys.exit(0)
+done = subprocess.run(check, capture_output=True, text=True)
+time.sleep(0.5)
+state = open(f"/proc/{member}/stat").read().split(")")[-1].split()[0]
+print(json.dumps({"leader": leader, "member": member, "rc": done.returncode,
+                  "member_alive": state not in ("Z", "X"), "stderr": done.stderr}))
+os.kill(member, signal.SIGKILL)
+"""
+
+
+def test_a_reused_pid_s_session_is_not_the_dead_targets(g: Guardian) -> None:
+    if not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("cannot choose the next pid here")
+    scene = subprocess.run(
+        [sys.executable, "-c", REUSE, str(g.config_path), str(g.pidfile)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    g.track()
+    assert scene.returncode == 0, scene.stderr
+    seen = json.loads(scene.stdout)
+    if "skip" in seen:
+        pytest.skip(seen["skip"])
+    assert seen["rc"] == 0, seen["stderr"]
+    assert seen["member_alive"]  # a stranger in a session with the old number: untouched
+    record = g.audit()[-1]
+    assert record["action"] == "started"
+    assert "orphans" not in record
+    assert (
+        f"pid(s) {seen['member']} in its old session started after it was last seen"
+        in (record["reason"])
+    )
+
+
+def test_leftovers_of_a_start_cut_by_sigkill_are_ended_before_the_next(g: Guardian) -> None:
+    # guardian is killed while the target (which has already started a child of its
+    # own) is not yet ready; then the target dies. Its child is still its leftover.
+    child_pidfile = g.tmp / "child.pid"
+    g.configure("--spawn-child", str(child_pidfile), start_grace="5s")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "guardian", "check", "--config", str(g.config_path)],
+        stderr=subprocess.DEVNULL,
+    )
+    child = wait_for(lambda: child_pidfile.exists() and int(child_pidfile.read_text()))
+    g.reaper.track(child)
+    g.track()
+    time.sleep(1.5)  # it has seen the target alive since the child started
+    run.kill()
+    run.wait()
+    target = g.pid()
+    assert run.returncode == -signal.SIGKILL
+    os.kill(target, signal.SIGKILL)
+    wait_for(lambda: not alive(target), what="the target to die")
+    assert alive(child)
+    result = g.check()
+    g.track()
+    assert result.rc == 0, result.stderr
+    record = g.audit()[-1]
+    assert record["action"] == "started"
+    assert record["orphans"] == [child]
+    assert "ended 1 process(es) it left behind" in record["reason"]
+    wait_for(lambda: not alive(child), what="the leftover to be ended")
+
+
+def test_leftovers_of_an_adopted_target_are_ended(g: Guardian) -> None:
+    # Started by something else (an init script), in a session of its own, with a child:
+    # guardian learns it at first sight, and when it dies, ends what it left.
+    child_pidfile = g.tmp / "child.pid"
+    g.configure("--spawn-child", str(child_pidfile))
+    outsider = g.spawn(g.command, start_new_session=True)
+    child = wait_for(lambda: child_pidfile.exists() and int(child_pidfile.read_text()))
+    g.reaper.track(child)
+    assert g.check().rc == 0
+    assert g.actions() == ["adopted"]
+    os.kill(outsider.pid, signal.SIGKILL)
+    outsider.wait()
+    result = g.check()
+    g.track()
+    assert result.rc == 0, result.stderr
+    assert g.audit()[-1]["orphans"] == [child]
+    wait_for(lambda: not alive(child), what="the leftover to be ended")
+
+
+def test_a_target_that_did_not_lead_its_session_leaves_its_session_alone(g: Guardian) -> None:
+    # Started from a shell, in the shell's session: the session is not the target's.
+    child_pidfile = g.tmp / "child.pid"
+    g.configure("--spawn-child", str(child_pidfile))
+    shell = g.spawn(["sh", "-c", " ".join(map(repr, g.command)) + "; sleep 300"],
+                    start_new_session=True)  # fmt: skip
+    child = wait_for(lambda: child_pidfile.exists() and int(child_pidfile.read_text()))
+    g.reaper.track(child)
+    assert g.check().rc == 0
+    target = g.matches()[0].pid
+    os.kill(target, signal.SIGKILL)
+    wait_for(lambda: not alive(target), what="the target to die")
+    result = g.check()
+    g.track()
+    assert result.rc == 0, result.stderr
+    assert "did not lead a session of its own" in g.audit()[-1]["reason"]
+    time.sleep(0.3)
+    assert alive(child)
+    assert shell.poll() is None  # the shell, in that session, never signalled
+    assert Path(f"/proc/{shell.pid}").exists()
