@@ -4,7 +4,7 @@
 
 All three are timed in the same run, interleaved, as whole processes (wall time
 from spawn to exit) with their peak resident memory (ru_maxrss from wait4).
-The floor is `python -c "import click, psutil, filelock"`: the libraries that
+The floor is `python -c "import click, psutil"`: the libraries that
 guardian depends on, imported and nothing done. The bar (issue 2): median at
 most 1.2 times the floor, and under 30 MiB peak.
 """
@@ -73,8 +73,8 @@ def main() -> int:
     commands = {
         "guardian check (healthy target)": guardian,
         "supervisorctl status": [str(BIN / "supervisorctl"), "-c", str(conf), "status"],
-        "import floor: click, psutil, filelock": [
-            sys.executable, "-c", "import click, psutil, filelock"
+        "import floor: click, psutil": [
+            sys.executable, "-c", "import click, psutil"
         ],
     }  # fmt: skip
     try:
@@ -90,7 +90,7 @@ def main() -> int:
     finally:
         os.kill(pid, signal.SIGTERM)  # the supervisord this script started, by its pid
 
-    floor = statistics.median(times["import floor: click, psutil, filelock"])
+    floor = statistics.median(times["import floor: click, psutil"])
     rows = [
         "| command | median wall time | vs. import floor | peak RSS |",
         "| --- | ---: | ---: | ---: |",
