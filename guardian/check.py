@@ -94,9 +94,10 @@ class Guard:
 
     # --- state ---
 
-    def load(self) -> None:
+    def load(self, *, again: bool = False) -> None:
+        """Read the state file (``again``, under the lock: anew, if another run wrote it)."""
         self.run.step(f"reading its state file {self.store.path}")
-        self.st = self.store.load()
+        self.st = self.store.load(again=again)
         for text in self.store.warnings:
             self.rebuilt = True
             self.run.warn(self.target, text)
@@ -106,6 +107,12 @@ class Guard:
         """Save the state; a failure is reported and the run goes on (the target comes first)."""
         if self.run.dry_run:
             return
+        if self.lock is None:
+            self._save_unlocked()
+        else:
+            self._write()
+
+    def _write(self) -> None:
         try:
             with self.run.aside(f"writing its state file {self.store.path}"):
                 self.store.save(self.st)
@@ -114,6 +121,23 @@ class Guard:
                 self.save_failed = True
                 self.run.warn(self.target, f"cannot write state file {self.store.path}: "
                               f"{e.strerror or e}")  # fmt: skip
+
+    def _save_unlocked(self) -> None:
+        """What a run learnt without the lock (the healthy path) is written under it, taken
+        without waiting, and only if no other run has written the file since it was read:
+        a run that holds the lock is acting on the target, and writes what it learns."""
+        try:
+            lock = locking.acquire(self.settings.lock_dir, self.target.name)
+        except locking.Busy:
+            return
+        except locking.LockError:
+            self._write()  # nobody can act without the lock: there is no run to race with
+            return
+        try:
+            if not self.store.changed():
+                self._write()
+        finally:
+            lock.release()
 
     def remembered(self) -> tuple[int, int] | None:
         c = self.st.current
@@ -181,6 +205,7 @@ class Guard:
 
     def _act(self) -> AuditRecord:
         """Under the lock: look again (another run may have acted), then adopt or start."""
+        self.load(again=True)
         found = self.discover()
         if isinstance(found, Found):
             self.pid = found.pid
@@ -244,6 +269,7 @@ class Guard:
 
     def _restart_unhealthy(self, found: Found, why: str, details: tuple[str, ...]) -> AuditRecord:
         """Under the lock: the same process still there and still failing: stop it, start anew."""
+        self.load(again=True)
         again = self.discover()
         if not isinstance(again, Found) or again[:2] != found[:2]:
             return self.record("ok", f"changed while it was probed, so left alone: {why}")

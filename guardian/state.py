@@ -130,16 +130,37 @@ class State(NamedTuple):
 
 
 class Store:
-    """One target's state file: loaded once per run, saved only when it changed."""
+    """One target's state file: loaded once per run, saved only when it changed.
+
+    Read-modify-write happens under the target's lock (the caller's job): a run
+    that read it without the lock writes only if no other run has since.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.warnings: list[str] = []
         self._loaded: State | None = None
+        self._file: tuple[int, int] | None = None  # the file it was loaded from (dev, inode)
 
-    def load(self) -> State:
-        if self._loaded is not None:
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def changed(self) -> bool:
+        """Has another run written the file since this one loaded (or last wrote) it?
+
+        Every write replaces the file, so a new inode means a new state.
+        """
+        return self._identity() != self._file
+
+    def load(self, *, again: bool = False) -> State:
+        """The state (read once; ``again``: read anew if another run has written it since)."""
+        if self._loaded is not None and not (again and self.changed()):
             return self._loaded
+        self._file = self._identity()
         fresh = State(boot_id())
         try:
             data = self._read()
@@ -189,6 +210,7 @@ class Store:
             return
         atomic_write(self.path, state.to_json(), mode=0o600)
         self._loaded = state  # only once written: a failed write is tried again
+        self._file = self._identity()
 
 
 # --- the crash-loop policy: pure functions of the state and the clock ---

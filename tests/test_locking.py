@@ -217,3 +217,24 @@ def test_root_and_another_user_on_one_config_never_both_start(
         assert "lock" in user_err
         os.kill(copies[0].pid, signal.SIGKILL)
         wait_for(lambda: not scan(Matcher(tuple(command))), what="the target to die")
+
+
+def test_a_healthy_run_never_writes_the_state_while_another_run_acts(g: Guardian) -> None:
+    # The healthy path reads the state without the lock; what it learnt (when it last saw
+    # the target) is written only under the lock, so it can never overwrite what a run
+    # that is acting on the target (and holds the lock) has just written.
+    assert g.check().rc == 0
+    state_file = g.state / "state" / "agent.json"
+    written = state_file.stat().st_ino
+    holder = hold_in_another_process(g.state / "locks", "agent")
+    try:
+        assert g.check().rc == 0
+        assert g.actions()[-1] == "ok"
+        assert state_file.stat().st_ino == written  # left to the run that holds the lock
+    finally:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+    assert g.check().rc == 0
+    assert state_file.stat().st_ino != written  # free: when it was last seen, written
