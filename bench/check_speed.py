@@ -1,12 +1,18 @@
 """How long does a healthy `guardian check` take, beside `supervisorctl status` and an import floor?
 
-    .venv/bin/python bench/check_speed.py [--runs 20] [--write-readme]
+    .venv/bin/python bench/check_speed.py [--runs 20] [--baseline DIR] [--write-readme]
 
-All three are timed in the same run, interleaved, as whole processes (wall time
+All are timed in the same run, interleaved, as whole processes (wall time
 from spawn to exit) with their peak resident memory (ru_maxrss from wait4).
 The floor is `python -c "import click, psutil"`: the libraries that
 guardian depends on, imported and nothing done. The bar (issue 2): median at
 most 1.2 times the floor, and under 30 MiB peak.
+
+``--baseline DIR`` times another guardian source tree beside this one, on the
+same target with a state folder of its own (for a change's cost, side by side):
+
+    git worktree add /tmp/before <commit> && .venv/bin/python bench/check_speed.py \
+        --baseline /tmp/before
 """
 
 from __future__ import annotations
@@ -32,10 +38,12 @@ BIN = Path(sys.executable).parent
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def measure(argv: list[str]) -> tuple[float, float]:
+def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS in MiB of one run of ``argv``, which must succeed."""
     began = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**ENV, **(env or {})}
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - began
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -51,6 +59,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--baseline", type=Path, help="another guardian source tree to time")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="guardian-bench-"))
@@ -77,14 +86,23 @@ def main() -> int:
             sys.executable, "-c", "import click, psutil"
         ],
     }  # fmt: skip
+    envs: dict[str, dict[str, str]] = {}
+    if args.baseline is not None:
+        (tmp / "baseline.toml").write_text(
+            (tmp / "guardian.toml").read_text().replace(f"{tmp}/state", f"{tmp}/state-baseline")
+        )
+        name = f"baseline: {args.baseline} (healthy target)"
+        commands[name] = [sys.executable, "-m", "guardian", "check", "--config",
+                          str(tmp / "baseline.toml")]  # fmt: skip
+        envs[name] = {"PYTHONPATH": str(args.baseline.resolve())}
     try:
-        for argv in commands.values():  # warm the page cache and .pyc files
-            measure(argv)
+        for name, argv in commands.items():  # warm the page cache and .pyc files
+            measure(argv, envs.get(name))
         times: dict[str, list[float]] = {name: [] for name in commands}
         peaks: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.runs):
             for name, argv in commands.items():
-                seconds, peak = measure(argv)
+                seconds, peak = measure(argv, envs.get(name))
                 times[name].append(seconds)
                 peaks[name].append(peak)
     finally:
