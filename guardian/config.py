@@ -231,7 +231,8 @@ def _resolve(base: Path, value: str) -> Path:
     return Path(os.path.abspath(base / os.path.expanduser(value)))
 
 
-def _which(program: str, path_env: str) -> str | None:
+def which(program: str, path_env: str) -> str | None:
+    """The executable file ``program`` names on ``path_env``, as execvp would find it."""
     for folder in path_env.split(os.pathsep):
         candidate = os.path.join(folder or ".", program)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -244,7 +245,7 @@ def _program(table: _Table, key: str, argv: tuple[str, ...], path_env: str) -> t
     program = argv[0]
     if "/" in program:
         return (str(_resolve(table.path.parent, program)), *argv[1:])
-    found = _which(program, path_env)
+    found = which(program, path_env)
     if found is None:
         raise table.error(key, f"program {program!r} not found on PATH {path_env}")
     return (found, *argv[1:])

@@ -211,7 +211,9 @@ class Matcher:
             return False
         if program.startswith("env:"):
             name = program[4:]
-            found = _which(name, self.path_env)
+            from guardian.config import which
+
+            found = which(name, self.path_env)
             if found is not None and _realpath(found) == exe:
                 return True
             # python3 -> python3.11: the versioned file a bare name resolves to.
@@ -222,14 +224,6 @@ class Matcher:
         """The command line and the program (not the user: see ``inspect``)."""
         program = self.program(cmdline, pid)
         return program is not None and self.runs(pid, program)
-
-
-def _which(name: str, path_env: str) -> str | None:
-    for folder in path_env.split(os.pathsep):
-        candidate = os.path.join(folder or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def target_uid(target: Target) -> int:

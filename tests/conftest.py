@@ -204,6 +204,22 @@ def system_user() -> Iterator[str]:
         subprocess.run(["userdel", name], check=True)
 
 
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` of the test's own at ``folder``/disk, unmounted after (a disk
+    that really fills up); the test is skipped where mounting is not allowed."""
+    mount = folder / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                          capture_output=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
     """A folder every user can read (pytest's own tmp_path is root's alone, mode 0700)."""

@@ -17,18 +17,14 @@ from guardian import audit
 from guardian.audit import MAX_LINE, AuditRecord, read_backwards
 from guardian.errors import AuditError
 
+from conftest import tmpfs
+
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs of the test's own, unmounted after."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                          capture_output=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    """A 64 KiB tmpfs of the test's own."""
+    with tmpfs(tmp_path, "64k") as mount:
+        yield mount
 
 
 def record_line(target: str = "agent", action: str = "ok", **fields: object) -> bytes:

@@ -92,6 +92,14 @@ def test_a_started_target_does_not_hold_the_lock(g: Guardian) -> None:
         pass
 
 
+def let_go(*holders: subprocess.Popen[str]) -> None:
+    for holder in holders:
+        holder.kill()
+        holder.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+
+
 def pid_holds(pid: int, path: Path) -> bool:
     """Does process ``pid`` have ``path`` open?"""
     try:
@@ -135,11 +143,7 @@ def test_lock_replaced_while_waited_for_is_looked_at_again(g: Guardian) -> None:
         assert "another guardian held its lock" in g.audit()[-1]["reason"]
         assert alive(target)  # not stopped while the third holds the lock
     finally:
-        for holder in (first, third):
-            holder.kill()
-            holder.wait()
-            assert holder.stdout is not None
-            holder.stdout.close()
+        let_go(first, third)
     assert g.run("stop", "agent").rc == 0  # once free, it works
     assert not alive(target)
 
@@ -156,10 +160,7 @@ def test_stop_by_hand_waits_for_a_run_that_holds_the_lock(g: Guardian) -> None:
     time.sleep(1.5)
     assert stop.poll() is None  # waiting, not "done" while the target runs on
     assert alive(target)
-    holder.kill()
-    holder.wait()
-    assert holder.stdout is not None
-    holder.stdout.close()
+    let_go(holder)
     _, err = stop.communicate(timeout=30)
     assert stop.returncode == 0, err
     assert g.actions()[-1] == "stopped"
@@ -174,10 +175,7 @@ def test_stop_by_hand_gives_up_on_a_lock_that_is_never_free(g: Guardian) -> None
     try:
         stopped = g.run("stop", "agent")
     finally:
-        holder.kill()
-        holder.wait()
-        assert holder.stdout is not None
-        holder.stdout.close()
+        let_go(holder)
     assert stopped.rc == 1
     assert "another guardian held its lock" in stopped.stderr
     assert stopped.seconds < 8 + 1
@@ -232,9 +230,6 @@ def test_a_healthy_run_never_writes_the_state_while_another_run_acts(g: Guardian
         assert g.actions()[-1] == "ok"
         assert state_file.stat().st_ino == written  # left to the run that holds the lock
     finally:
-        holder.kill()
-        holder.wait()
-        assert holder.stdout is not None
-        holder.stdout.close()
+        let_go(holder)
     assert g.check().rc == 0
     assert state_file.stat().st_ino != written  # free: when it was last seen, written

@@ -9,11 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Guardian, alive, wait_for
+from conftest import Guardian, alive, tmpfs, wait_for
 
 
 def hook_script(folder: Path, name: str, body: str) -> list[str]:
@@ -291,16 +292,10 @@ def test_pidfile_folder_others_can_write_is_refused_unless_sticky(g: Guardian) -
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Path:
-    """A 1 MiB tmpfs of the test's own, unmounted after."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs of the test's own."""
+    with tmpfs(tmp_path, "1m") as mount:
+        yield mount
 
 
 @pytest.mark.parametrize("trouble", ["read-only", "full"])
