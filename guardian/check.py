@@ -251,8 +251,8 @@ class Guard:
         if health.any and not self.run.dry_run:
             from guardian import probes
 
-            self.run.step("probing its health")
-            failed = probes.run(health, env=dict(self.target.env), remaining=self.run.remaining())
+            failed = probes.run(health, env=dict(self.target.env), remaining=self.run.remaining(),
+                                step=self.run.step)  # fmt: skip
             if failed:
                 self.st = self.st._replace(probe_failures=self.st.probe_failures + 1)
                 details = tuple(map(str, failed))

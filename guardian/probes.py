@@ -207,8 +207,17 @@ def _command(argv: tuple[str, ...], timeout: float, env: dict[str, str]) -> str 
     return None
 
 
-def run(health: Health, *, env: dict[str, str], remaining: float) -> list[Failure]:
-    """Every configured probe, each within ``health.timeout``, all within ``remaining``."""
+def run(
+    health: Health,
+    *,
+    env: dict[str, str],
+    remaining: float,
+    step: Callable[[str], None] = lambda doing: None,
+) -> list[Failure]:
+    """Every configured probe, each within ``health.timeout``, all within ``remaining``.
+
+    ``step`` is told which probe runs, for the record of a run cut short.
+    """
     end = time.monotonic() + remaining
     checks: list[tuple[str, Callable[[float], str | None]]] = []
     if (path := health.heartbeat_file) is not None:
@@ -226,6 +235,8 @@ def run(health: Health, *, env: dict[str, str], remaining: float) -> list[Failur
         left = end - time.monotonic()
         if left < MIN_PROBE_TIME:
             failures.append(Failure(name, "not run: no time left"))
-        elif (detail := probe(min(health.timeout, left))) is not None:
-            failures.append(Failure(name, detail))
+        else:
+            step(f"probing its health ({name})")
+            if (detail := probe(min(health.timeout, left))) is not None:
+                failures.append(Failure(name, detail))
     return failures

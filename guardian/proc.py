@@ -2,9 +2,12 @@
 
 A process is known by its pid *and* its start time in clock ticks since boot
 (field 22 of /proc/PID/stat): together they name one process for the life of
-the machine, however fast pids are reused. Every signal guardian sends goes
-through ``signal_if_same``: a pidfd is opened first, the identity is checked
-after, so the process that was checked is the process that is signalled.
+the machine, however fast pids are reused. Every signal guardian sends to a
+process it found goes through ``signal_if_same``: a pidfd is opened first,
+the identity is checked after, so the process that was checked is the
+process that is signalled. Only guardian's own children are signalled
+otherwise (by process group, ``signal_group``), and only while they are
+unreaped, when their pid cannot have been given to anyone else.
 
 Reads only /proc (no psutil): this is the path a healthy check takes.
 """
