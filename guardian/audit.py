@@ -41,6 +41,16 @@ Action = Literal[
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
 _MAX_TAIL_LINE = 500
+# A reason or an error is evidence in words: kilobytes at most, whatever it quotes (a
+# stranger's command line can be megabytes, and a record must stay one readable line).
+MAX_TEXT = 4096
+
+
+def shorten(text: str, most: int = MAX_TEXT) -> str:
+    """``text``, cut to ``most`` characters, saying how much was cut."""
+    if len(text) <= most:
+        return text
+    return f"{text[:most]}... ({len(text) - most} more characters)"
 
 
 def now_rfc3339() -> str:
@@ -122,14 +132,14 @@ class AuditRecord:
             "version": self.version,
             "target": self.target,
             "action": self.action,
-            "reason": self.reason,
+            "reason": shorten(self.reason),
             "pid": self.pid,
             "old_pid": self.old_pid,
             "duration_ms": self.duration_ms,
             "dry_run": self.dry_run,
         }
         optional: dict[str, object] = {
-            "error": self.error,
+            "error": shorten(self.error) if self.error else None,
             "output_tail": [line[:_MAX_TAIL_LINE] for line in self.output_tail],
             "orphans": list(self.orphans),
             "probes": list(self.probes),

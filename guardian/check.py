@@ -11,20 +11,27 @@ it did.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from guardian import deadline, locking, proc, state
-from guardian.audit import Action, AuditRecord
+from guardian.audit import Action, AuditRecord, shorten
 from guardian.config import Config, Settings, Target
 from guardian.discovery import Found, Matcher, Missing, Unsure, discover, inspect
-from guardian.errors import LaunchError
-from guardian.run import Run, RunResult
+from guardian.errors import LaunchError, RunTimeout
+from guardian.run import Interrupted, Run, RunResult
 
 if TYPE_CHECKING:  # launch (and subprocess) is imported only by a run that acts
     from guardian.launch import Launch
+
+
+def _current(found: Found, *, ready: bool) -> state.Current:
+    """``found`` as the state file remembers it, seen alive now."""
+    return state.Current(found.pid, found.start_ticks, found.session, ready, state.now(),
+                         exe=found.exe)  # fmt: skip
 
 
 def _wall(boottime: float | None) -> str | None:
@@ -49,8 +56,12 @@ class Guard:
         self.st = state.State(state.boot_id())
         self.rebuilt = False  # the state file was not believed: what it named is unknown
         self.save_failed = False
+        self.state_lock_busy = False
         self.lock: locking.Lock | None = None
         self.launch: Launch | None = None
+        # A hook cut short by a signal or a time-out: the action's record is written all
+        # the same, then the run acts on this.
+        self.cut: Interrupted | RunTimeout | None = None
         run.guard = self
 
     # --- the record ---
@@ -70,7 +81,8 @@ class Guard:
     def cut_short(self, why: Action, cause: str, doing: str) -> AuditRecord:
         """The record of a check cut short by a time-out or a signal."""
         also = ""
-        if why == "timeout":  # ended, so that the next run starts clean
+        if why == "timeout" and self.launch is not None:  # ended: the next run starts clean
+            self.run.step(f"{doing}, then ending what it had started")
             ended = self.end_launch(wait=1.0)
             if ended:
                 also = f"; ended pid(s) {', '.join(map(str, ended))}, which it had started"
@@ -104,13 +116,36 @@ class Guard:
         self.store.warnings.clear()
 
     def save(self) -> None:
-        """Save the state; a failure is reported and the run goes on (the target comes first)."""
+        """Save the state; a failure is reported and the run goes on (the target comes first).
+
+        Every write holds the state file's own short lock (not the target's lock,
+        which would make a run that finds the target dead skip it while a healthy
+        run writes). A run that read the state without the target's lock (the
+        healthy path) writes only if no other run has written it since: it can
+        never undo what a run acting on the target has just recorded.
+        """
         if self.run.dry_run:
             return
-        if self.lock is None:
-            self._save_unlocked()
-        else:
-            self._write()
+        acting = self.lock is not None
+        # A write takes milliseconds: one acting on the target waits a second for it, once.
+        wait = 1.0 if acting and not self.state_lock_busy else 0.0
+        try:
+            lock: locking.Lock | None = locking.acquire(
+                self.settings.lock_dir, f".{self.target.name}.state", wait=wait
+            )
+        except locking.Busy:
+            if not acting:
+                return  # another run is writing what it has learnt
+            self.state_lock_busy = True  # stuck (a hung disk?): the acting run writes anyway
+            lock = None
+        except locking.LockError:
+            lock = None  # without locks nobody acts: there is no run to race with
+        try:
+            if acting or not self.store.changed():
+                self._write()
+        finally:
+            if lock is not None:
+                lock.release()
 
     def _write(self) -> None:
         try:
@@ -122,26 +157,9 @@ class Guard:
                 self.run.warn(self.target, f"cannot write state file {self.store.path}: "
                               f"{e.strerror or e}")  # fmt: skip
 
-    def _save_unlocked(self) -> None:
-        """What a run learnt without the lock (the healthy path) is written under it, taken
-        without waiting, and only if no other run has written the file since it was read:
-        a run that holds the lock is acting on the target, and writes what it learns."""
-        try:
-            lock = locking.acquire(self.settings.lock_dir, self.target.name)
-        except locking.Busy:
-            return
-        except locking.LockError:
-            self._write()  # nobody can act without the lock: there is no run to race with
-            return
-        try:
-            if not self.store.changed():
-                self._write()
-        finally:
-            lock.release()
-
-    def remembered(self) -> tuple[int, int] | None:
+    def remembered(self) -> tuple[int, int, str] | None:
         c = self.st.current
-        return (c.pid, c.start_ticks) if c is not None and c.pid > 0 else None
+        return (c.pid, c.start_ticks, c.exe) if c is not None and c.pid > 0 else None
 
     def discover(self) -> Found | Missing | Unsure:
         self.run.step(f"looking for it (pidfile {self.target.pidfile}, then /proc)")
@@ -206,7 +224,10 @@ class Guard:
     def _act(self) -> AuditRecord:
         """Under the lock: look again (another run may have acted), then adopt or start."""
         self.load(again=True)
-        found = self.discover()
+        return self._decide(self.discover())
+
+    def _decide(self, found: Found | Missing | Unsure) -> AuditRecord:
+        """Under the lock, on what was found: adopt, leave, or start (the crash-loop rules)."""
         if isinstance(found, Found):
             self.pid = found.pid
             if self._needs_adopting(found):
@@ -244,7 +265,7 @@ class Guard:
     def alive(self, found: Found, *, note: str = "", adopted: str | None = None) -> AuditRecord:
         """The target runs: learn from it (first sight included), and probe it."""
         self.st = state.seen_alive(self.st, found.pid, found.start_ticks, found.session,
-                                   state.now(), self.target.restart)  # fmt: skip
+                                   state.now(), self.target.restart, found.exe)  # fmt: skip
         action: Action = "adopted" if adopted is not None else "ok"
         evidence = adopted if adopted is not None else f"running: {note}{found.evidence}"
         health = self.target.health
@@ -271,8 +292,15 @@ class Guard:
         """Under the lock: the same process still there and still failing: stop it, start anew."""
         self.load(again=True)
         again = self.discover()
-        if not isinstance(again, Found) or again[:2] != found[:2]:
-            return self.record("ok", f"changed while it was probed, so left alone: {why}")
+        if not isinstance(again, Found):
+            return self._decide(again)  # it died meanwhile: what a dead target gets
+        if again[:2] != found[:2]:  # another process now (another run restarted it)
+            self.pid = again.pid
+            self.st = state.seen_alive(self.st, again.pid, again.start_ticks, again.session,
+                                       state.now(), self.target.restart, again.exe)  # fmt: skip
+            self.save()
+            return self.record("ok", f"running: {again.evidence} (pid {found.pid}, which "
+                               f"failed its probes, is gone: {why})")  # fmt: skip
         t = state.now()
         verdict = state.decide(self.st, t, self.target.restart)
         self.st = verdict.state
@@ -387,8 +415,7 @@ class Guard:
         launch.reap()
         found = ready.found
         self.pid = found.pid
-        self.st = self.st._replace(current=state.Current(
-            found.pid, found.start_ticks, found.session, True, state.now()))  # fmt: skip
+        self.st = self.st._replace(current=_current(found, ready=True))
         self.save()
         text = f"{reason}; ready after {ready.seconds:.1f}s"
         hooks = self.hook(self.target.hooks.on_start, action, text, found.pid)
@@ -437,8 +464,7 @@ class Guard:
     def _alive_meanwhile(self, found: Found) -> None:
         """Alive, maybe not yet ready: if this run is killed now, the next one knows what
         runs (a daemon's own session, once found) and until when it was seen."""
-        self.st = self.st._replace(current=state.Current(
-            found.pid, found.start_ticks, found.session, False, state.now()))  # fmt: skip
+        self.st = self.st._replace(current=_current(found, ready=False))
         self.save()
 
     def _not_ready(
@@ -467,13 +493,21 @@ class Guard:
             **self.target.env,
             "GUARDIAN_TARGET": self.target.name,
             "GUARDIAN_ACTION": action,
-            "GUARDIAN_REASON": reason,
+            "GUARDIAN_REASON": shorten(reason),  # the kernel limits what exec passes
             "GUARDIAN_PID": "" if pid is None else str(pid),
         }
         # Within what is left of the target's time, keeping a moment to write the record.
         limit = max(0.1, min(self.target.hooks.timeout, self.run.remaining() - 1))
-        with self.run.aside(f"running its hook {argv[0]}"):
-            result = run_command(argv, timeout=limit, env=env)
+        try:
+            with self.run.aside(f"running its hook {argv[0]}"):
+                result = run_command(argv, timeout=limit, env=env)
+        except (Interrupted, RunTimeout) as cut:
+            # The hook is ended (run_command kills it); the action it was told about
+            # happened, and its record must still be written: the run stops after it.
+            self.cut = cut
+            why = "guardian's time ran out" if isinstance(cut, RunTimeout) else (
+                f"guardian got {signal.Signals(cut.signum).name}")  # fmt: skip
+            return (f"{argv[0]}: cut short ({why}); killed",)
         if result.status is None:
             return (f"{argv[0]}: still running after {limit:g}s; killed",)
         last = f": {result.output[-1]}" if result.output and result.status else ""
@@ -503,7 +537,7 @@ class Guard:
             self.pid = self.old_pid = found.pid
             # Learn it first, so that what it leaves behind is known.
             self.st = state.seen_alive(self.st, found.pid, found.start_ticks, found.session,
-                                       state.now(), self.target.restart)  # fmt: skip
+                                       state.now(), self.target.restart, found.exe)  # fmt: skip
             gone, how = self.stop(found)
             if not gone:
                 return self.record("error", f"{what} by hand: {how}")

@@ -8,11 +8,12 @@ itself.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
+import select
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,7 @@ from guardian.errors import (
     GuardianError,
     RunTimeout,
 )
+from guardian.files import never_blocking
 from guardian.run import ASIDES, DEFAULT_TIMEOUT, RUNNING, Interrupted, Run, RunResult
 
 
@@ -62,10 +64,55 @@ def _line(record: AuditRecord) -> str:
     return f"{record.target}: {_WORDS.get(record.action, record.action)}: {what}"
 
 
+class _Stream:
+    """stdout or stderr, written so that a reader that stopped reading cannot hang guardian.
+
+    When cron's mailer is stuck, its pipe fills and a plain write blocks for
+    ever (the hard time-out's own last line included). A pipe is written through
+    a non-blocking open of /proc/self/fd/N (a new open file description: the
+    other holders of the pipe are not changed), waiting for room for a few
+    seconds in all, for both streams together; what does not fit then is
+    dropped: the audit log has every record. Files and terminals are written
+    as they are.
+    """
+
+    wait_left = 3.0  # seconds, for the whole run
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._out: int | None = None
+
+    def _target(self) -> int:
+        if self._out is None:
+            self._out = never_blocking(self.fd)
+        return self._out
+
+    def write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8", "replace"))
+        try:
+            out = self._target()
+            while data:
+                try:
+                    data = data[os.write(out, data) :]
+                except BlockingIOError:
+                    began = time.monotonic()
+                    ready = select.select([], [out], [], _Stream.wait_left)[1]
+                    _Stream.wait_left = max(0.0, _Stream.wait_left - (time.monotonic() - began))
+                    if not ready:
+                        return  # nobody reads: the audit log has it
+        except OSError:
+            return  # closed, or a broken pipe: the audit log has it
+
+
+_STDOUT, _STDERR = _Stream(1), _Stream(2)
+
+
 def _err(line: str) -> None:
-    # stderr closed or a broken pipe (cron's mailer gone): the audit log has the record.
-    with contextlib.suppress(OSError, ValueError):
-        click.echo(f"guardian: {line}", err=True)
+    _STDERR.write(f"guardian: {line}\n")
+
+
+def _out(text: str) -> None:
+    _STDOUT.write(f"{text}\n")
 
 
 # Quiet when all is well: cron mails whatever a job prints.
@@ -223,11 +270,10 @@ class _Output:
             # Never lost silently: the record goes to stderr, and so into cron's mail.
             self.audit_failed = True
             _err(f"{e}; the record was: {record.to_json()}")
-        with contextlib.suppress(OSError, ValueError):  # stdout closed: the audit log has it
-            if self.as_json:
-                click.echo(record.to_json())
-            elif self.dry_run:
-                click.echo(_line(record))
+        if self.as_json:
+            _out(record.to_json())
+        elif self.dry_run:
+            _out(_line(record))
         if not self.dry_run and (self.verbose or record.action not in _QUIET):
             line = _line(record)
             if record.pid is not None and record.action in ("started", "adopted", "restarted"):
@@ -468,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TIMEOUT
     except Exception:
         _err("internal error (a bug in guardian; please report it with this traceback):")
-        traceback.print_exc(file=sys.stderr)
+        _STDERR.write(traceback.format_exc())
         return EXIT_INTERNAL
     return rv if isinstance(rv, int) else EXIT_OK
 

@@ -28,7 +28,7 @@ from crontab import CronItem, CronTab
 
 from guardian import locking
 from guardian.errors import ConfigError, GuardianError
-from guardian.files import atomic_write
+from guardian.files import atomic_write, open_regular
 
 MARKER = "guardian:"
 INTERVAL_HELP = (
@@ -272,13 +272,22 @@ def check_cron_file_path(path: Path) -> None:
         )
 
 
+_CRON_FILE_MAX = 1 << 20
+
+
 def read_cron_file(path: Path) -> str:
+    """The cron file's text ("" if there is none); a FIFO or a folder is refused, not waited on."""
     try:
-        return path.read_text()
+        fd = open_regular(path)
     except FileNotFoundError:
         return ""
     except OSError as e:
         raise CronError(f"cannot read {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(_CRON_FILE_MAX + 1)
+    if len(data) > _CRON_FILE_MAX:
+        raise CronError(f"cannot read {path}: larger than 1 MiB, so not a cron file")
+    return data.decode("utf-8", "replace")
 
 
 def write_cron_file(path: Path, text: str) -> None:

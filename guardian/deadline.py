@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from guardian.errors import EXIT_TIMEOUT, RunTimeout
+from guardian.files import never_blocking
 
 HARD_GRACE = 5.0
 LAST_RESORT_GRACE = 5.0
@@ -65,7 +66,7 @@ class Deadline:
             faulthandler.dump_traceback_later(
                 max(0.001, self.end - self._clock()) + HARD_GRACE + LAST_RESORT_GRACE,
                 exit=True,
-                file=sys.stderr,
+                file=_signals.dump_to if _signals.dump_to is not None else sys.stderr,
             )
 
     def slice(self, until: float) -> None:
@@ -82,6 +83,7 @@ class _Signals:
     armed = False
     depth = 0  # critical() sections entered
     pending: BaseException | None = None
+    dump_to: int | None = None  # faulthandler's last words: stderr, never blocking
 
 
 _signals = _Signals()
@@ -134,6 +136,8 @@ def enforce(seconds: float, on_hard_timeout: Callable[[], None]) -> Iterator[Dea
         finally:
             os._exit(EXIT_TIMEOUT)
 
+    if _signals.dump_to is None:  # where the last resort writes: never blocking on a stuck pipe
+        _signals.dump_to = never_blocking(2)
     previous = signal.signal(signal.SIGALRM, _raise_timeout)
     thread = threading.Thread(target=watchdog, name="guardian-watchdog", daemon=True)
     _signals.armed = True

@@ -2,9 +2,8 @@
 
 The target is the process that runs the configured program, with the
 configured command line, as the configured user. Pure reads: the pidfile and
-/proc (through ``guardian.proc``), and psutil for the process-table scan, the
-only place that touches it. The rest of guardian sees ``Found``, ``Missing``
-or ``Unsure``.
+/proc (through ``guardian.proc``). The rest of guardian sees ``Found``,
+``Missing`` or ``Unsure``.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ class Found(NamedTuple):
     via: Literal["pidfile", "memory", "scan"]
     evidence: str
     session: int = 0
+    exe: str = ""  # the program it runs, as /proc/PID/exe says
 
 
 class Missing(NamedTuple):
@@ -114,13 +114,6 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _readlink(path: str) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
-
-
 def _realpath(path: str) -> str:
     return os.path.realpath(path)
 
@@ -148,6 +141,8 @@ class Matcher:
         self._real0: str | None = None
         self._shebang: tuple[str, ...] | None = None
         self._shebang_read = False
+        # The process guardian last knew as the target: pid, start ticks, its program.
+        self.known: tuple[int, int, str] | None = None
 
     @classmethod
     def for_target(cls, target: Target) -> Matcher:
@@ -166,18 +161,24 @@ class Matcher:
             self._shebang = _read_shebang(self.want[0])
         return self._shebang
 
-    def same_program(self, argv0: str, pid: int, want0: str, real0: str) -> bool:
+    def same_program(
+        self, argv0: str, pid: int, want0: str, real0: str, where: proc.Stat | None = None
+    ) -> bool:
+        """May ``argv0`` name ``want0``? (Whether it is that program, /proc/PID/exe says.)"""
         if argv0 == want0:
             return True
         if argv0.startswith("/"):
             return _realpath(argv0) == real0
-        if "/" in argv0:  # relative to the process's own working directory
-            cwd = _readlink(f"/proc/{pid}/cwd")
-            return cwd is not None and _realpath(os.path.join(cwd, argv0)) == real0
+        if "/" in argv0:  # relative to the folder it was started from
+            cwd = proc.cwd(pid, where)
+            if cwd is not None and _realpath(os.path.join(cwd, argv0)) == real0:
+                return True
+            # A daemon changes folder (chdir("/")) after it starts: judge by the name.
+            argv0 = os.path.basename(argv0)
         # A bare name: only under a name that could mean it (not busybox-style aliases).
         return argv0 in {os.path.basename(want0), os.path.basename(real0)}
 
-    def program(self, cmdline: list[str], pid: int) -> str | None:
+    def program(self, cmdline: list[str], pid: int, where: proc.Stat | None = None) -> str | None:
         """The program the kernel must have executed if ``cmdline`` is the target's, else None.
 
         ``"env:NAME"`` stands for a ``#!/usr/bin/env NAME`` interpreter, found on PATH.
@@ -187,7 +188,7 @@ class Matcher:
         if not cmdline:
             return None
         rest_equal = len(cmdline) == n and cmdline[1:] == list(want[1:])
-        if rest_equal and self.same_program(cmdline[0], pid, want[0], self.real0):
+        if rest_equal and self.same_program(cmdline[0], pid, want[0], self.real0, where):
             return self.real0
         k = len(cmdline) - n  # how many items stand before the script
         if k < 1 or cmdline[k + 1 :] != list(want[1:]):
@@ -202,13 +203,26 @@ class Matcher:
         if "/" not in interpreter:  # `#!/usr/bin/env NAME`: env found NAME on its PATH
             return f"env:{interpreter}" if os.path.basename(cmdline[0]) == interpreter else None
         real = _realpath(interpreter)
-        return real if self.same_program(cmdline[0], pid, interpreter, real) else None
+        return real if self.same_program(cmdline[0], pid, interpreter, real, where) else None
 
-    def runs(self, pid: int, program: str) -> bool:
-        """Does the kernel say ``pid`` executes ``program``? (PermissionError if it won't say.)"""
-        exe = proc.exe(pid)
+    def runs(self, pid: int, program: str, where: proc.Stat | None = None) -> bool:
+        """Does the kernel say ``pid`` executes ``program``? (PermissionError if it won't say.)
+
+        Or, for the very process guardian knew (pid and start time), the program it
+        ran then: a symlink moved since (update-alternatives, a new release, a
+        rebuilt virtualenv) does not make the target it started an impostor.
+        """
+        exe = proc.exe(pid, where)
         if exe is None:
             return False
+        known = self.known
+        if (
+            known is not None
+            and where is not None
+            and known[:2] == (pid, where.start_ticks)
+            and known[2] == exe
+        ):
+            return True
         if program.startswith("env:"):
             name = program[4:]
             from guardian.config import which
@@ -218,12 +232,13 @@ class Matcher:
                 return True
             # python3 -> python3.11: the versioned file a bare name resolves to.
             return re.fullmatch(re.escape(name) + r"[0-9.]*", os.path.basename(exe)) is not None
-        return exe == program or proc.same_file(pid, program)
+        return exe == program or proc.same_file(pid, program, where)
 
     def matches(self, cmdline: list[str], pid: int) -> bool:
         """The command line and the program (not the user: see ``inspect``)."""
-        program = self.program(cmdline, pid)
-        return program is not None and self.runs(pid, program)
+        where = proc.stat(pid)
+        program = self.program(cmdline, pid, where)
+        return program is not None and self.runs(pid, program, where)
 
 
 def target_uid(target: Target) -> int:
@@ -277,7 +292,7 @@ def inspect(pid: int, matcher: Matcher, *, not_after: float | None = None) -> Fo
         if before.kernel_thread:
             return f"pid {pid} is a kernel thread ({before.comm}), never a target"
         uid = proc.real_uid(pid)
-        cmdline = proc.cmdline(pid)
+        cmdline = proc.cmdline(pid, before)
         after = proc.stat(pid)
         if uid is None or cmdline is None or after is None:
             return f"pid {pid} is not running"
@@ -287,37 +302,56 @@ def inspect(pid: int, matcher: Matcher, *, not_after: float | None = None) -> Fo
             return f"pid {pid} is a zombie (dead, not yet reaped)"
         if matcher.uid is not None and uid != matcher.uid:
             return f"pid {pid} runs as {_user(uid)}, not {_user(matcher.uid)}"
-        program = matcher.program(cmdline, pid)
+        program = matcher.program(cmdline, pid, after)
         if program is None:
             want = list(matcher.want)
-            return f"pid {pid}'s command line is {cmdline!r}, not {want!r}"
-        if not matcher.runs(pid, program):
+            return f"pid {pid}'s command line is {describe(cmdline)}, not {describe(want)}"
+        exe = proc.exe(pid, after)
+        if not matcher.runs(pid, program, after):
             shown = program.removeprefix("env:")
-            exe = proc.exe(pid)
             return f"pid {pid} has the command line but runs {exe}, not {shown} (an impostor)"
     except PermissionError:
         return Unsure(f"pid {pid} cannot be inspected (permission denied)", pid, (pid,))
     create_time = proc.wall_time(after.start_ticks)
     if not_after is not None and create_time > not_after + START_TOLERANCE:
         return f"pid {pid} started after the pidfile was written: another process (pid reused)"
-    return Found(pid, after.start_ticks, create_time, "pidfile", f"pid {pid}", after.session)
+    found = Found(pid, after.start_ticks, create_time, "pidfile", f"pid {pid}", after.session)
+    return found._replace(exe=exe or "")
+
+
+_SHOWN = 200  # of a command line in a record: a stranger's argv can be megabytes
+
+
+def describe(argv: list[str]) -> str:
+    """A command line for a record, cut short if long."""
+    text = repr(argv)
+    if len(text) <= _SHOWN:
+        return text
+    return f"{text[:_SHOWN]}... ({len(text) - _SHOWN} more characters)"
 
 
 def scan(matcher: Matcher) -> list[Found]:
     """Every live process that is the target, checked as ``inspect`` does.
 
-    Where a match's parent also matches (a daemon before it forks, an agent
-    that forks workers) only the eldest is kept: that is the target.
+    Reads /proc itself (psutil splits a one-item command line at its spaces, so
+    it would miss a program whose path has one). Where a match's parent also
+    matches (a daemon before it forks, an agent that forks workers) only the
+    eldest is kept: that is the target.
     """
-    import psutil  # only a run whose pidfile failed pays for the process table
-
     me = os.getpid()
     candidates: dict[int, int] = {}
-    for p in psutil.process_iter(["cmdline", "ppid"]):
-        argv = p.info["cmdline"]
-        # Only the command line here: inspect checks the program and the user.
-        if p.pid != me and argv and matcher.program(argv, p.pid) is not None:
-            candidates[p.pid] = p.info["ppid"]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        pid = int(entry)
+        try:
+            where = proc.stat(pid)
+            argv = proc.cmdline(pid, where) if where is not None else None
+            # Only the command line here: inspect checks the program and the user.
+            if argv and where is not None and matcher.program(argv, pid, where) is not None:
+                candidates[pid] = where.ppid
+        except PermissionError:
+            continue
     found = []
     for pid, ppid in sorted(candidates.items()):
         result = inspect(pid, matcher)
@@ -331,13 +365,15 @@ def scan(matcher: Matcher) -> list[Found]:
 def discover(
     target: Target,
     *,
-    remembered: tuple[int, int] | None = None,
+    remembered: tuple[int, int, str] | None = None,
     allow_scan: bool = True,
     matcher: Matcher | None = None,
 ) -> Discovery:
     """Find the target: by its pidfile, then as the process guardian last knew
-    (``remembered``: pid and start ticks), then by an exact process-table scan."""
+    (``remembered``: pid, start ticks and program), then by an exact process-table scan."""
     matcher = matcher or Matcher.for_target(target)
+    if remembered is not None:
+        matcher.known = remembered
     old_pid: int | None = None
     owners = frozenset({0, os.geteuid(), *((matcher.uid,) if matcher.uid is not None else ())})
     try:
@@ -361,7 +397,8 @@ def discover(
         return Missing(reason, old_pid)
     matches = scan(matcher)
     if not matches:
-        return Missing(f"{reason}; no process has the command line {list(target.match)!r}", old_pid)
+        shown = describe(list(target.match))
+        return Missing(f"{reason}; no process has the command line {shown}", old_pid)
     if len(matches) > 1:
         pids = tuple(m.pid for m in matches)
         return Unsure(

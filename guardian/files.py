@@ -55,6 +55,22 @@ def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int
     return fd
 
 
+def never_blocking(fd: int) -> int:
+    """A descriptor to write ``fd``'s pipe without ever blocking, or ``fd`` itself if it is
+    not a pipe (a file or a terminal).
+
+    A pipe nobody reads (cron's mailer stuck) blocks a plain write for ever.
+    Opening /proc/self/fd/N makes a new open file description of the same pipe,
+    so O_NONBLOCK on it changes nothing for the other holders of the pipe.
+    """
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        pass
+    return fd
+
+
 def make_dirs(path: Path, mode: int = 0o755) -> None:
     """``mkdir -p`` whose folders get ``mode`` (parents 0755), whatever the umask.
 

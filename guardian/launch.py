@@ -7,6 +7,7 @@ Where a target is spawned. (Probe and hook commands are run by
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import os
@@ -14,6 +15,7 @@ import pwd
 import signal
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -216,32 +218,57 @@ class Launch:
                 )
             time.sleep(min(POLL, end - now))
 
+    def strays(self) -> list[Found]:
+        """What is the target and started since this start: a daemon that forked into a
+        session of its own. Under the target's lock nothing else can have started one."""
+        return [
+            found
+            for found in scan(self.matcher)
+            if found.start_ticks >= self.since_ticks and found.pid != self.proc.pid
+        ]
+
     def end(self, wait: float = END_WAIT) -> list[int]:
         """End what this start created: SIGTERM, up to ``wait`` seconds, then SIGKILL.
 
-        That is our child with its process group, and any process that is the
-        target and started since: a daemon that forked into a session of its
-        own before it became ready. Under the target's lock nothing else can
-        have started one. Returns the pids it ended.
+        That is our child with its process group, and its strays, all at once
+        (one wait for all, however many), so this takes ``wait`` and a second at
+        most. Returns the pids it signalled.
         """
+        child = self.proc
+        strays = self.strays()
         ended = []
-        if self.proc.returncode is None:
-            ended.append(self.proc.pid)
-            proc.signal_group(self.proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + wait
-            while peek_exit(self.proc) is None and time.monotonic() < deadline:
-                time.sleep(POLL)
+        if child.returncode is None:
+            ended.append(child.pid)
+            proc.signal_group(child.pid, signal.SIGTERM)
+        hit = [s for s in strays if proc.signal_if_same(s.pid, s.start_ticks, signal.SIGTERM)]
+        for s in hit:
+            proc.signal_if_same(s.pid, s.start_ticks, signal.SIGCONT)
+
+        def gone() -> bool:
+            return (child.returncode is not None or peek_exit(child) is not None) and not any(
+                proc.is_alive(s.pid, s.start_ticks) for s in hit
+            )
+
+        deadline = time.monotonic() + wait
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(POLL)
+        if child.returncode is None:
             # Still unreaped, so the group id is still ours: sweep what ignored SIGTERM.
-            proc.signal_group(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        for stray in scan(self.matcher):
-            if stray.start_ticks >= self.since_ticks:
-                proc.stop(stray.pid, stray.start_ticks, signal.SIGTERM, wait, None)
-                ended.append(stray.pid)
-        return ended
+            proc.signal_group(child.pid, signal.SIGKILL)
+        for s in hit:
+            proc.signal_if_same(s.pid, s.start_ticks, signal.SIGKILL)
+        if child.returncode is None:
+            # A process stuck in the kernel outlives SIGKILL: then it is left unreaped.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(1.0)
+        return ended + [s.pid for s in hit]
 
     def kill_now(self) -> list[int]:
-        """For the hard time-out: SIGKILL without waiting (no reaping, no I/O); the pids hit."""
+        """For the hard time-out: SIGKILL what it started, without waiting; the pids hit.
+
+        The strays are looked for in a thread given a second: /proc itself may be
+        what the run is stuck on.
+        """
         hit = []
         found = self.found
         if (
@@ -253,6 +280,13 @@ class Launch:
         if self.proc.returncode is None:
             proc.signal_group(self.proc.pid, signal.SIGKILL)
             hit.append(self.proc.pid)
+        strays: list[Found] = []
+        look = threading.Thread(target=lambda: strays.extend(self.strays()), daemon=True)
+        look.start()
+        look.join(1.0)
+        for s in list(strays):
+            if s.pid not in hit and proc.signal_if_same(s.pid, s.start_ticks, signal.SIGKILL):
+                hit.append(s.pid)
         return hit
 
     def reap(self) -> None:

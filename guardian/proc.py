@@ -42,6 +42,9 @@ def ticks(seconds: float) -> int:
     return int(seconds * CLK_TCK)
 
 
+_DEAD = ("Z", "X", "x")
+
+
 class Stat(NamedTuple):
     comm: str
     state: str
@@ -50,6 +53,9 @@ class Stat(NamedTuple):
     session: int
     flags: int
     start_ticks: int  # since boot: with the pid, a process's identity for ever
+    # Where its program and argv are read: /proc/PID, or one of its threads once the
+    # main thread has exited (pthread_exit) while others run on.
+    task: str = ""
 
     @property
     def kernel_thread(self) -> bool:
@@ -58,37 +64,65 @@ class Stat(NamedTuple):
     @property
     def dead(self) -> bool:
         """A zombie (or one being torn down) is dead, however late its parent reaps it."""
-        return self.state in ("Z", "X", "x")
+        return self.state in _DEAD
+
+
+def _parse_stat(data: bytes) -> tuple[str, list[bytes]]:
+    # comm, in parentheses, may itself hold ") ": split at the last one.
+    close = data.rindex(b")")
+    return data[data.index(b"(") + 1 : close].decode("utf-8", "replace"), data[close + 2 :].split()
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _live_thread(pid: int) -> tuple[str, str] | None:
+    """A thread of ``pid`` that still runs, with its state, when the main one has exited."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for tid in tids:
+        data = _read(f"/proc/{pid}/task/{tid}/stat") if tid != str(pid) else None
+        if data is not None and (state := _parse_stat(data)[1][0].decode()) not in _DEAD:
+            return f"/proc/{pid}/task/{tid}", state
+    return None
 
 
 def stat(pid: int) -> Stat | None:
-    """Fields of /proc/PID/stat, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
+    """Fields of /proc/PID/stat, or None if there is no such process.
+
+    A process whose main thread has exited (``pthread_exit``) while another
+    runs on shows as a zombie in /proc/PID/stat: it is not dead, and its state
+    and where to read its argv and program are taken from a thread that runs.
+    """
+    data = _read(f"/proc/{pid}/stat")
+    if data is None:
         return None
-    # comm, in parentheses, may itself hold ") ": split at the last one.
-    close = data.rindex(b")")
-    comm = data[data.index(b"(") + 1 : close].decode("utf-8", "replace")
-    fields = data[close + 2 :].split()
-    return Stat(
-        comm,
-        fields[0].decode(),
-        int(fields[1]),
-        int(fields[2]),
-        int(fields[3]),
-        int(fields[6]),
-        int(fields[19]),
-    )
+    comm, fields = _parse_stat(data)
+    state, task = fields[0].decode(), f"/proc/{pid}"
+    if state in _DEAD and (live := _live_thread(pid)) is not None:
+        task, state = live
+    return Stat(comm, state, int(fields[1]), int(fields[2]), int(fields[3]), int(fields[6]),
+                int(fields[19]), task)  # fmt: skip
 
 
-def cmdline(pid: int) -> list[str] | None:
-    """argv exactly as the kernel holds it (NUL-separated), or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
+def _task(pid: int, where: Stat | None) -> str:
+    return where.task if where is not None and where.task else f"/proc/{pid}"
+
+
+def cmdline(pid: int, where: Stat | None = None) -> list[str] | None:
+    """argv exactly as the kernel holds it (NUL-separated), or None if there is no such process.
+
+    (Read from ``where.task``, the process's stat, when given.)
+    """
+    data = _read(f"{_task(pid, where)}/cmdline")
+    if data is None:
         return None
     return [os.fsdecode(arg) for arg in data.split(b"\0")[:-1]] if data else []
 
@@ -108,7 +142,7 @@ def real_uid(pid: int) -> int | None:
 _DELETED = " (deleted)"
 
 
-def exe(pid: int) -> str | None:
+def exe(pid: int, where: Stat | None = None) -> str | None:
     """The program the process runs (what the kernel executed), or None if it has none.
 
     Raises PermissionError where /proc does not let us see it (another user's
@@ -116,16 +150,23 @@ def exe(pid: int) -> str | None:
     (a package upgrade) reads as its old path, which is what it was started as.
     """
     try:
-        path = os.readlink(f"/proc/{pid}/exe")
+        path = os.readlink(f"{_task(pid, where)}/exe")
     except (FileNotFoundError, ProcessLookupError):
         return None
     return path.removesuffix(_DELETED)
 
 
-def same_file(pid: int, path: str) -> bool:
+def cwd(pid: int, where: Stat | None = None) -> str | None:
+    try:
+        return os.readlink(f"{_task(pid, where)}/cwd")
+    except OSError:
+        return None
+
+
+def same_file(pid: int, path: str, where: Stat | None = None) -> bool:
     """Is the program ``pid`` runs the very file at ``path`` (a hard link or bind mount too)?"""
     try:
-        a, b = os.stat(f"/proc/{pid}/exe"), os.stat(path)
+        a, b = os.stat(f"{_task(pid, where)}/exe"), os.stat(path)
     except OSError:
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
@@ -241,7 +282,7 @@ def session_members(session: int) -> list[Member]:
         pid = int(entry)
         try:
             st = stat(pid)
-            argv = cmdline(pid) if st and st.session == session else None
+            argv = cmdline(pid, st) if st and st.session == session else None
         except PermissionError:
             continue
         if st is None or argv is None or st.dead or st.kernel_thread:

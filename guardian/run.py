@@ -10,7 +10,6 @@ target turned into an ``error`` record for it, the run going on to the next.
 from __future__ import annotations
 
 import signal
-import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -112,12 +111,12 @@ class Run:
 
     @contextmanager
     def aside(self, doing: str) -> Iterator[None]:
-        """A short step inside another (a state write), after which the other goes on."""
+        """A short step inside another (a state write), after which the other goes on.
+
+        Cut short inside it, the run was doing this step, and its records say so."""
         before, self.doing = self.doing, doing
-        try:
-            yield
-        finally:
-            self.doing = before
+        yield
+        self.doing = before
 
     def remaining(self) -> float:
         """What is left of the time of the target in hand."""
@@ -149,10 +148,12 @@ class Run:
         end = self.deadline.end
         left = list(targets)
         timed_out = False
+        in_hand: Target | None = None
         try:
             for i, target in enumerate(targets):
                 later = len(targets) - i - 1
                 reserve = min(RESERVE, self.deadline.seconds / (2 * len(targets))) * later
+                in_hand = target
                 self.deadline.slice(end - reserve)
                 try:
                     record = job(target)
@@ -160,19 +161,30 @@ class Run:
                     if self.deadline.over():
                         raise
                     timed_out = True  # only its share: the run goes on to the next target
-                    record = self._cut_short(target, "timeout", "its share of the run's time")
+                    with deadline.critical():  # ending what it started is bounded: let it
+                        record = self._cut_short(target, "timeout", "its share of the run's time")
                 except Exception as e:  # a bug in one target's check must not spare the next
-                    record = self._internal_error(target, e)
-                self.deadline.slice(end)
-                self.guard = None
-                left.remove(target)  # done: a time-out from here on is the next one's
-                self.emit(record)
+                    with deadline.critical():
+                        record = self._internal_error(target, e)
+                guard, self.guard = self.guard, None
+                # Its record is written whatever arrives meanwhile (the run's end included):
+                # what was done is never lost to a signal or a time-out that comes after.
+                with deadline.critical():
+                    left.remove(target)
+                    in_hand = None
+                    self.emit(record)
+                cut = guard.cut if guard is not None else None
+                if isinstance(cut, RunTimeout) and not self.deadline.over():
+                    timed_out = True  # a hook cut by its share: the next target goes on
+                elif cut is not None:
+                    raise cut  # a hook cut by a signal or the run's end: its record is written
         except RunTimeout:
-            self._finish(left, "timeout", "guardian's own timeout "
+            self._finish(left, in_hand, "timeout", "guardian's own timeout "
                          f"of {self.deadline.seconds:g}s")  # fmt: skip
             return RunResult(tuple(self.records), True, trouble=self.trouble)
         except Interrupted as stop:
-            self._finish(left, "interrupted", f"guardian got {signal.Signals(stop.signum).name}")
+            name = signal.Signals(stop.signum).name
+            self._finish(left, in_hand, "interrupted", f"guardian got {name}")
             return RunResult(tuple(self.records), timed_out, stop.signum, self.trouble)
         return RunResult(tuple(self.records), timed_out, trouble=self.trouble)
 
@@ -193,14 +205,17 @@ class Run:
         frame = traceback.extract_tb(e.__traceback__)[-1]
         where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}"
         text = f"internal error while {self.doing}: {type(e).__name__}: {e} (at {where})"
-        self.say(f"{target.name}: {text}; a bug in guardian, please report it")
-        traceback.print_exception(e, file=sys.stderr)
+        self.say(f"{target.name}: {text}; a bug in guardian, please report it:")
+        self.say("".join(traceback.format_exception(e)).rstrip())
         guard, self.guard = self.guard, None
         if guard is not None and guard.target is target:
             return guard.failed(text)
         return AuditRecord(target.name, "error", text, dry_run=self.dry_run)
 
-    def _finish(self, left: list[Target], why: Action, cause: str) -> None:
-        """The records of a run cut short: the target in hand, and those never reached."""
-        for i, target in enumerate(left):
-            self.emit(self._cut_short(target, why, cause, in_hand=i == 0))
+    def _finish(self, left: list[Target], in_hand: Target | None, why: Action, cause: str) -> None:
+        """The records of a run cut short: the target in hand, and those never reached.
+
+        All of them, whatever else arrives meanwhile (a second SIGTERM waits)."""
+        with deadline.critical():
+            for target in left:
+                self.emit(self._cut_short(target, why, cause, in_hand=target is in_hand))

@@ -54,6 +54,7 @@ class Current(NamedTuple):
     ready: bool  # became ready (one found running counts as ready)
     last_seen: float  # when guardian last saw it alive (CLOCK_BOOTTIME)
     adopted: bool = False  # found running rather than started by guardian
+    exe: str = ""  # the program it ran when guardian saw it (a symlink may move since)
 
     @property
     def leads_session(self) -> bool:
@@ -121,6 +122,7 @@ class State(NamedTuple):
                 and is_count(c.session, _PID_MAX)
                 and isinstance(c.ready, bool)
                 and isinstance(c.adopted, bool)
+                and isinstance(c.exe, str)
                 and (c.last_seen == 0 or is_time(c.last_seen))
             ),
         }
@@ -217,7 +219,7 @@ class Store:
 
 
 def seen_alive(
-    state: State, pid: int, start_ticks: int, session: int, t: float, policy: Restart
+    state: State, pid: int, start_ticks: int, session: int, t: float, policy: Restart, exe: str = ""
 ) -> State:
     """The target runs as ``pid``: remember it (found running, if it is not the one we knew),
     when it was last seen, and once it has run ``min_uptime``, that it is no longer young."""
@@ -225,10 +227,10 @@ def seen_alive(
     if current is None or (current.pid, current.start_ticks) != (pid, start_ticks):
         # Not the one guardian knew (started by its init script, or by hand): learn it now,
         # so that what it leaves behind can be ended if it dies.
-        current = Current(pid, start_ticks, session, True, t, adopted=True)
+        current = Current(pid, start_ticks, session, True, t, adopted=True, exe=exe)
         state = state._replace(current=current, stable=False, dead_since=None)
     else:
-        current = current._replace(last_seen=t, ready=True)
+        current = current._replace(last_seen=t, ready=True, exe=current.exe or exe)
         state = state._replace(current=current, dead_since=None)
     if not state.stable and t - since_boot(start_ticks) >= policy.min_uptime:
         state = state._replace(stable=True, young=0)

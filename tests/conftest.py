@@ -332,3 +332,23 @@ def write_supervisord_conf(
         text += f"[program:{name}]\ncommand={' '.join(argv)}\n"
     conf.write_text(text)
     return conf
+
+
+@pytest.fixture
+def cc(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Build a small C program of the test's own (a target that Python cannot be)."""
+    import shutil
+
+    compiler = shutil.which("cc")
+    if compiler is None:
+        pytest.skip("needs a C compiler")
+
+    def build(name: str, source: str) -> Path:
+        src = tmp_path / f"{name}.c"
+        src.write_text(source)
+        out = tmp_path / name
+        subprocess.run([compiler, "-pthread", "-o", str(out), str(src)], check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+        return out
+
+    return build

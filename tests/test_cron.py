@@ -295,3 +295,13 @@ def test_status_reports_targets_audit_and_cron(g: Guardian) -> None:
     assert report["targets"][0]["pid"] == g.pid()
     assert report["targets"][0]["starts_24h"] == 1
     assert report["cron"][0]["next_run"].endswith(":00Z")
+
+
+@pytest.mark.parametrize("command", ["status", "uninstall", "install"])
+def test_a_cron_file_that_is_a_fifo_is_refused_not_waited_on(g: Guardian, command: str) -> None:
+    fifo = g.tmp / "guardian-fifo"
+    os.mkfifo(fifo)
+    result = g.run(command, "--cron-file", str(fifo), timeout=30)
+    assert result.rc == 1
+    assert f"cannot read {fifo}: is a FIFO, not a regular file" in result.stderr
+    assert result.seconds < 10

@@ -8,6 +8,7 @@ bystander process of the test's own, in a session of its own, stays alive).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -436,3 +437,150 @@ def test_hard_timeout_says_what_it_was_doing_and_what_it_killed(h: Hostile) -> N
     killed = int(line.split("killed pid(s) ")[1].split(",")[0].split(" ")[0])
     assert not alive(killed)
     assert "Traceback" not in result.stderr
+
+
+# --- found by the hostile review of this change ---
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe nobody reads, already full: a writer to it blocks (cron's mailer stuck)."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    return r, w
+
+
+def test_stderr_that_nobody_reads_does_not_hang_the_run(h: Hostile) -> None:
+    r, w = full_pipe()
+    try:
+        h.configure(guardian={"timeout": "5s"})
+        began = time.monotonic()
+        run = subprocess.Popen(
+            [sys.executable, "-m", "guardian", "check", "--config", str(h.g.config_path)],
+            stderr=w, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        rc = run.wait(timeout=30)
+        seconds = time.monotonic() - began
+    finally:
+        os.close(w)
+        os.close(r)
+    h.g.track()
+    assert rc == 0  # started; what it would have said is in the audit log
+    assert seconds < TIMEOUT + 1
+    assert h.g.actions() == ["started"]
+    assert alive(h.g.pid())
+
+
+def test_ending_many_strays_of_a_failed_start_stays_within_the_time(h: Hostile) -> None:
+    # A start that leaves eight daemons ignoring SIGTERM, and never becomes ready: they
+    # are ended all at once, within the run's time, and the next target is checked.
+    g = h.g
+    tag = f"{g.tmp}/stray"
+    stray = [sys.executable, str(AGENT), "--tag", tag, "--ignore-term"]
+    script = " ".join(f"setsid {' '.join(stray)} &" for _ in range(8))
+    two_targets(g, {"command": ["/bin/sh", "-c", script], "match": stray, "daemonizes": True,
+                    "pidfile": str(g.tmp / "never.pid"), "start_timeout": "60s"},
+                timeout="8s")  # fmt: skip
+    began = time.monotonic()
+    result = g.check()
+    seconds = time.monotonic() - began
+    for found in scan(Matcher(tuple(stray))):
+        g.reaper.track(found.pid)
+    assert seconds < 8 + 1, result.stderr
+    assert result.rc == 124
+    assert g.actions() == ["timeout", "started"]
+    first = g.audit()[0]
+    assert "its share of the run's time ran out while waiting for pid" in first["reason"]
+    assert first["reason"].count(",") >= 8  # it names what it ended
+    wait_for(lambda: not scan(Matcher(tuple(stray))), timeout=5, what="every stray ended")
+    assert alive(g.pid())
+
+
+@pytest.mark.parametrize("hook", ["on_give_up", "on_start"])
+def test_sigterm_during_a_hook_keeps_the_actions_record(h: Hostile, hook: str) -> None:
+    g = h.g
+    if hook == "on_give_up":
+        h.configure("--exit", "3", on_give_up=["/bin/sleep", "20"], hook_timeout="20s",
+                    restart={"burst": 1, "backoff": "0s"}, guardian={"timeout": "30s"})  # fmt: skip
+        assert g.check().rc == 1  # start_failed: the one start of the burst
+        action = "gave_up"
+    else:
+        h.configure(on_start=["/bin/sleep", "20"], hook_timeout="20s",
+                    guardian={"timeout": "30s"})  # fmt: skip
+        action = "started"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "guardian", "check", "--config", str(g.config_path)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: any(argv_of(pid) == ["/bin/sleep", "20"] for pid in children_of(run.pid)),
+             what="the hook to run")  # fmt: skip
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=10)
+    g.track()
+    assert run.returncode == 128 + signal.SIGTERM
+    record = g.audit()[-1]
+    assert record["action"] == action  # what happened is recorded, not lost to the signal
+    assert record["hooks"] == ["/bin/sleep: cut short (guardian got SIGTERM); killed"]
+    assert f"{'gave up' if action == 'gave_up' else 'started'}" in err.replace("_", " ")
+
+
+def argv_of(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def children_of(pid: int) -> list[int]:
+    """Every process below ``pid`` (a hook runs in a session of its own, as its child)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        st = proc_stat(int(entry)) if entry.isdigit() else None
+        if st is not None and st.ppid == pid:
+            found.append(int(entry))
+    return found
+
+
+def test_a_strangers_huge_command_line_does_not_swell_records_or_stop_hooks(h: Hostile) -> None:
+    g = h.g
+    told = g.tmp / "told"
+    hook = g.tmp / "page"
+    hook.write_text(f'#!/bin/sh\necho "$GUARDIAN_ACTION" > {told}\n')
+    hook.chmod(0o755)
+    h.configure(on_start=[str(hook)])
+    huge = "x" * 120_000
+    stranger = g.spawn([sys.executable, "-c", "import time; time.sleep(300)", huge, huge],
+                       start_new_session=True)  # fmt: skip
+    wait_for(lambda: argv_of(stranger.pid)[-1:] == [huge], what="the stranger")
+    g.pidfile.write_text(f"{stranger.pid}\n")  # a reused pid
+    h.check(rc=0, actions=["started"])
+    line = (g.state / "audit.jsonl").read_text().splitlines()[0]
+    assert len(line) < 10_000
+    assert "more characters)" in json.loads(line)["reason"]
+    assert told.read_text() == "started\n"  # the hook ran: its environment fit
+
+
+def test_repeated_sigterms_still_leave_every_target_its_record(h: Hostile) -> None:
+    g = h.g
+    slow = [sys.executable, str(AGENT), "--tag", f"{g.tmp}/slow", "--delay", "5"]
+    two_targets(g, {"command": slow, "start_grace": "1s"}, timeout="30s")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "guardian", "check", "--config", str(g.config_path)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: scan(Matcher(tuple(slow))), what="the first start")
+    for found in scan(Matcher(tuple(slow))):
+        g.reaper.track(found.pid)
+    for _ in range(5):
+        with contextlib.suppress(ProcessLookupError):
+            run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=10)
+    assert run.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert g.actions() == ["interrupted", "interrupted"]
+    assert g.audit()[1]["reason"] == "not checked: guardian got SIGTERM"

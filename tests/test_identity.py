@@ -11,11 +11,13 @@ import os
 import pwd
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from guardian.proc import real_uid
+from guardian.proc import stat as proc_stat
 
 from conftest import AGENT, Guardian, alive, wait_for
 
@@ -91,3 +93,90 @@ def test_another_users_copy_is_not_the_target(
     assert not alive(ours)
     assert alive(copy)  # never signalled
     assert theirs.poll() is None
+
+
+# A program whose main thread ends (pthread_exit) while a worker runs on: /proc/PID/stat
+# shows the process as a zombie and its command line as empty, yet it runs.
+MAIN_THREAD_EXITS = r"""
+#include <pthread.h>
+#include <unistd.h>
+static void *work(void *arg) { for (;;) sleep(1); return arg; }
+int main(void) { pthread_t t; pthread_create(&t, 0, work, 0); sleep(1); pthread_exit(0); }
+"""
+
+PAUSE = r"""
+#include <unistd.h>
+int main(void) { for (;;) pause(); }
+"""
+
+CHDIR = r"""
+#include <unistd.h>
+int main(void) { if (chdir("/") != 0) return 1; for (;;) pause(); }
+"""
+
+
+def test_a_process_whose_main_thread_exited_is_alive_not_a_zombie(
+    g: Guardian, cc: Callable[[str, str], Path]
+) -> None:
+    program = cc("threads", MAIN_THREAD_EXITS)
+    g.configure(command=[str(program), str(g.tmp)], start_grace="0.3s")
+    assert g.check().rc == 0
+    pid = g.pid()
+    wait_for(lambda: (st := proc_stat(pid)) is not None and st.task != f"/proc/{pid}",
+             what="its main thread to exit")  # fmt: skip
+    again = g.check()
+    assert (again.rc, again.stderr) == (0, "")
+    assert g.actions() == ["started", "ok"]  # found running, not started a second time
+    assert len(g.matches()) == 1
+    assert g.run("stop", "agent").rc == 0  # and it can be stopped
+    wait_for(lambda: not alive(pid), what="it to stop")
+
+
+def test_a_program_with_a_space_in_its_path_is_found_by_the_scan(
+    g: Guardian, cc: Callable[[str, str], Path]
+) -> None:
+    folder = g.tmp / "my agent"
+    folder.mkdir()
+    program = cc("pause", PAUSE).rename(folder / "agentd")
+    g.configure(command=[str(program)])
+    theirs = g.spawn([str(program)], start_new_session=True)  # its init script's copy
+    wait_for(lambda: argv_of(theirs.pid) == [str(program)], what="it to run")
+    assert g.check().rc == 0
+    assert (g.actions()[-1], g.audit()[-1]["pid"]) == ("adopted", theirs.pid)
+    assert len(g.matches()) == 1
+
+
+def test_a_daemon_started_by_a_relative_path_that_changed_folder_is_found(
+    g: Guardian, cc: Callable[[str, str], Path]
+) -> None:
+    program = cc("chdird", CHDIR)
+    g.configure(command=[str(program), "tagY"])
+    theirs = g.spawn(["./chdird", "tagY"], cwd=program.parent, start_new_session=True)
+    wait_for(lambda: os.readlink(f"/proc/{theirs.pid}/cwd") == "/", what="it to change folder")
+    assert g.check().rc == 0
+    assert (g.actions()[-1], g.audit()[-1]["pid"]) == ("adopted", theirs.pid)
+    assert len(g.matches()) == 1
+
+
+def test_a_moved_symlink_does_not_make_the_target_it_started_an_impostor(g: Guardian) -> None:
+    other = os.path.realpath("/usr/bin/python3")
+    mine = os.path.realpath(sys.executable)
+    if not Path(other).exists() or other == mine:
+        pytest.skip("needs a second Python to point the link at")
+    link = g.tmp / "bin" / "python"
+    link.parent.mkdir()
+    link.symlink_to(other)
+    g.configure(command=[str(link), str(AGENT), "--tag", str(g.tmp)])
+    assert g.check().rc == 0
+    pid = g.pid()
+    # update-alternatives, a new release, a rebuilt virtualenv: the link moves.
+    new = g.tmp / "bin" / "python.new"
+    new.symlink_to(mine)
+    new.replace(link)
+    again = g.check()
+    assert (again.rc, again.stderr) == (0, "")
+    assert (g.actions()[-1], g.pid()) == ("ok", pid)  # still the one it started
+    same_argv = [
+        int(e) for e in os.listdir("/proc") if e.isdigit() and argv_of(int(e)) == g.command
+    ]
+    assert same_argv == [pid]  # no second copy

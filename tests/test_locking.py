@@ -217,19 +217,37 @@ def test_root_and_another_user_on_one_config_never_both_start(
         wait_for(lambda: not scan(Matcher(tuple(command))), what="the target to die")
 
 
-def test_a_healthy_run_never_writes_the_state_while_another_run_acts(g: Guardian) -> None:
-    # The healthy path reads the state without the lock; what it learnt (when it last saw
-    # the target) is written only under the lock, so it can never overwrite what a run
-    # that is acting on the target (and holds the lock) has just written.
+def test_a_healthy_run_writes_its_state_only_under_the_state_lock(g: Guardian) -> None:
+    # The healthy path reads the state without a lock; what it learnt (when it last saw
+    # the target) is written under the state file's own lock, and only if no other run
+    # wrote it since, so it never undoes what a run acting on the target recorded.
     assert g.check().rc == 0
     state_file = g.state / "state" / "agent.json"
     written = state_file.stat().st_ino
-    holder = hold_in_another_process(g.state / "locks", "agent")
+    holder = hold_in_another_process(g.state / "locks", ".agent.state")
     try:
         assert g.check().rc == 0
         assert g.actions()[-1] == "ok"
-        assert state_file.stat().st_ino == written  # left to the run that holds the lock
+        assert state_file.stat().st_ino == written  # another run is writing: left to it
     finally:
         let_go(holder)
     assert g.check().rc == 0
     assert state_file.stat().st_ino != written  # free: when it was last seen, written
+
+
+def test_a_run_writing_its_state_does_not_make_another_skip_a_dead_target(g: Guardian) -> None:
+    # A healthy run holds only the state lock, for the length of a write: a run that
+    # finds the target dead meanwhile starts it, instead of "skipped, seeing to it".
+    assert g.check().rc == 0
+    first = g.pid()
+    holder = hold_in_another_process(g.state / "locks", ".agent.state")
+    try:
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: not alive(first), what="the target to die")
+        result = g.check()
+        g.track()
+        assert result.rc == 0, result.stderr
+        assert g.actions()[-1] == "started"
+    finally:
+        let_go(holder)
+    assert len(g.matches()) == 1

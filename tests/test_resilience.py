@@ -371,3 +371,22 @@ def test_min_uptime_zero_means_no_death_is_young(g: Guardian) -> None:
         g.track()
         wait_for(lambda: not g.matches(), what="the agent to die")
     assert g.actions() == ["started"] * 3  # never held back for dying young
+
+
+def test_a_target_that_dies_while_it_is_probed_is_dealt_with_as_dead(g: Guardian) -> None:
+    # The probe runs; meanwhile the target crashes. That is a dead target (started
+    # again, said), not an "ok" left quietly down.
+    probe = g.tmp / "probe"
+    probe.write_text(f'#!/bin/sh\nkill -9 "$(cat {g.pidfile})"\nexit 1\n')
+    probe.chmod(0o755)
+    g.configure(health={"command": [str(probe)], "failures": 1})
+    assert g.check().rc == 0
+    first = g.pid()
+    result = g.check()
+    g.track()
+    assert result.rc == 0, result.stderr
+    record = g.audit()[-1]
+    assert record["action"] == "started"
+    assert "started" in result.stderr
+    assert not alive(first)
+    assert alive(g.pid())

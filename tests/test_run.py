@@ -42,8 +42,9 @@ def test_an_unexpected_error_in_one_target_is_its_record_and_the_run_goes_on(
     error = result.records[1].reason
     assert error.startswith("internal error while looking at b: KeyError: 'nope' (at test_run.py")
     assert result.trouble  # exit 3: a bug to report
-    assert len(said) == 1
+    assert len(said) == 2  # the line, and the traceback to report
     assert "please report it" in said[0]
+    assert said[1].startswith("Traceback")
 
 
 def test_a_target_that_runs_out_of_its_share_does_not_take_the_next_ones(
