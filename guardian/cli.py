@@ -236,6 +236,10 @@ def _within(
     The config is read inside it too (a hung NFS mount, a slow user lookup): for
     that, ``--timeout`` or guardian's default limit holds, then the config's.
     """
+    # Once the run is over, a signal that was still on its way (a second SIGTERM) must not
+    # kill the process before it exits with the code that says what happened.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     try:
         with run.armed(timeout or DEFAULT_TIMEOUT) as limit:
             run.step(f"reading its config {config_path}")

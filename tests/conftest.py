@@ -352,3 +352,30 @@ def cc(tmp_path: Path) -> Callable[[str, str], Path]:
         return out
 
     return build
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every process a test starts carries its tmp_path in its argv: none may outlive the
+    session (each is ended by its pid in a finalizer; this only says when one was not)."""
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+
+    def left() -> list[str]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if base in argv and alive(int(entry)):
+                found.append(f"{entry}: {argv.replace(chr(0), ' ')[:200]}")
+        return found
+
+    deadline = time.monotonic() + 5
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    leaks = left()
+    assert not leaks, "processes the tests left running:\n" + "\n".join(leaks)
