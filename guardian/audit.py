@@ -160,7 +160,9 @@ def append(path: Path, record: AuditRecord) -> None:
     disk) the log ends in a torn line, and a record appended to it would make
     both one unreadable line.
     """
-    line = (record.to_json() + "\n").encode()
+    # A path that is not UTF-8 (a surrogate escape) is written as its JSON escape,
+    # "\\udcff": the line stays valid UTF-8 and valid JSON, never an encoding error.
+    line = (record.to_json() + "\n").encode("utf-8", "backslashreplace")
     try:
         make_dirs(path.parent, 0o750)
         try:

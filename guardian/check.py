@@ -48,7 +48,7 @@ class Guard:
         self.run = run
         self.target = target
         self.settings = settings
-        self.store = state.Store(settings.state_dir / "state" / f"{target.name}.json")
+        self.store = state.Store(state.path_for(settings.state_dir, target.name))
         self.matcher = Matcher.for_target(target)
         self.began = time.monotonic()
         self.pid: int | None = None
@@ -62,6 +62,9 @@ class Guard:
         # A hook cut short by a signal or a time-out: the action's record is written all
         # the same, then the run acts on this.
         self.cut: Interrupted | RunTimeout | None = None
+        # Its record, once the check is done: a time-out or signal that lands after that
+        # (before the run writes it) must not replace it.
+        self.result: AuditRecord | None = None
         run.guard = self
 
     # --- the record ---
@@ -157,13 +160,9 @@ class Guard:
                 self.run.warn(self.target, f"cannot write state file {self.store.path}: "
                               f"{e.strerror or e}")  # fmt: skip
 
-    def remembered(self) -> tuple[int, int, str] | None:
-        c = self.st.current
-        return (c.pid, c.start_ticks, c.exe) if c is not None and c.pid > 0 else None
-
     def discover(self) -> Found | Missing | Unsure:
         self.run.step(f"looking for it (pidfile {self.target.pidfile}, then /proc)")
-        return discover(self.target, remembered=self.remembered(), matcher=self.matcher)
+        return discover(self.target, remembered=state.remembered(self.st), matcher=self.matcher)
 
     # --- the lock ---
 
@@ -242,6 +241,12 @@ class Guard:
         self.st = verdict.state
         if verdict.action != "start":
             self.save()
+            if self.save_failed:
+                # What it learns cannot be kept (a full disk, a read-only folder): the
+                # rules would count from now on every run, and hold it down for ever.
+                return self.start("started", f"{found.reason}; {verdict.reason}, but its state "
+                                  "file cannot be written, so that cannot be counted: "
+                                  "started all the same")  # fmt: skip
             return self.held_back(verdict, found.reason)
         return self.start("started", found.reason)
 
@@ -274,6 +279,10 @@ class Guard:
 
             failed = probes.run(health, env=dict(self.target.env), remaining=self.run.remaining(),
                                 step=self.run.step)  # fmt: skip
+            if not proc.is_alive(found.pid, found.start_ticks):
+                # It died while it was probed: what a dead target gets, under the lock.
+                self.save()  # when it was last seen alive, for what it left behind
+                return self.locked(self._act)
             if failed:
                 self.st = self.st._replace(probe_failures=self.st.probe_failures + 1)
                 details = tuple(map(str, failed))
@@ -554,9 +563,21 @@ class Guard:
 
 def run_check(config: Config, targets: tuple[Target, ...], run: Run) -> RunResult:
     """Check every target in turn, within the run's time."""
-    return run.execute(targets, lambda target: Guard(run, target, config.settings).check())
+
+    def job(target: Target) -> AuditRecord:
+        guard = Guard(run, target, config.settings)
+        guard.result = record = guard.check()
+        return record
+
+    return run.execute(targets, job)
 
 
 def by_hand(what: str, config: Config, target: Target, run: Run) -> RunResult:
     """``guardian stop``, ``restart`` or ``reset`` for one target: under its lock, time-boxed."""
-    return run.execute((target,), lambda t: Guard(run, t, config.settings).by_hand(what))
+
+    def job(target: Target) -> AuditRecord:
+        guard = Guard(run, target, config.settings)
+        guard.result = record = guard.by_hand(what)
+        return record
+
+    return run.execute((target,), job)

@@ -8,10 +8,13 @@ itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import select
 import signal
+import socket
+import stat
 import sys
 import time
 import traceback
@@ -68,12 +71,12 @@ class _Stream:
     """stdout or stderr, written so that a reader that stopped reading cannot hang guardian.
 
     When cron's mailer is stuck, its pipe fills and a plain write blocks for
-    ever (the hard time-out's own last line included). A pipe is written through
-    a non-blocking open of /proc/self/fd/N (a new open file description: the
-    other holders of the pipe are not changed), waiting for room for a few
-    seconds in all, for both streams together; what does not fit then is
-    dropped: the audit log has every record. Files and terminals are written
-    as they are.
+    ever (the hard time-out's own last line included); so does a terminal
+    whose output is stopped (Ctrl-S), or a socket nobody reads (journald
+    stalled). Each is written without blocking (``files.never_blocking``; a
+    socket with MSG_DONTWAIT), waiting for room a few seconds in all, for both
+    streams together; what does not fit then is dropped: the audit log has
+    every record. A file is written as it is.
     """
 
     wait_left = 3.0  # seconds, for the whole run
@@ -81,11 +84,20 @@ class _Stream:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._out: int | None = None
+        self._socket: socket.socket | None = None
 
     def _target(self) -> int:
         if self._out is None:
             self._out = never_blocking(self.fd)
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.fstat(self._out).st_mode):
+                    self._socket = socket.socket(fileno=os.dup(self._out))
         return self._out
+
+    def _write(self, out: int, data: memoryview) -> int:
+        if self._socket is not None:
+            return self._socket.send(data, socket.MSG_DONTWAIT)
+        return os.write(out, data)
 
     def write(self, text: str) -> None:
         data = memoryview(text.encode("utf-8", "replace"))
@@ -93,7 +105,7 @@ class _Stream:
             out = self._target()
             while data:
                 try:
-                    data = data[os.write(out, data) :]
+                    data = data[self._write(out, data) :]
                 except BlockingIOError:
                     began = time.monotonic()
                     ready = select.select([], [out], [], _Stream.wait_left)[1]
@@ -476,7 +488,7 @@ def status(*, config_path: Path, user: str | None, cron_file: Path | None, as_js
 
 
 def _usable_std_streams() -> None:
-    """Make fds 0, 1 and 2 safe to use, whatever state cron or a caller left them in.
+    """Make fds 0, 1 and 2, the umask and SIGCHLD safe, whatever a caller left them as.
 
     A closed fd 2 would be handed to the next file opened (the audit log, a
     lock), and whatever is written to "stderr" would land in it; a closed
@@ -495,6 +507,10 @@ def _usable_std_streams() -> None:
         if getattr(sys, name) is None:  # Python found the fd closed when it started
             setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115 - lives as long as the process
     os.umask(0o022)
+    # SIGCHLD ignored by the parent is inherited: the kernel would then reap guardian's
+    # children at once, and a child's pid (and process group) could go to a stranger
+    # while guardian still meant to signal it. Children are guardian's to reap.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,15 +149,20 @@ def _drain(fd: int, tail: _Tail) -> bool:
     return not chunk
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the command's process group, and reap it (within reason).
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the command and everything in its session, and reap it (within reason).
 
-    Only called while the command is unreaped, so its pid (and so its group
-    id) cannot have been reused.
+    Only called while the command is unreaped, so its pid (and so its group and
+    session ids) cannot have been reused. Its session, not only its process
+    group: a child that moved to a group of its own (setpgid) is still in it.
     """
-    for kill, target in ((os.killpg, proc.pid), (os.kill, proc.pid)):
+    from guardian import proc
+
+    for kill, target in ((os.killpg, child.pid), (os.kill, child.pid)):
         # os.kill as well: the command may have moved itself to another group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             kill(target, signal.SIGKILL)
+    for member in proc.session_members(child.pid):
+        proc.signal_if_same(member.pid, member.start_ticks, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(_KILL_WAIT)
+        child.wait(_KILL_WAIT)

@@ -25,6 +25,7 @@ PID_MAX = 4_194_304
 # ticks, so a wall-clock start time can be up to a second off; allow two.
 START_TOLERANCE = 2.0
 _PIDFILE_MAX_BYTES = 64
+_PATH_MAX = 4096  # Linux's PATH_MAX
 
 
 class Found(NamedTuple):
@@ -64,23 +65,31 @@ class StalePidfile(Exception):  # a finding, not a failure
         self.pid = pid
 
 
-def read_pidfile(path: Path, owners: frozenset[int] | None = None) -> tuple[int, float]:
-    """The pid in ``path`` and the file's mtime, or StalePidfile saying what is wrong with it.
+class Pidfile(NamedTuple):
+    pid: int
+    written: float  # its mtime: the target started no later than this
+    owner: int
+    guarded: bool  # in a folder nobody else can replace it in
 
-    With ``owners``, a pidfile owned by anyone else is not believed: it could
-    name any process.
+
+def read_pidfile(path: Path, owners: frozenset[int] | None = None) -> Pidfile:
+    """The pid in ``path``, or StalePidfile saying what is wrong with it.
+
+    Only a regular file is opened (a FIFO would hang the run, and a symlink
+    could make root open a device, which can have effects of its own). With
+    ``owners``, a pidfile owned by anyone else is not believed: it could name
+    any process.
     """
+    from guardian.files import open_regular
+
     try:
-        # O_NONBLOCK: a FIFO planted where the pidfile should be must not hang the run.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = open_regular(path)
     except FileNotFoundError:
         raise StalePidfile(f"no pidfile at {path}") from None
     except OSError as e:
         raise StalePidfile(f"cannot read pidfile {path}: {e.strerror}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise StalePidfile(f"pidfile {path} is not a regular file")
         if owners is not None and st.st_uid not in owners:
             raise StalePidfile(
                 f"pidfile {path} is owned by {_user(st.st_uid)}, who is neither root nor "
@@ -102,7 +111,17 @@ def read_pidfile(path: Path, owners: frozenset[int] | None = None) -> tuple[int,
         raise StalePidfile(f"pidfile {path} names pid {pid}, which is never a target", pid)
     if pid > PID_MAX:
         raise StalePidfile(f"pidfile {path} names pid {pid}, larger than any pid", pid)
-    return pid, st.st_mtime
+    return Pidfile(pid, st.st_mtime, st.st_uid, _guarded(path.parent))
+
+
+def _guarded(folder: Path) -> bool:
+    """Can nobody but its owner (root or guardian's user) replace a file in ``folder``?"""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return False
+    writable = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+    return st.st_uid in (0, os.geteuid()) and not writable
 
 
 def _user(uid: int) -> str:
@@ -167,6 +186,8 @@ class Matcher:
         """May ``argv0`` name ``want0``? (Whether it is that program, /proc/PID/exe says.)"""
         if argv0 == want0:
             return True
+        if len(argv0) > _PATH_MAX:  # no path is longer: and resolving it could take seconds
+            return False
         if argv0.startswith("/"):
             return _realpath(argv0) == real0
         if "/" in argv0:  # relative to the folder it was started from
@@ -283,8 +304,18 @@ def _read_shebang(path: str) -> tuple[str, ...] | None:
     return (interpreter, arg) if arg else (interpreter,)
 
 
-def inspect(pid: int, matcher: Matcher, *, not_after: float | None = None) -> Found | str | Unsure:
-    """Found if ``pid`` is the target (and started no later than ``not_after``), else why not."""
+def inspect(
+    pid: int, matcher: Matcher, *, not_after: float | None = None, own_pidfile: bool = False
+) -> Found | str | Unsure:
+    """Found if ``pid`` is the target (and started no later than ``not_after``), else why not.
+
+    ``own_pidfile``: ``pid`` comes from a pidfile guardian writes itself, in a
+    folder nobody else can write to. A process there with the target's command
+    line and user, started no later than the pidfile was written, that runs
+    another program than ``match[0]`` names now, is most likely guardian's own
+    start with a symlink moved since; but it could be an impostor: Unsure,
+    neither adopted nor doubled.
+    """
     try:
         before = proc.stat(pid)
         if before is None:
@@ -309,6 +340,18 @@ def inspect(pid: int, matcher: Matcher, *, not_after: float | None = None) -> Fo
         exe = proc.exe(pid, after)
         if not matcher.runs(pid, program, after):
             shown = program.removeprefix("env:")
+            started_before = not_after is not None and (
+                proc.wall_time(after.start_ticks) <= not_after + START_TOLERANCE
+            )
+            if own_pidfile and started_before:
+                return Unsure(
+                    f"pid {pid}, named by guardian's own pidfile, has the command line but "
+                    f"runs {exe}, not {shown}: started before that moved (a symlink?), or an "
+                    "impostor; not adopting it, not starting another (guardian restart, if "
+                    "it is the old target)",
+                    pid,
+                    (pid,),
+                )
             return f"pid {pid} has the command line but runs {exe}, not {shown} (an impostor)"
     except PermissionError:
         return Unsure(f"pid {pid} cannot be inspected (permission denied)", pid, (pid,))
@@ -345,12 +388,18 @@ def scan(matcher: Matcher) -> list[Found]:
             continue
         pid = int(entry)
         try:
+            # The user first, with one stat: another user's processes cost nothing more
+            # (a stranger's command line can be made slow to look at). /proc/PID of a
+            # process that changed user (supervisord dropping root) belongs to root:
+            # those are looked at, and inspect reads the real user.
+            if matcher.uid is not None and os.stat(f"/proc/{pid}").st_uid not in (0, matcher.uid):
+                continue
             where = proc.stat(pid)
             argv = proc.cmdline(pid, where) if where is not None else None
             # Only the command line here: inspect checks the program and the user.
             if argv and where is not None and matcher.program(argv, pid, where) is not None:
                 candidates[pid] = where.ppid
-        except PermissionError:
+        except (PermissionError, FileNotFoundError):
             continue
     found = []
     for pid, ppid in sorted(candidates.items()):
@@ -377,12 +426,13 @@ def discover(
     old_pid: int | None = None
     owners = frozenset({0, os.geteuid(), *((matcher.uid,) if matcher.uid is not None else ())})
     try:
-        pid, written = read_pidfile(target.pidfile, owners)
+        pid, written, owner, guarded = read_pidfile(target.pidfile, owners)
     except StalePidfile as stale:
         reason, old_pid = stale.reason, stale.pid
     else:
         old_pid = pid
-        result = inspect(pid, matcher, not_after=written)
+        own = not target.daemonizes and owner == os.geteuid() and guarded
+        result = inspect(pid, matcher, not_after=written, own_pidfile=own)
         if isinstance(result, Found):
             return result._replace(evidence=f"pidfile names pid {pid}")
         if isinstance(result, Unsure):

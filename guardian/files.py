@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -56,16 +57,20 @@ def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int
 
 
 def never_blocking(fd: int) -> int:
-    """A descriptor to write ``fd``'s pipe without ever blocking, or ``fd`` itself if it is
-    not a pipe (a file or a terminal).
+    """A descriptor that writes where ``fd`` does without ever blocking, when one can be
+    had privately; else ``fd`` itself (a file, which never blocks for long; a socket,
+    which the caller writes with MSG_DONTWAIT).
 
-    A pipe nobody reads (cron's mailer stuck) blocks a plain write for ever.
-    Opening /proc/self/fd/N makes a new open file description of the same pipe,
-    so O_NONBLOCK on it changes nothing for the other holders of the pipe.
+    A pipe nobody reads (cron's mailer stuck), or a terminal whose output is
+    stopped (Ctrl-S), blocks a plain write for ever. Opening /proc/self/fd/N
+    makes a new open file description of the same pipe or terminal, so
+    O_NONBLOCK on it changes nothing for the other holders (a shell's terminal).
     """
     try:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+            flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+            return os.open(f"/proc/self/fd/{fd}", flags)
     except OSError:
         pass
     return fd
@@ -121,6 +126,9 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     _sweep(path)
 
 
+_TMP = re.compile(r"([0-9]+)\.[0-9a-f]{8}\.tmp")
+
+
 def _sweep(path: Path) -> None:
     """Remove what a writer killed by SIGKILL (which no handler can catch) left behind:
     temporary files of ``path`` whose writer is gone."""
@@ -128,9 +136,12 @@ def _sweep(path: Path) -> None:
     with os.scandir(path.parent) as entries:
         for entry in entries:
             name = entry.name
-            if not (name.startswith(prefix) and name.endswith(".tmp")):
+            if not name.startswith(prefix):
                 continue
-            pid = name[len(prefix) :].split(".", 1)[0]
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            # Exactly what atomic_write names its files: another file's never matches
+            # (target "x.json.5" has ".x.json.5.json.PID.HEX.tmp").
+            m = _TMP.fullmatch(name[len(prefix) :])
+            pid = m[1] if m else None
+            if pid is not None and not os.path.exists(f"/proc/{pid}"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)

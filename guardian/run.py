@@ -10,6 +10,7 @@ target turned into an ``error`` record for it, the run going on to the next.
 from __future__ import annotations
 
 import signal
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -134,8 +135,11 @@ class Run:
             self._emit(record)
 
     def warn(self, target: Target, text: str) -> None:
+        if self.dry_run:  # it writes nothing but its would_start/ok lines: said, not logged
+            self.say(f"{target.name}: warning: {text}")
+            return
         self.trouble = True
-        self.emit(AuditRecord(target.name, "warning", text, dry_run=self.dry_run))
+        self.emit(AuditRecord(target.name, "warning", text))
 
     # --- the jobs ---
 
@@ -150,11 +154,13 @@ class Run:
         timed_out = False
         in_hand: Target | None = None
         try:
+            unit = min(RESERVE, self.deadline.seconds / (2 * len(targets)))
             for i, target in enumerate(targets):
                 later = len(targets) - i - 1
-                reserve = min(RESERVE, self.deadline.seconds / (2 * len(targets))) * later
+                # What is kept for the targets after it; and at least its own part, if
+                # the one before overran into it.
                 in_hand = target
-                self.deadline.slice(end - reserve)
+                self.deadline.slice(max(end - unit * later, time.monotonic() + unit))
                 try:
                     record = job(target)
                 except RunTimeout:
@@ -166,13 +172,19 @@ class Run:
                 except Exception as e:  # a bug in one target's check must not spare the next
                     with deadline.critical():
                         record = self._internal_error(target, e)
-                guard, self.guard = self.guard, None
                 # Its record is written whatever arrives meanwhile (the run's end included):
                 # what was done is never lost to a signal or a time-out that comes after.
-                with deadline.critical():
-                    left.remove(target)
-                    in_hand = None
-                    self.emit(record)
+                guard = self.guard
+                try:
+                    with deadline.critical():
+                        left.remove(target)
+                        in_hand = None
+                        self.emit(record)
+                        self.guard = None
+                except RunTimeout:
+                    if self.deadline.over():
+                        raise
+                    # Its share ran out while its record was written: it was done.
                 cut = guard.cut if guard is not None else None
                 if isinstance(cut, RunTimeout) and not self.deadline.over():
                     timed_out = True  # a hook cut by its share: the next target goes on
@@ -193,6 +205,8 @@ class Run:
     ) -> AuditRecord:
         guard, self.guard = self.guard, None
         if in_hand and guard is not None and guard.target is target:
+            if guard.result is not None:  # it was done: cut short only after its record
+                return guard.result
             return guard.cut_short(why, cause, self.doing)
         ran_out = " ran out" if why == "timeout" else ""
         text = (

@@ -131,6 +131,17 @@ class State(NamedTuple):
             raise ValueError(f"impossible {', '.join(bad)}")
 
 
+def path_for(state_dir: Path, name: str) -> Path:
+    """Where target ``name``'s state file lives."""
+    return state_dir / "state" / f"{name}.json"
+
+
+def remembered(state: State) -> tuple[int, int, str] | None:
+    """The process the state names as the target (pid, start ticks, program), if any."""
+    c = state.current
+    return (c.pid, c.start_ticks, c.exe) if c is not None and c.pid > 0 else None
+
+
 class Store:
     """One target's state file: loaded once per run, saved only when it changed.
 
@@ -142,14 +153,15 @@ class Store:
         self.path = path
         self.warnings: list[str] = []
         self._loaded: State | None = None
-        self._file: tuple[int, int] | None = None  # the file it was loaded from (dev, inode)
+        self._file: tuple[int, ...] | None = None  # the file it was loaded from
 
-    def _identity(self) -> tuple[int, int] | None:
+    def _identity(self) -> tuple[int, ...] | None:
         try:
             st = os.lstat(self.path)
         except OSError:
             return None
-        return (st.st_dev, st.st_ino)
+        # An inode number can be reused by the next file: its times tell them apart.
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
     def changed(self) -> bool:
         """Has another run written the file since this one loaded (or last wrote) it?

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
+from guardian import state
 from guardian.audit import read_backwards
 from guardian.config import Config
 from guardian.cron import Entry, next_run
@@ -150,7 +151,9 @@ def gather(config: Config, cron: list[Entry]) -> Report:
     rows = []
     now = time.time()
     for target in config.targets:
-        found = discover(target)
+        # As a check finds it: with what guardian remembers of it (a moved symlink, say).
+        memory = state.Store(state.path_for(config.settings.state_dir, target.name)).load()
+        found = discover(target, remembered=state.remembered(memory))
         running = isinstance(found, Found)
         rows.append(
             TargetStatus(

@@ -199,3 +199,23 @@ def test_a_program_that_is_not_executable_is_127(tmp_path: Path) -> None:
         pytest.skip("root may execute anything here")
     result = timed([str(program)], 10)
     assert result == CommandResult(127, (f"cannot run {program}: Permission denied",), 0.0)
+
+
+def test_a_child_that_left_its_group_is_killed_at_the_limit(tmp_path: Path, reaper: Reaper) -> None:
+    # A child that moved to a process group of its own (setpgid) is still in the session
+    # the command leads: killed with it at the limit.
+    pid_file = tmp_path / "child.pid"
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setpgid(0, 0)\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "time.sleep(60)\n"
+    )
+    result = run_command((sys.executable, "-c", code), timeout=1.0, env={})
+    child = int(pid_file.read_text())
+    reaper.track(child)
+    assert result.status is None
+    wait_for(lambda: not alive(child), timeout=5, what="the child that left its group")

@@ -121,7 +121,7 @@ def test_any_pidfile_bytes_give_a_pid_or_a_reason(tmp_path_factory: pytest.TempP
     path = tmp_path_factory.mktemp("pid") / "x.pid"
     path.write_bytes(data)
     try:
-        pid, _ = read_pidfile(path)
+        pid = read_pidfile(path).pid
     except StalePidfile as stale:
         assert stale.reason
     else:

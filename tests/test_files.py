@@ -37,3 +37,12 @@ def test_sweeps_temporary_files_of_writers_that_were_killed(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [live.name, other.name, "state.json"]
     )
+
+
+def test_the_sweep_never_takes_another_files_temporary_file(tmp_path: Path) -> None:
+    # Target "x" writes x.json; target "x.json.5" writes x.json.5.json. The sweep of the
+    # first must not take the second's temporary file for one of its own.
+    theirs = tmp_path / f".x.json.5.json.{os.getpid()}.0badc0de.tmp"
+    theirs.write_text("being written")
+    atomic_write(tmp_path / "x.json", b"{}")
+    assert theirs.exists()

@@ -149,7 +149,7 @@ def test_lock_folder_others_can_write_to_is_not_used(h: Hostile) -> None:
 def test_pidfile_that_is_a_fifo_is_stale_and_replaced(h: Hostile) -> None:
     fifo(h.g.pidfile)
     h.check(rc=0, actions=["started"])
-    assert "is not a regular file" in h.g.audit()[0]["reason"]
+    assert "is a FIFO, not a regular file" in h.g.audit()[0]["reason"]
     assert stat.S_ISREG(os.lstat(h.g.pidfile).st_mode)
 
 
@@ -267,6 +267,9 @@ def test_signals_mid_start_are_recorded_as_interrupted(h: Hostile, sig: signal.S
     )  # fmt: skip
     wait_for(h.g.matches, what="the start")
     h.g.track()
+    # Its pidfile is written right before it waits: from then on it is waiting.
+    wait_for(h.g.pidfile.exists, what="the pidfile")
+    time.sleep(0.2)
     run.send_signal(sig)
     _, err = run.communicate(timeout=TIMEOUT + 1)
     assert run.returncode == 128 + sig
@@ -586,3 +589,105 @@ def test_repeated_sigterms_still_leave_every_target_its_record(h: Hostile) -> No
     assert "Traceback" not in err
     assert g.actions() == ["interrupted", "interrupted"]
     assert g.audit()[1]["reason"] == "not checked: guardian got SIGTERM"
+
+
+# --- found by the second hostile review ---
+
+
+def test_sigchld_ignored_by_the_parent_changes_nothing(h: Hostile) -> None:
+    # Inherited SIG_IGN for SIGCHLD makes the kernel reap children at once: their pids
+    # (and groups) could go to strangers while guardian still meant to signal them.
+    daemon_pid = h.g.tmp / "daemon.pid"
+    h.configure("--daemonize", str(daemon_pid), daemonizes=True, pidfile=str(daemon_pid))
+    result = h.check(rc=0, actions=["started"],
+                     preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))  # fmt: skip
+    assert result.stderr.count("started") == 1
+    assert alive(int(daemon_pid.read_text()))
+
+
+def stopped_terminal() -> tuple[int, int]:
+    """A pty whose output is stopped (Ctrl-S): a write to it blocks until ^Q."""
+    import pty
+    import termios
+
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[0] |= termios.IXON
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    os.write(master, b"\x13")  # ^S
+    return master, slave
+
+
+def full_socket() -> tuple[int, int]:
+    """A socket nobody reads, already full (journald stalled)."""
+    import socket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        while True:
+            a.send(b"x" * 65536)
+    except BlockingIOError:
+        pass
+    return a.detach(), b.detach()
+
+
+@pytest.mark.parametrize("kind", ["terminal", "socket"])
+def test_stderr_that_never_drains_does_not_hang_the_run(h: Hostile, kind: str) -> None:
+    writer, other = stopped_terminal() if kind == "terminal" else full_socket()
+    if kind == "terminal":
+        writer, other = other, writer  # guardian writes to the slave side
+    try:
+        began = time.monotonic()
+        run = subprocess.Popen(
+            [sys.executable, "-m", "guardian", "check", "-v", "--config", str(h.g.config_path)],
+            stdin=subprocess.DEVNULL, stdout=writer, stderr=writer,
+        )  # fmt: skip
+        rc = run.wait(timeout=60)
+        seconds = time.monotonic() - began
+    finally:
+        os.close(writer)
+        os.close(other)
+    h.g.track()
+    assert rc == 0
+    assert seconds < TIMEOUT + 1
+    assert h.g.actions() == ["started"]
+
+
+def test_a_path_that_is_not_utf8_is_recorded_not_a_crash(h: Hostile) -> None:
+    g = h.g
+    folder = Path(os.fsdecode(bytes(g.tmp) + b"/t-\xff"))
+    folder.mkdir()
+    config = write_config(
+        folder / "g.toml", {"state_dir": "state", "timeout": f"{TIMEOUT:g}s"},
+        {"a": {"command": g.command, "start_grace": "0.3s"},
+         "b": {"command": [*g.command[:-1], f"{g.tmp}/b"], "start_grace": "0.3s"}},
+    )  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "guardian", "check", "--config", config],
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    for argv in (g.command, [*g.command[:-1], f"{g.tmp}/b"]):
+        for found in scan(Matcher(tuple(argv))):
+            g.reaper.track(found.pid)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = (folder / "state" / "audit.jsonl").read_bytes().splitlines()
+    records = [json.loads(line) for line in lines]  # valid UTF-8 and valid JSON, each
+    assert [r["action"] for r in records] == ["started", "started"]
+    assert "t-\udcff" in records[0]["reason"]
+
+
+def test_a_symlinked_pidfile_is_never_opened(h: Hostile) -> None:
+    # Opening a device can do things (/dev/watchdog reboots the host when closed):
+    # a pidfile that is a symlink is not followed, and so not opened.
+    h.g.pidfile.symlink_to("/dev/zero")
+    h.check(rc=0, actions=["started"])
+    assert "is a symlink, not a regular file" in h.g.audit()[0]["reason"]
+
+
+def test_dry_run_with_a_corrupt_state_file_writes_nothing_but_its_lines(h: Hostile) -> None:
+    state_file = h.g.state / "state" / "agent.json"
+    state_file.parent.mkdir(parents=True)
+    state_file.write_text("{not json")
+    result = h.check("--dry-run", rc=1, actions=["would_start"])
+    assert "warning: state file" in result.stderr  # said, not logged
+    assert state_file.read_text() == "{not json"

@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def test_exec_a_impostor_is_not_adopted_not_a_duplicate_and_never_stopped(g: Gua
         start_new_session=True,
     )
     wait_for(lambda: argv_of(impostor.pid) == g.command, what="the impostor")
-    g.pidfile.write_text(f"{impostor.pid}\n")  # even named by the pidfile
+    g.pidfile.write_text(f"{impostor.pid}\n")  # even named by the pidfile, written before it
+    hour_ago = time.time() - 3600
+    os.utime(g.pidfile, (hour_ago, hour_ago))
 
     first = g.check()
     assert first.rc == 0, first.stderr
@@ -180,3 +183,55 @@ def test_a_moved_symlink_does_not_make_the_target_it_started_an_impostor(g: Guar
         int(e) for e in os.listdir("/proc") if e.isdigit() and argv_of(int(e)) == g.command
     ]
     assert same_argv == [pid]  # no second copy
+
+
+def test_after_a_symlink_moved_no_memory_means_no_second_copy_and_no_signal(
+    g: Guardian, cc: Callable[[str, str], Path]
+) -> None:
+    # As above (and `guardian status` agrees with `check`), then without its memory.
+    v1 = cc("prog", PAUSE)
+    v2 = g.tmp / "v2"
+    v2.mkdir()
+    shutil.copy(v1, v2 / "prog")
+    link = g.tmp / "current"
+    link.symlink_to(v1)
+    g.configure(command=[str(link), "atk-sym"])
+    assert g.check().rc == 0
+    pid = g.pid()
+    new = g.tmp / "current.new"
+    new.symlink_to(v2 / "prog")
+    new.replace(link)  # a release flips the link
+    status = g.run("status", "--cron-file", str(g.tmp / "no-cron"))
+    assert status.rc == 0, status.stdout
+    assert f"agent: running, pid {pid}" in status.stdout
+    # Without its memory, guardian cannot tell its own start from an impostor: it says
+    # so, and neither adopts it nor starts a second copy.
+    (g.state / "state" / "agent.json").unlink()
+    again = g.check()
+    assert again.rc == 1
+    assert g.actions()[-1] == "error"
+    assert "named by guardian's own pidfile" in g.audit()[-1]["reason"]
+    same_argv = [
+        int(e) for e in os.listdir("/proc") if e.isdigit() and argv_of(int(e)) == g.command
+    ]
+    assert same_argv == [pid]
+    assert g.run("restart", "agent").rc == 1  # not signalled on a guess either
+    assert alive(pid)
+
+
+def test_a_strangers_command_lines_cannot_slow_the_scan_down(
+    shared_dir: Path, g: Guardian, cc: Callable[[str, str], Path]
+) -> None:
+    # Another user's processes with the target's arguments and an argv[0] made to be
+    # slow to resolve (tens of thousands of path components): they are never looked at.
+    program = Path(shutil.copy(cc("pause", PAUSE), shared_dir / "pause"))
+    program.chmod(0o755)
+    g.configure(guardian={"timeout": "5s"})
+    slow_name = "/tmp/x" + "/a" * 60000
+    for _ in range(10):
+        g.spawn([slow_name, *g.command[1:]], executable=str(program), user=65534,
+                start_new_session=True)  # fmt: skip
+    result = g.check()
+    assert result.rc == 0, result.stderr
+    assert result.seconds < 5
+    assert g.actions() == ["started"]

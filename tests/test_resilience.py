@@ -390,3 +390,64 @@ def test_a_target_that_dies_while_it_is_probed_is_dealt_with_as_dead(g: Guardian
     assert "started" in result.stderr
     assert not alive(first)
     assert alive(g.pid())
+
+
+@pytest.mark.parametrize("probe_ends", ["failing", "passing"])
+def test_a_target_killed_during_a_probe_below_the_threshold_is_started(
+    g: Guardian, probe_ends: str
+) -> None:
+    # However the probe ends, a target found dead after it is a dead target now.
+    probe = g.tmp / "probe"
+    probe.write_text(f"#!/bin/sh\nsleep 1\nexit {1 if probe_ends == 'failing' else 0}\n")
+    probe.chmod(0o755)
+    g.configure(health={"command": [str(probe)], "failures": 3})
+    assert g.check().rc == 0
+    first = g.pid()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "guardian", "check", "--config", str(g.config_path)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def probing() -> bool:
+        for entry in os.listdir("/proc"):
+            try:
+                if str(probe).encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+        return False
+
+    wait_for(probing, what="the probe to run")
+    os.kill(first, signal.SIGKILL)
+    _, err = run.communicate(timeout=30)
+    g.track()
+    assert run.returncode == 0, err
+    assert g.actions()[-1] == "started"
+    assert alive(g.pid())
+
+
+def test_a_read_only_state_folder_never_holds_a_crash_looping_target_down(
+    g: Guardian, small_disk: Path
+) -> None:
+    # Without a state file that can be written, the crash-loop rules cannot count: they
+    # would start counting anew every run and wait for ever. It is started instead.
+    state_dir = small_disk / "state"
+    g.configure(guardian={"state_dir": str(state_dir), "audit_log": str(g.tmp / "audit.jsonl")},
+                output=str(g.tmp / "agent.out"), restart={"backoff": "30s"})  # fmt: skip
+    g.state = g.tmp
+    assert g.check().rc == 0
+    os.kill(g.pid(), signal.SIGKILL)
+    wait_for(lambda: not g.matches(), what="the agent to die")
+    assert g.check().rc == 0  # the first restart: at once
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        for _ in range(2):
+            os.kill(g.matches()[0].pid, signal.SIGKILL)
+            wait_for(lambda: not g.matches(), what="the agent to die")
+            result = g.check()
+            g.track()
+            assert result.rc == 3, result.stderr
+            assert g.actions()[-1] == "started"
+            assert "cannot be counted: started all the same" in g.audit()[-1]["reason"]
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)

@@ -72,3 +72,31 @@ def test_a_target_that_runs_out_of_its_share_does_not_take_the_next_ones(
     assert result.timed_out
     assert result.records[0].reason == "its share of the run's time ran out while starting"
     assert seconds < 4.0
+
+
+def test_a_share_that_ends_while_its_record_is_written_does_not_end_the_run(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    targets = config_of_three(tmp_path)
+    run = Run(dry_run=False, emit=lambda record: None, say=lambda line: None)
+
+    def slow_log(record: AuditRecord) -> None:  # a slow disk, or a stuck stderr
+        if record.target == "a":
+            time.sleep(1.5)
+
+    run = Run(dry_run=False, emit=slow_log, say=lambda line: None)
+
+    def job(target: Target) -> AuditRecord:
+        if target.name == "a":
+            time.sleep(2.0)  # nearly all of its share (4 s less 2 x 0.67 s kept for b, c)
+        return AuditRecord(target.name, "ok", "fine")
+
+    with run.armed(4.0):
+        result = run.execute(targets, job)
+    assert [(r.target, r.action) for r in result.records] == [
+        ("a", "ok"),
+        ("b", "ok"),
+        ("c", "ok"),
+    ]
