@@ -7,8 +7,10 @@ one write(2): concurrent runs never interleave within a line.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,15 +175,17 @@ def append(path: Path, record: AuditRecord) -> None:
             # A log this user may append to but not read: write without the look.
             fd = open_regular(path, os.O_WRONLY | _APPEND, 0o640)
             readable = False
-        st = os.fstat(fd)
     except OSError as e:
         raise AuditError(f"cannot write audit log {path}: {e.strerror or e}") from None
     data = line
     done = 0
     try:
-        # Racing another run's append here costs at most an empty line (which
-        # readers skip): each of its records is one write(2), ending in "\n".
-        if readable and st.st_size > 0 and os.pread(fd, 1, st.st_size - 1) != b"\n":
+        # The look at the last byte and the append are one step among guardian runs
+        # (a look while another run's write is half copied would see a torn line that
+        # is not one). Waited for briefly only: a stuck holder must not hold this one.
+        _lock_briefly(fd)
+        size = os.fstat(fd).st_size
+        if readable and size > 0 and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + line
         view = memoryview(data)
         while done < len(data):
@@ -198,6 +202,24 @@ def append(path: Path, record: AuditRecord) -> None:
         raise AuditError(f"cannot write audit log {path}: {short}{e.strerror or e}") from None
     finally:
         os.close(fd)
+
+
+def _lock_briefly(fd: int, wait: float = 0.5) -> None:
+    """flock ``fd`` if it comes within ``wait`` seconds; go on without it if not.
+
+    (Dropped when the file is closed.)"""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
+        except OSError:
+            return  # a file system without flock: the look is then best effort
+        else:
+            return
 
 
 # --- reading the log back, newest first ---
