@@ -92,7 +92,8 @@ class Run:
                 signal.signal(sig, handler)
 
     def _hard_timeout(self) -> None:
-        # The main thread is stuck where no signal reaches it: no waiting, no files.
+        # The main thread is stuck where no signal reaches it: no files, no waiting (but
+        # a second for /proc to name the daemons it started, if it answers).
         killed = self.guard.kill_now() if self.guard is not None else []
         what = (
             f"killed pid(s) {', '.join(map(str, killed))}, which it had started"
