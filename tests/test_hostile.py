@@ -460,27 +460,6 @@ def full_pipe() -> tuple[int, int]:
     return r, w
 
 
-def test_stderr_that_nobody_reads_does_not_hang_the_run(h: Hostile) -> None:
-    r, w = full_pipe()
-    try:
-        h.configure(guardian={"timeout": "5s"})
-        began = time.monotonic()
-        run = subprocess.Popen(
-            [sys.executable, "-m", "guardian", "check", "--config", str(h.g.config_path)],
-            stderr=w, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        rc = run.wait(timeout=30)
-        seconds = time.monotonic() - began
-    finally:
-        os.close(w)
-        os.close(r)
-    h.g.track()
-    assert rc == 0  # started; what it would have said is in the audit log
-    assert seconds < TIMEOUT + 1
-    assert h.g.actions() == ["started"]
-    assert alive(h.g.pid())
-
-
 def test_ending_many_strays_of_a_failed_start_stays_within_the_time(h: Hostile) -> None:
     # A start that leaves eight daemons ignoring SIGTERM, and never becomes ready: they
     # are ended all at once, within the run's time, and the next target is checked.
@@ -632,11 +611,16 @@ def full_socket() -> tuple[int, int]:
     return a.detach(), b.detach()
 
 
-@pytest.mark.parametrize("kind", ["terminal", "socket"])
+@pytest.mark.parametrize("kind", ["pipe", "terminal", "socket"])
 def test_stderr_that_never_drains_does_not_hang_the_run(h: Hostile, kind: str) -> None:
-    writer, other = stopped_terminal() if kind == "terminal" else full_socket()
-    if kind == "terminal":
-        writer, other = other, writer  # guardian writes to the slave side
+    # cron's mailer stuck; output stopped with Ctrl-S; journald stalled. The record of
+    # what it did is in the audit log; what it would have said is dropped, not waited on.
+    if kind == "pipe":
+        other, writer = full_pipe()
+    elif kind == "terminal":
+        other, writer = stopped_terminal()  # guardian writes to the slave side
+    else:
+        writer, other = full_socket()
     try:
         began = time.monotonic()
         run = subprocess.Popen(
