@@ -3,10 +3,11 @@
 ``Guard`` owns everything about one target for the length of a run: its
 state, its record in the making, its lock, what it has learnt and what it
 has started. A healthy target without health probes costs a pidfile read, a
-few small /proc reads and its state file: no lock, no process-table scan, no
-psutil or subprocess import. Anything else is decided again under the lock,
-so that of several overlapping runs exactly one acts and the others see what
-it did.
+few small /proc reads, and its state file read and written back (when it was
+last seen alive, under the state file's own short lock): not the target's
+lock, no process-table scan, no subprocess import. Anything else is decided
+again under the target's lock, so that of several overlapping runs exactly
+one acts and the others see what it did.
 """
 
 from __future__ import annotations

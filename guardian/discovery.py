@@ -226,14 +226,17 @@ class Matcher:
         real = _realpath(interpreter)
         return real if self.same_program(cmdline[0], pid, interpreter, real, where) else None
 
-    def runs(self, pid: int, program: str, where: proc.Stat | None = None) -> bool:
+    def runs(
+        self, pid: int, program: str, where: proc.Stat | None = None, exe: str | None = None
+    ) -> bool:
         """Does the kernel say ``pid`` executes ``program``? (PermissionError if it won't say.)
 
         Or, for the very process guardian knew (pid and start time), the program it
         ran then: a symlink moved since (update-alternatives, a new release, a
         rebuilt virtualenv) does not make the target it started an impostor.
+        (``exe``: /proc/PID/exe, when the caller has read it already.)
         """
-        exe = proc.exe(pid, where)
+        exe = exe if exe is not None else proc.exe(pid, where)
         if exe is None:
             return False
         known = self.known
@@ -338,7 +341,7 @@ def inspect(
             want = list(matcher.want)
             return f"pid {pid}'s command line is {describe(cmdline)}, not {describe(want)}"
         exe = proc.exe(pid, after)
-        if not matcher.runs(pid, program, after):
+        if not matcher.runs(pid, program, after, exe):
             shown = program.removeprefix("env:")
             started_before = not_after is not None and (
                 proc.wall_time(after.start_ticks) <= not_after + START_TOLERANCE
