@@ -33,6 +33,36 @@ DURATION_HELP = 'a number of seconds or a string such as "500ms", "30s", "5m", "
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
+def _home() -> Path:
+    """Guardian's own user's home, from the password database.
+
+    Not ``$HOME`` nor ``$XDG_*``: cron sets the first and none of the second,
+    and a run from a login shell must use the very files the cron run uses
+    (two lock folders would let two runs start two copies).
+    """
+    return Path(pwd.getpwuid(os.geteuid()).pw_dir)
+
+
+def default_config() -> Path:
+    """Root's config lives in /etc; any other user's in ``~/.config/guardian`` (XDG's place)."""
+    if os.geteuid() == 0:
+        return DEFAULT_CONFIG
+    return _home() / ".config" / "guardian" / "guardian.toml"
+
+
+def default_state_dir() -> str:
+    """Root's state in /var/lib; any other user's in ``~/.local/state/guardian`` (XDG's place)."""
+    if os.geteuid() == 0:
+        return DEFAULT_STATE_DIR
+    return str(_home() / ".local" / "state" / "guardian")
+
+
+def own_identity() -> dict[str, str]:
+    """``HOME``, ``USER`` and ``LOGNAME`` of guardian's own user (what a login would set)."""
+    pw = pwd.getpwuid(os.geteuid())
+    return {"HOME": pw.pw_dir, "USER": pw.pw_name, "LOGNAME": pw.pw_name}
+
+
 def parse_duration(value: object) -> float:
     """Seconds from ``30``, ``2.5``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"`` or ``"1d"``.
 
@@ -240,18 +270,37 @@ def which(program: str, path_env: str) -> str | None:
     return None
 
 
-def _program(table: _Table, key: str, argv: tuple[str, ...], path_env: str) -> tuple[str, ...]:
-    """argv with argv[0] made absolute: paths against the config's folder, bare names on PATH."""
+def _program(
+    table: _Table, key: str, argv: tuple[str, ...], path_env: str, *, must_exist: bool
+) -> tuple[str, ...]:
+    """argv with argv[0] made absolute: paths against the config's folder, bare names on PATH.
+
+    ``must_exist``: a program that is not there or cannot be executed is a config error
+    now, not a failed start every minute.
+    """
     program = argv[0]
-    if "/" in program:
-        return (str(_resolve(table.path.parent, program)), *argv[1:])
-    found = which(program, path_env)
-    if found is None:
-        raise table.error(key, f"program {program!r} not found on PATH {path_env}")
-    return (found, *argv[1:])
+    if "/" not in program:
+        found = which(program, path_env)
+        if found is None:
+            raise table.error(key, f"program {program!r} not found on PATH {path_env}")
+        return (found, *argv[1:])
+    path = str(_resolve(table.path.parent, program))
+    if must_exist:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise table.error(key, f"program {path}: {e.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise table.error(key, f"program {path} is not a file")
+        if not os.access(path, os.X_OK):
+            raise table.error(key, f"program {path} is not executable (mode "
+                              f"{stat.S_IMODE(st.st_mode):o})")  # fmt: skip
+    return (path, *argv[1:])
 
 
-def _target(path: Path, name: str, data: object, settings: Settings, *, acting: bool) -> Target:
+def _target(
+    path: Path, name: str, data: object, settings: Settings, *, acting: bool, starting: bool
+) -> Target:
     where = f"targets.{name}"
     if not _NAME.fullmatch(name):
         raise ConfigError(
@@ -277,9 +326,13 @@ def _target(path: Path, name: str, data: object, settings: Settings, *, acting: 
     raw_command = t.string_list("command")
     if raw_command is None:
         raise t.error("command", "is required (a list: the program and its arguments)")
-    command = _program(t, "command", raw_command, env["PATH"])
+    command = _program(t, "command", raw_command, env["PATH"], must_exist=starting)
     raw_match = t.string_list("match")
-    match = command if raw_match is None else _program(t, "match", raw_match, env["PATH"])
+    match = (
+        command
+        if raw_match is None
+        else _program(t, "match", raw_match, env["PATH"], must_exist=starting)
+    )
 
     daemonizes = t.get("daemonizes", bool, False)
     pidfile = t.path_value("pidfile")
@@ -311,11 +364,11 @@ def _target(path: Path, name: str, data: object, settings: Settings, *, acting: 
         stop_timeout=t.duration("stop_timeout", "10s"),
         orphans=orphans,
         restart=_restart(t.table("restart")),
-        health=_health(t.table("health"), env["PATH"]),
+        health=_health(t.table("health"), env["PATH"], must_exist=starting),
         hooks=Hooks(
-            on_start=_hook(t, "on_start", env["PATH"]),
-            on_failure=_hook(t, "on_failure", env["PATH"]),
-            on_give_up=_hook(t, "on_give_up", env["PATH"]),
+            on_start=_hook(t, "on_start", env["PATH"], must_exist=starting),
+            on_failure=_hook(t, "on_failure", env["PATH"], must_exist=starting),
+            on_give_up=_hook(t, "on_give_up", env["PATH"], must_exist=starting),
             timeout=t.duration("hook_timeout", "10s", positive=True),
         ),
     )
@@ -369,9 +422,9 @@ def _signal(t: _Table, key: str) -> int:
     return int(number)
 
 
-def _hook(t: _Table, key: str, path_env: str) -> tuple[str, ...] | None:
+def _hook(t: _Table, key: str, path_env: str, *, must_exist: bool) -> tuple[str, ...] | None:
     argv = t.string_list(key)
-    return None if argv is None else _program(t, key, argv, path_env)
+    return None if argv is None else _program(t, key, argv, path_env, must_exist=must_exist)
 
 
 def _restart(t: _Table) -> Restart:
@@ -428,15 +481,17 @@ def _url(t: _Table, key: str) -> str | None:
     return value
 
 
-def _health(t: _Table, path_env: str) -> Health:
-    command = t.string_list("command")
+def _health(t: _Table, path_env: str, *, must_exist: bool) -> Health:
+    raw = t.string_list("command")
+    command = None if raw is None else _program(t, "command", raw, path_env,
+                                                 must_exist=must_exist)  # fmt: skip
     health = Health(
         heartbeat_file=t.path_value("heartbeat_file"),
         max_age=t.duration("max_age", "30s", positive=True),
         tcp=_address(t, "tcp"),
         http=_url(t, "http"),
         unix=t.path_value("unix"),
-        command=None if command is None else _program(t, "command", command, path_env),
+        command=command,
         timeout=t.duration("timeout", "5s", positive=True),
         failures=t.integer("failures", 3, minimum=1),
     )
@@ -496,14 +551,77 @@ def _read(path: Path) -> bytes:
     return b"".join(chunks)
 
 
-def load(path: Path, *, acting: bool = True) -> Config:
+def _cannot_write(path: Path, *, folder: bool) -> str | None:
+    """Why guardian could not write ``path`` (a file, or a ``folder`` of files), or None.
+
+    What does not exist yet must be creatable: the nearest folder above it that
+    exists must let guardian in and write. ``os.access`` asks the kernel with
+    guardian's effective ids, so a read-only file system counts too.
+    """
+    flags = os.W_OK | os.X_OK
+    probe = path
+    while True:
+        try:
+            st = os.stat(probe)
+        except FileNotFoundError:
+            if probe.parent == probe:  # pragma: no cover - "/" always exists
+                return None
+            probe = probe.parent
+            continue
+        except OSError as e:
+            return f"{probe}: {e.strerror}"
+        break
+    if probe == path and not folder:  # the file exists: it must be writable, as a file
+        if os.path.islink(path):
+            return f"{path} is a symlink, and guardian never writes through one"
+        if not stat.S_ISREG(st.st_mode):
+            return f"{path} is not a regular file"
+        ok = os.access(path, os.W_OK, effective_ids=True)
+        return None if ok else f"{path} is not writable by {_user_name(os.geteuid())}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{probe} is not a folder"
+    if not os.access(probe, flags, effective_ids=True):
+        what = "" if probe == path else f" (to make {path})"
+        return f"{probe} is not writable by {_user_name(os.geteuid())}{what}"
+    return None
+
+
+def check_writable(config: Config) -> None:
+    """ConfigError, naming the key, for any place guardian must write and cannot.
+
+    ``install`` and ``check --dry-run`` ask this: a folder guardian cannot
+    write would make every cron run fail. (A real run does not stop at it: a
+    dead target is started even when its state cannot be kept.)
+    """
+    s = config.settings
+    places: list[tuple[str, Path, bool]] = [
+        ("guardian.state_dir", s.state_dir, True),
+        ("guardian.audit_log", s.audit_log, False),
+    ]
+    for t in config.targets:
+        if not t.daemonizes:  # guardian writes it (a daemon writes its own, as its user)
+            # replaced by rename: its folder must be writable, not only the file
+            places.append((f"targets.{t.name}.pidfile", t.pidfile.parent, True))
+        places.append((f"targets.{t.name}.output", t.output, False))
+    for key, path, folder in places:
+        problem = _cannot_write(path, folder=folder)
+        if problem:
+            raise ConfigError(f"{config.path}: {key}: {problem}; every run would fail to write "
+                              "there")  # fmt: skip
+
+
+def load(path: Path, *, acting: bool = True, starting: bool | None = None) -> Config:
     """Read and check the config at ``path``; any problem is a ConfigError.
 
     ``acting``: guardian is to act on the targets (check, start, stop), so it
     must also be able to run them as their ``user`` and ``group``. Only
     reading it (``status``, ``uninstall``) needs no such thing, and works for
-    an operator who is not root.
+    an operator who is not root. ``starting`` (by default, ``acting``): the
+    programs it may run (the target's, its probes', its hooks') must be there
+    and executable; a stop needs none of them.
     """
+    if starting is None:
+        starting = acting
     path = Path(os.path.abspath(path))
     try:
         data = tomllib.loads(_read(path).decode())
@@ -516,7 +634,8 @@ def load(path: Path, *, acting: bool = True) -> Config:
 
     top = _Table(path, "", data)
     g = _Table(path, "guardian", top.get("guardian", dict, {}))
-    state_dir = g.path_value("state_dir", DEFAULT_STATE_DIR) or Path(DEFAULT_STATE_DIR)
+    fallback = default_state_dir()
+    state_dir = g.path_value("state_dir", fallback) or Path(fallback)
     settings = Settings(
         state_dir=state_dir,
         audit_log=g.path_value("audit_log") or state_dir / "audit.jsonl",
@@ -529,6 +648,7 @@ def load(path: Path, *, acting: bool = True) -> Config:
     if not raw_targets:
         raise ConfigError(f"{path}: targets: no target defined (add a [targets.NAME] table)")
     targets = tuple(
-        _target(path, name, body, settings, acting=acting) for name, body in raw_targets.items()
+        _target(path, name, body, settings, acting=acting, starting=starting)
+        for name, body in raw_targets.items()
     )
     return Config(path=path, settings=settings, targets=targets)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from guardian import proc
-from guardian.config import Target
+from guardian.config import Target, own_identity
 from guardian.discovery import Found, Matcher, Missing, Unsure, discover, inspect, scan
 from guardian.errors import LaunchError
 from guardian.files import atomic_write, make_dirs, open_regular
@@ -59,10 +59,17 @@ class _Identity(NamedTuple):
 
 
 def _identity(target: Target) -> _Identity:
-    """Who the target runs as: ``user`` (with its groups) and ``group``, dropped before exec."""
+    """Who the target runs as: ``user`` (with its groups) and ``group``, dropped before exec.
+
+    Its environment has that user's ``HOME``, ``USER`` and ``LOGNAME`` unless the config
+    sets them (cron gives guardian its own, but nothing is inherited).
+    """
     env = dict(target.env)
     who = _Identity(env)
-    if target.user is not None:
+    if target.user is None:  # guardian's own user: its HOME, as a login would give it
+        for key, value in own_identity().items():
+            env.setdefault(key, value)
+    else:
         try:
             pw = pwd.getpwnam(target.user)
         except KeyError:
@@ -295,15 +302,28 @@ class Launch:
             self.proc.wait()
 
 
-def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
-    """The last lines of a target's output file, for the audit record of a failed start."""
+def output_size(path: Path) -> int:
+    """How long the output file is now (0 if it is none): where a new start's output begins."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+
+def tail(path: Path, lines: int = TAIL_LINES, since: int = 0) -> list[str]:
+    """The last lines of a target's output file written from offset ``since`` on (what
+    one start wrote, not the starts before it), for the record of a failed start."""
     try:
         fd = open_regular(path)
     except OSError:
         return []
     try:
         size = os.fstat(fd).st_size
-        data = os.pread(fd, TAIL_BYTES, max(0, size - TAIL_BYTES))
+        if since > size:  # truncated or rotated meanwhile: all of it is new
+            since = 0
+        start = max(since, size - TAIL_BYTES)
+        data = os.pread(fd, size - start, start)
     except OSError:
         return []
     finally:

@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -227,6 +229,9 @@ def test_config_from_environment(tmp_path: Path) -> None:
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "agent").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "agent").chmod(0o755)
     config = tmp_path / "etc" / "g.toml"
     config.write_text(
         "[guardian]\nstate_dir = '../state'\n"
@@ -450,3 +455,150 @@ def test_root_may_run_a_target_as_another_user(tmp_path: Path, system_user: str)
     )
     (target,) = load(config).targets
     assert (target.user, target.group) == (system_user, "root")
+
+
+@pytest.mark.parametrize(
+    ("key", "fields"),
+    [
+        ("command", lambda p: {"command": [p, "--serve"]}),
+        ("match", lambda p: {"match": [p]}),
+        ("on_failure", lambda p: {"on_failure": [p]}),
+        ("health.command", lambda p: {"health": {"command": [p]}}),
+    ],
+)
+def test_a_program_missing_or_not_executable_is_a_config_error(
+    tmp_path: Path, key: str, fields: Callable[[str], dict[str, object]]
+) -> None:
+    """Not a failed start every minute from cron: exit 2 at once, naming the key."""
+    not_executable = tmp_path / "agent.py"
+    not_executable.write_text("print('hi')\n")  # mode 0644: forgot chmod +x
+    cases = {
+        tmp_path / "not-installed-yet": "No such file or directory",
+        not_executable: "is not executable (mode 644)",
+        tmp_path: "is not a file",
+    }
+    for program, problem in cases.items():
+        config = write_config(
+            tmp_path / "g.toml",
+            {"state_dir": str(tmp_path / "state")},
+            {"a": {"command": ["/bin/sleep", "100"], **fields(str(program))}},
+        )
+        for args in ((), ("--dry-run",)):
+            done = guardian_check(config, *args)
+            assert done.returncode == 2, done.stderr
+            assert f"{config}: targets.a.{key}: program {program}" in done.stderr
+            assert problem in done.stderr
+        # Only reading it (status) still works: it is how an operator finds out.
+        load(config, acting=False)
+    assert not (tmp_path / "state" / "audit.jsonl").exists()  # nothing was run
+
+
+def as_user(install: Any, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """guardian's command line run by ``user``, from an install every user can run."""
+    return subprocess.run(
+        ["runuser", "-u", user, "--", install.guardian, *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_without_root_what_would_fail_every_run_is_a_config_error_naming_the_key(
+    system_user: str, shared_install: Any, shared_dir: Path
+) -> None:
+    import pwd
+
+    pw = pwd.getpwnam(system_user)
+    mine = shared_dir / "mine"
+    mine.mkdir()
+    os.chown(mine, pw.pw_uid, pw.pw_gid)
+    roots = shared_dir / "roots"  # root's, mode 0755: readable, not writable, by the user
+    roots.mkdir()
+    good = {"state_dir": str(mine / "state")}
+    target = {"command": ["/bin/sleep", f"{os.getpid()}.{system_user}"]}
+    cases = {
+        # No state_dir: the default follows the user's passwd home (/nonexistent for this
+        # system user), never /var/lib (which a user cannot write) nor $HOME.
+        "default": ({}, target, "guardian.state_dir: / is not writable by "
+                    f"{system_user} (to make /nonexistent/.local/state/guardian)"),
+        "state_dir": ({"state_dir": str(roots / "state")}, target,
+                      f"guardian.state_dir: {roots} is not writable by {system_user}"),
+        "audit_log": ({**good, "audit_log": str(roots / "audit.jsonl")}, target,
+                      f"guardian.audit_log: {roots} is not writable by {system_user}"),
+        "pidfile": (good, {**target, "pidfile": str(roots / "a.pid")},
+                    f"targets.a.pidfile: {roots} is not writable by {system_user}"),
+        "output": (good, {**target, "output": str(roots / "a.out")},
+                   f"targets.a.output: {roots} is not writable by {system_user}"),
+        "user": (good, {**target, "user": "root"},
+                 "targets.a.user: 'root' is not guardian's own user"),
+    }  # fmt: skip
+    for name, (top, fields, problem) in cases.items():
+        config = write_config(shared_dir / f"{name}.toml", top, {"a": fields})
+        config.chmod(0o644)
+        for command in (["check", "--dry-run"], ["install", "--dry-run"]):
+            done = as_user(shared_install, system_user, *command, "--config", str(config))
+            assert done.returncode == 2, (name, command, done.stdout, done.stderr)
+            assert done.stderr.startswith(f"guardian: {config}: {problem}"), (name, done.stderr)
+    # And all of it where the user can write: fine (dry-run: it would start the target).
+    config = write_config(shared_dir / "good.toml", good, {"a": target})
+    config.chmod(0o644)
+    done = as_user(shared_install, system_user, "check", "--dry-run", "--config", str(config))
+    assert (done.returncode, done.stderr) == (1, ""), done.stderr
+    assert done.stdout.startswith("a: would start: ")
+    done = as_user(shared_install, system_user, "install", "--dry-run", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert f"check --config {config}" in done.stdout
+    # Its own audit line, in the state folder it made, as the user, where it could.
+    audit = (mine / "state" / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(line)["dry_run"] for line in audit] == [True]
+    assert (mine / "state").stat().st_uid == pw.pw_uid
+    assert not any(roots.iterdir())  # nothing was written where it could not be
+
+
+def test_install_for_another_user_checks_the_config_as_that_user(
+    system_user: str, shared_install: Any, shared_dir: Path
+) -> None:
+    """As root for --user U: what U could not write is found before the line goes in."""
+    config = write_config(
+        shared_dir / "g.toml",
+        {"state_dir": str(shared_dir / "roots-state"), "timeout": "20s"},
+        {"a": {"command": ["/bin/sleep", "100"]}},
+    )
+    config.chmod(0o644)
+    done = subprocess.run(
+        [shared_install.guardian, "install", "--user", system_user, "--config", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"user {system_user} cannot use {config}" in done.stderr
+    assert f"guardian.state_dir: {shared_dir} is not writable by {system_user}" in done.stderr
+    listed = subprocess.run(["crontab", "-u", system_user, "-l"], capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    assert listed.returncode != 0  # no crontab was made for the user
+
+
+def test_dry_run_refuses_places_every_run_would_fail_to_write_as_root_too(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.touch()
+    (tmp_path / "audit-link.jsonl").symlink_to(elsewhere)
+    os.mkfifo(tmp_path / "out.fifo")
+    (tmp_path / "a-file").touch()
+    target = {"command": ["/bin/sleep", "100"], "pidfile": str(tmp_path / "a.pid")}
+    cases = {
+        "audit_log": ({"audit_log": str(tmp_path / "audit-link.jsonl")}, target,
+                      "is a symlink, and guardian never writes through one"),
+        "output": ({}, {**target, "output": str(tmp_path / "out.fifo")},
+                   "is not a regular file"),
+        "state_dir": ({"state_dir": str(tmp_path / "a-file")}, target,
+                      f"{tmp_path / 'a-file'} is not a folder"),
+        "pidfile": ({}, {**target, "pidfile": str(tmp_path / "a-file" / "a.pid")},
+                    f"{tmp_path / 'a-file'} is not a folder"),
+    }  # fmt: skip
+    for key, (top, fields, problem) in cases.items():
+        config = write_config(
+            tmp_path / "g.toml", {"state_dir": str(tmp_path / "state"), **top}, {"a": fields}
+        )
+        done = guardian_check(config, "--dry-run")
+        assert done.returncode == 2, (key, done.stdout, done.stderr)
+        where = "guardian" if key in ("audit_log", "state_dir") else "targets.a"
+        assert done.stderr.startswith(f"guardian: {config}: {where}.{key}: "), done.stderr
+        assert problem in done.stderr
+    assert elsewhere.read_text() == ""  # nothing written through the symlink
