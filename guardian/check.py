@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from guardian import deadline, locking, proc, state
 from guardian.audit import Action, AuditRecord, shorten
@@ -27,6 +27,21 @@ from guardian.run import Interrupted, Run, RunResult
 
 if TYPE_CHECKING:  # launch (and subprocess) is imported only by a run that acts
     from guardian.launch import Launch
+
+
+# What a hook is told (``GUARDIAN_ACTION``), and which hook each event runs.
+HookEvent = Literal["died", "unhealthy", "start_failed", "started", "restarted_unhealthy",
+                    "restarted", "gave_up"]  # fmt: skip
+StartAction = Literal["started", "restarted_unhealthy", "restarted"]
+_HOOK_OF: dict[HookEvent, str] = {
+    "died": "on_failure",
+    "unhealthy": "on_failure",
+    "start_failed": "on_failure",
+    "started": "on_start",
+    "restarted_unhealthy": "on_start",
+    "restarted": "on_start",
+    "gave_up": "on_give_up",
+}
 
 
 def _current(found: Found, *, ready: bool) -> state.Current:
@@ -66,13 +81,17 @@ class Guard:
         # Its record, once the check is done: a time-out or signal that lands after that
         # (before the run writes it) must not replace it.
         self.result: AuditRecord | None = None
+        self.hooks_ran: list[str] = []  # what each hook run for this record did
+        self.output_since = 0  # where the output of this run's start begins in its file
+        self.probed: tuple[str, ...] = ()  # each health probe's result, this run
         run.guard = self
 
     # --- the record ---
 
     def record(self, action: Action, reason: str, **fields: object) -> AuditRecord:
         ms = int((time.monotonic() - self.began) * 1000)
-        known = {"pid": self.pid, "old_pid": self.old_pid}
+        known = {"pid": self.pid, "old_pid": self.old_pid, "hooks": tuple(self.hooks_ran),
+                 "probes": self.probed}  # fmt: skip
         return AuditRecord(
             self.target.name,
             action,
@@ -215,11 +234,19 @@ class Guard:
         return found.via == "scan" or (found.via == "memory" and not self.target.daemonizes)
 
     def _dry_run(self, found: Found | Missing | Unsure) -> AuditRecord:
+        """What a real run would do now, by the same rules, changing nothing."""
         if isinstance(found, Found):
-            return self.record("ok", f"would adopt: {found.evidence}")
+            return self.alive(found, note="not known to guardian yet, would adopt it: ")
         if isinstance(found, Unsure):
             return self.record("error", found.reason)
-        return self.record("would_start", found.reason)
+        t = state.now()
+        verdict = state.decide(state.seen_dead(self.st, t, self.target.restart), t,
+                               self.target.restart)  # fmt: skip
+        if verdict.action != "start":
+            return self.held_back(verdict, found.reason)
+        told = "; would run on_failure (died) first" if self._died() and \
+            self.target.hooks.on_failure else ""  # fmt: skip
+        return self.record("would_start", found.reason + told)
 
     def _act(self) -> AuditRecord:
         """Under the lock: look again (another run may have acted), then adopt or start."""
@@ -237,9 +264,17 @@ class Guard:
         if isinstance(found, Unsure):
             return self.record("error", found.reason)
         t = state.now()
+        died = self._died()
         self.st = state.seen_dead(self.st, t, self.target.restart)
         verdict = state.decide(self.st, t, self.target.restart)
         self.st = verdict.state
+        if died:  # told before any restart: once for each death guardian finds
+            self.save()  # (counted first: a hook cut short must not tell it twice)
+            self.hook(self.target.hooks.on_failure, "died", found.reason, self.old_pid)
+            if self.cut is not None:
+                return self.record("interrupted" if isinstance(self.cut, Interrupted) else
+                                   "timeout", f"{found.reason}; its on_failure hook was cut "
+                                   "short, so it was not started")  # fmt: skip
         if verdict.action != "start":
             self.save()
             if self.save_failed:
@@ -250,6 +285,14 @@ class Guard:
                                   "started all the same")  # fmt: skip
             return self.held_back(verdict, found.reason)
         return self.start("started", found.reason)
+
+    def _died(self) -> bool:
+        """Is this the first run to find dead a target guardian knew running?
+
+        A start that never became ready is not a death: its ``start_failed`` was told.
+        """
+        c = self.st.current
+        return c is not None and c.pid > 0 and c.ready and self.st.dead_since is None
 
     def _adopt(self, found: Found) -> AuditRecord:
         """Found running without its pidfile: remember it (so that it is found, probed and
@@ -275,30 +318,45 @@ class Guard:
         action: Action = "adopted" if adopted is not None else "ok"
         evidence = adopted if adopted is not None else f"running: {note}{found.evidence}"
         health = self.target.health
-        if health.any and not self.run.dry_run:
+        if health.any:
             from guardian import probes
 
-            failed = probes.run(health, env=dict(self.target.env), remaining=self.run.remaining(),
-                                step=self.run.step)  # fmt: skip
+            results = probes.run_all(health, env=self.env(), remaining=self.run.remaining(),
+                                     step=self.run.step)  # fmt: skip
+            self.probed = tuple(map(str, results))
+            failed = [f"{r.probe}: {r.detail}" for r in results if not r.ok]
             if not proc.is_alive(found.pid, found.start_ticks):
+                if self.run.dry_run:
+                    return self.record("would_start", f"pid {found.pid} died while it was "
+                                       "probed")  # fmt: skip
                 # It died while it was probed: what a dead target gets, under the lock.
                 self.save()  # when it was last seen alive, for what it left behind
                 return self.locked(self._act)
             if failed:
                 self.st = self.st._replace(probe_failures=self.st.probe_failures + 1)
-                details = tuple(map(str, failed))
-                why = f"{'; '.join(details)} ({self.st.probe_failures} of {health.failures} " \
+                why = f"{'; '.join(failed)} ({self.st.probe_failures} of {health.failures} " \
                       "failing runs)"  # fmt: skip
+                if self.run.dry_run:
+                    then = "would restart it" if self.st.probe_failures >= health.failures else \
+                        "not restarted yet"  # fmt: skip
+                    return self.record("unhealthy", f"{evidence}; {why}: {then}")
                 if self.st.probe_failures < health.failures:
                     self.save()
-                    return self.record("unhealthy", why, probes=details)
+                    return self.record("unhealthy", why)
                 self.save()
-                return self.locked(lambda: self._restart_unhealthy(found, why, details))
+                return self.locked(lambda: self._restart_unhealthy(found, why))
             self.st = self.st._replace(probe_failures=0)
         self.save()
         return self.record(action, evidence)
 
-    def _restart_unhealthy(self, found: Found, why: str, details: tuple[str, ...]) -> AuditRecord:
+    def env(self) -> dict[str, str]:
+        """The environment of its probes and hooks: the target's, with guardian's own
+        ``HOME``, ``USER`` and ``LOGNAME`` unless the config sets them."""
+        from guardian.config import own_identity
+
+        return {**own_identity(), **self.target.env}
+
+    def _restart_unhealthy(self, found: Found, why: str) -> AuditRecord:
         """Under the lock: the same process still there and still failing: stop it, start anew."""
         self.load(again=True)
         again = self.discover()
@@ -318,20 +376,28 @@ class Guard:
             self.save()
             return self.held_back(verdict, f"unhealthy: {why}")
         self.old_pid = found.pid
+        # Told before the restart, while the failing process can still be looked at.
+        self.hook(self.target.hooks.on_failure, "unhealthy", why, found.pid)
+        if self.cut is not None:
+            return self.record("interrupted" if isinstance(self.cut, Interrupted) else "timeout",
+                               f"unhealthy: {why}; its on_failure hook was cut short, so it "
+                               "was not restarted")  # fmt: skip
         gone, how = self.stop(found)
         if not gone:
-            return self.record("error", f"unhealthy: {why}; {how}; not starting another copy",
-                               probes=details)  # fmt: skip
+            return self.record("error", f"unhealthy: {why}; {how}; not starting another copy")
         return self.start("restarted_unhealthy", f"unhealthy: {why}; {how}")
 
     def held_back(self, verdict: state.Verdict, found: str) -> AuditRecord:
         next_try = _wall(verdict.next_try)
+        would = "would wait: " if self.run.dry_run else ""
         if verdict.action == "gave_up":
-            text = f"{found}; {verdict.reason}: not starting it again before {next_try}"
-            hooks = self.hook(self.target.hooks.on_give_up, "gave_up", text, None)
-            return self.record("gave_up", text, next_try=next_try, hooks=hooks)
+            text = f"{would}{found}; {verdict.reason}: not starting it again before {next_try}"
+            self.hook(self.target.hooks.on_give_up, "gave_up", text, None)
+            return self.record("gave_up", text, next_try=next_try)
         return self.record(
-            "backoff", f"{found}; {verdict.reason}; next try at {next_try}", next_try=next_try
+            "backoff",
+            f"{would}{found}; {verdict.reason}; next try at {next_try}",
+            next_try=next_try,
         )
 
     # --- acting: stop, leftovers, start ---
@@ -396,7 +462,7 @@ class Guard:
 
     def start(
         self,
-        action: Action,
+        action: StartAction,
         reason: str,
         *,
         counts: bool = True,
@@ -413,8 +479,8 @@ class Guard:
         try:
             launch = self._spawn(counts)
         except LaunchError as e:
-            hooks = self.hook(self.target.hooks.on_failure, "start_failed", str(e), None)
-            return self.record("start_failed", reason, error=str(e), orphans=orphans, hooks=hooks)
+            self.hook(self.target.hooks.on_failure, "start_failed", str(e), None)
+            return self.record("start_failed", reason, error=str(e), orphans=orphans)
         error = self._write_pidfile(launch.proc.pid)
         try:
             self.run.step(f"waiting for pid {launch.proc.pid} to become ready")
@@ -428,15 +494,16 @@ class Guard:
         self.st = self.st._replace(current=_current(found, ready=True))
         self.save()
         text = f"{reason}; ready after {ready.seconds:.1f}s"
-        hooks = self.hook(self.target.hooks.on_start, action, text, found.pid)
-        return self.record(action, text, error=error, orphans=orphans, hooks=hooks)
+        self.hook(self.target.hooks.on_start, action, text, found.pid)
+        return self.record(action, text, error=error, orphans=orphans)
 
     def _spawn(self, counts: bool) -> Launch:
         """Spawn the target and record it in one step: a SIGTERM or a time-out waits for
         the state write, so the next run always knows what this one started."""
-        from guardian.launch import Launch, spawn
+        from guardian.launch import Launch, output_size, spawn
 
         self.run.step("starting it")
+        self.output_since = output_size(self.target.output)
         warnings: list[str] = []
         t = state.now()
         try:
@@ -486,23 +553,26 @@ class Guard:
         self.run.step(f"ending pid {pid}, which did not become ready")
         self.end_launch(wait=2.0)
         self.save()
-        hooks = self.hook(self.target.hooks.on_failure, "start_failed", error, pid)
-        tail_lines = tuple(tail(self.target.output))
+        self.hook(self.target.hooks.on_failure, "start_failed", error, pid)
+        tail_lines = tuple(tail(self.target.output, since=self.output_since))
         return self.record("start_failed", reason, error=error, output_tail=tail_lines,
-                           orphans=orphans, hooks=hooks)  # fmt: skip
+                           orphans=orphans)  # fmt: skip
 
-    def hook(
-        self, argv: tuple[str, ...] | None, action: Action, reason: str, pid: int | None
-    ) -> tuple[str, ...]:
-        """Run a hook after the action it is about; whatever it does is only recorded."""
-        if argv is None:
-            return ()
+    def hook(self, argv: tuple[str, ...] | None, event: HookEvent, reason: str,
+             pid: int | None) -> None:  # fmt: skip
+        """Run a hook (``GUARDIAN_ACTION`` is ``event``); what it did goes into the record.
+
+        Whatever it does is only recorded. A dry run runs no hook (it changes nothing).
+        """
+        if argv is None or self.run.dry_run:
+            return
         from guardian.commands import run_command
 
+        hook = _HOOK_OF[event]
         env = {
-            **self.target.env,
+            **self.env(),
             "GUARDIAN_TARGET": self.target.name,
-            "GUARDIAN_ACTION": action,
+            "GUARDIAN_ACTION": event,
             "GUARDIAN_REASON": shorten(reason),  # the kernel limits what exec passes
             "GUARDIAN_PID": "" if pid is None else str(pid),
         }
@@ -517,12 +587,16 @@ class Guard:
             self.cut = cut
             why = "guardian's time ran out" if isinstance(cut, RunTimeout) else (
                 f"guardian got {signal.Signals(cut.signum).name}")  # fmt: skip
-            return (f"{argv[0]}: cut short ({why}); killed",)
+            self.hooks_ran.append(f"{hook} ({event}): {argv[0]}: cut short ({why}); killed")
+            return
         if result.status is None:
-            return (f"{argv[0]}: still running after {limit:g}s; killed",)
-        last = f": {result.output[-1]}" if result.output and result.status else ""
-        lingering = "; something it started still holds its output" if result.lingering else ""
-        return (f"{argv[0]}: exited {result.status}{last}{lingering}",)
+            what = f"still running after {limit:g}s; killed"
+        else:
+            last = f": {result.output[-1]}" if result.output and result.status else ""
+            lingering = "; something it started still holds its output" if result.lingering \
+                else ""  # fmt: skip
+            what = f"exited {result.status}{last}{lingering}"
+        self.hooks_ran.append(f"{hook} ({event}): {argv[0]}: {what}")
 
     # --- by hand ---
 

@@ -40,19 +40,35 @@ class Failure:
         return f"{self.probe}: {self.detail}"
 
 
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One probe's answer: passed or not, what it saw, and how long it took."""
+
+    probe: str
+    ok: bool
+    detail: str
+    seconds: float
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "FAILED"
+        return f"{self.probe}: {verdict}: {self.detail} ({self.seconds * 1000:.0f} ms)"
+
+
+# What a probe gives back: True and what it saw, or False and what went wrong.
+Answer = tuple[bool, str]
+
+
 def _left(deadline: float) -> float:
     """What is left before ``deadline``, as a socket time-out (0 would mean non-blocking)."""
     return max(0.001, deadline - time.monotonic())
 
 
-def _heartbeat(path: Path, max_age: float) -> str | None:
+def _heartbeat(path: Path, max_age: float) -> Answer:
     try:
         age = time.time() - os.stat(path).st_mtime
     except OSError as e:
-        return f"{path}: {e.strerror}"
-    if age > max_age:
-        return f"{path} is {age:.0f}s old (max_age {max_age:g}s)"
-    return None
+        return False, f"{path}: {e.strerror}"
+    return age <= max_age, f"{path} is {age:.0f}s old (max_age {max_age:g}s)"
 
 
 def _resolve(host: str, port: int, deadline: float) -> Sequence[_AddressInfo]:
@@ -106,28 +122,29 @@ def _connect(host: str, port: int, deadline: float) -> socket.socket:
     raise error
 
 
-def _tcp(address: tuple[str, int], timeout: float) -> str | None:
+def _tcp(address: tuple[str, int], timeout: float) -> Answer:
+    where = f"connect to {address[0]}:{address[1]}"
     try:
         _connect(*address, time.monotonic() + timeout).close()
     except TimeoutError:
-        return f"connect to {address[0]}:{address[1]}: timed out"
+        return False, f"{where}: timed out"
     except OSError as e:
-        return f"connect to {address[0]}:{address[1]}: {e.strerror or e}"
-    return None
+        return False, f"{where}: {e.strerror or e}"
+    return True, f"{where}: connected"
 
 
-def _unix(path: Path, timeout: float) -> str | None:
+def _unix(path: Path, timeout: float) -> Answer:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)  # one operation: its time-out is the probe's
         try:
             s.connect(str(path))
         except OSError as e:
-            return f"connect to {path}: {e.strerror or e}"
-    return None
+            return False, f"connect to {path}: {e.strerror or e}"
+    return True, f"connect to {path}: connected"
 
 
-def _http(address: str, timeout: float) -> str | None:
-    """GET ``address``; None for a 2xx or 3xx status, else what went wrong.
+def _http(address: str, timeout: float) -> Answer:
+    """GET ``address``: passed for a 2xx or 3xx status.
 
     Only the status line is read: the body (or a server keeping the connection
     open after it) is none of the probe's business.
@@ -136,14 +153,12 @@ def _http(address: str, timeout: float) -> str | None:
     try:
         status = _http_status(urlsplit(address), deadline)
     except TimeoutError:
-        return f"GET {address}: timed out"
+        return False, f"GET {address}: timed out"
     except OSError as e:  # ssl.SSLError too
-        return f"GET {address}: {e.strerror or e}"
+        return False, f"GET {address}: {e.strerror or e}"
     except ValueError as e:  # a bad port: config refuses it, but Health(...) takes any string
-        return f"GET {address}: {e}"
-    if not 200 <= status < 400:
-        return f"GET {address}: status {status}"
-    return None
+        return False, f"GET {address}: {e}"
+    return 200 <= status < 400, f"GET {address}: status {status}"
 
 
 def _http_status(url: SplitResult, deadline: float) -> int:
@@ -195,16 +210,14 @@ def _status_line(sock: socket.socket, deadline: float) -> bytes:
     return data.split(b"\n", 1)[0].removesuffix(b"\r")
 
 
-def _command(argv: tuple[str, ...], timeout: float, env: dict[str, str]) -> str | None:
+def _command(argv: tuple[str, ...], timeout: float, env: dict[str, str]) -> Answer:
     from guardian.commands import run_command
 
     result = run_command(argv, timeout=timeout, env=env)
     if result.status is None:
-        return f"{argv[0]} gave no answer within {timeout:g}s"
-    if result.status != 0:
-        last = f": {result.output[-1]}" if result.output else ""
-        return f"{argv[0]} exited {result.status}{last}"
-    return None
+        return False, f"{argv[0]} gave no answer within {timeout:g}s"
+    last = f": {result.output[-1]}" if result.output else ""
+    return result.status == 0, f"{argv[0]} exited {result.status}{last}"
 
 
 def run(
@@ -214,12 +227,24 @@ def run(
     remaining: float,
     step: Callable[[str], None] = lambda doing: None,
 ) -> list[Failure]:
+    """The probes that failed (of ``run_all``)."""
+    results = run_all(health, env=env, remaining=remaining, step=step)
+    return [Failure(r.probe, r.detail) for r in results if not r.ok]
+
+
+def run_all(
+    health: Health,
+    *,
+    env: dict[str, str],
+    remaining: float,
+    step: Callable[[str], None] = lambda doing: None,
+) -> list[Result]:
     """Every configured probe, each within ``health.timeout``, all within ``remaining``.
 
     ``step`` is told which probe runs, for the record of a run cut short.
     """
     end = time.monotonic() + remaining
-    checks: list[tuple[str, Callable[[float], str | None]]] = []
+    checks: list[tuple[str, Callable[[float], Answer]]] = []
     if (path := health.heartbeat_file) is not None:
         checks.append(("heartbeat_file", lambda _: _heartbeat(path, health.max_age)))
     if (address := health.tcp) is not None:
@@ -230,13 +255,14 @@ def run(
         checks.append(("http", lambda timeout: _http(url, timeout)))
     if (argv := health.command) is not None:
         checks.append(("command", lambda timeout: _command(argv, timeout, env)))
-    failures = []
+    results = []
     for name, probe in checks:
-        left = end - time.monotonic()
+        began = time.monotonic()
+        left = end - began
         if left < MIN_PROBE_TIME:
-            failures.append(Failure(name, "not run: no time left"))
+            results.append(Result(name, False, "not run: no time left", 0.0))
         else:
             step(f"probing its health ({name})")
-            if (detail := probe(min(health.timeout, left))) is not None:
-                failures.append(Failure(name, detail))
-    return failures
+            ok, detail = probe(min(health.timeout, left))
+            results.append(Result(name, ok, detail, time.monotonic() - began))
+    return results

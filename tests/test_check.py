@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -88,7 +89,19 @@ def test_target_gets_devnull_output_file_cwd_env_and_no_other_descriptors(g: Gua
     assert env["GREETING"] == "hello"
     assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     assert "PYTEST_CURRENT_TEST" not in env  # cron's environment is not leaked, nor ours
+    # No `user`: guardian's own user's HOME, USER and LOGNAME, as a login would set them
+    # (from the password database, whatever HOME the caller had).
+    me = pwd.getpwuid(os.geteuid())
+    assert (env["HOME"], env["USER"], env["LOGNAME"]) == (me.pw_dir, me.pw_name, me.pw_name)
     wait_for(lambda: "starting" in (g.tmp / "agent.out").read_text(), what="output")
+
+
+def test_home_user_and_logname_set_in_the_config_win(g: Guardian) -> None:
+    g.configure(env={"HOME": str(g.tmp), "USER": "agent", "LOGNAME": "agent"})
+    assert g.check(env={**os.environ, "HOME": "/elsewhere"}).rc == 0
+    environ = Path(f"/proc/{g.pid()}/environ").read_bytes().split(b"\0")
+    for item in (f"HOME={g.tmp}", "USER=agent", "LOGNAME=agent"):
+        assert item.encode() in environ
 
 
 def test_pidfile_naming_an_unrelated_process_leaves_it_untouched(g: Guardian) -> None:
@@ -226,6 +239,14 @@ def test_target_that_exits_at_once_is_start_failed_with_its_output(g: Guardian) 
     assert record["action"] == "start_failed"
     assert "exited with status 3" in record["error"]
     assert "agent: failing on purpose" in record["output_tail"]
+    first = record["output_tail"]
+    # The next failed start's tail is its own output, not the last start's again.
+    assert g.check().rc == 1
+    again = g.audit()[-1]["output_tail"]
+    assert first[0] != again[0]  # "agent PID starting": two starts, two pids
+    assert [len(first), len(again)] == [2, 2]
+    output = (g.state / "agent.out").read_text().splitlines()
+    assert output == first + again  # both are in the file
 
 
 def test_target_that_never_becomes_ready_is_ended_within_start_timeout(g: Guardian) -> None:
@@ -335,7 +356,6 @@ def test_only_selected_targets_are_checked(g: Guardian) -> None:
 def test_target_runs_as_the_configured_user(
     system_user: str, shared_dir: Path, g: Guardian
 ) -> None:
-    import pwd
     import shutil
 
     # The target's interpreter and script must be readable by that user: where
@@ -364,14 +384,18 @@ def test_target_runs_as_the_configured_user(
 
 
 def test_program_that_cannot_be_executed_is_start_failed_with_the_reason(g: Guardian) -> None:
-    missing = g.tmp / "not-installed-yet"
-    g.configure(command=[str(missing), "--serve"])
+    # The program is there and executable (a missing one is a config error, exit 2), but
+    # the kernel cannot run it: its #! interpreter is missing (removed by an upgrade, say).
+    script = g.tmp / "agent.sh"
+    script.write_text(f"#!{g.tmp}/no-such-interpreter\n")
+    script.chmod(0o755)
+    g.configure(command=[str(script), "--serve"])
     result = g.check()
     assert result.rc == 1
     record = g.audit()[-1]
     assert record["action"] == "start_failed"
-    assert record["error"] == f"cannot start {missing}: No such file or directory"
-    assert f"start failed: cannot start {missing}" in result.stderr
+    assert record["error"] == f"cannot start {script}: No such file or directory"
+    assert f"start failed: cannot start {script}" in result.stderr
 
 
 def test_daemon_without_its_pidfile_is_adopted_and_its_pidfile_left_alone(g: Guardian) -> None:
@@ -387,3 +411,110 @@ def test_daemon_without_its_pidfile_is_adopted_and_its_pidfile_left_alone(g: Gua
     assert "found before, is still the target" in g.audit()[-1]["reason"]
     assert not pidfile.exists()  # the target's own file: guardian does not write it
     assert [m.pid for m in g.matches()] == [pid]
+
+
+def state_bytes(g: Guardian) -> bytes:
+    return (g.state / "state" / "agent.json").read_bytes()
+
+
+def test_dry_run_during_backoff_says_when_the_next_try_is(g: Guardian) -> None:
+    g.configure("--die-after", "0.3", start_grace="0.1s",
+                restart={"backoff": "1h", "max_backoff": "1h", "min_uptime": "1m"})  # fmt: skip
+    assert g.check().rc == 0
+    wait_for(lambda: not g.matches(), what="the agent to die")
+    assert g.check().rc == 0  # the first restart is never delayed
+    wait_for(lambda: not g.matches(), what="the agent to die again")
+    # Dying young twice in a row: a real run would wait an hour. So says the dry run.
+    before = state_bytes(g)
+    dry = g.check("--dry-run")
+    assert dry.rc == 1
+    (line,) = dry.stdout.splitlines()
+    assert line.startswith("agent: backoff: would wait: pidfile names pid ")
+    assert "died young 2 times in a row; waiting 3600s; next try at 20" in line
+    assert "would start" not in line
+    assert not g.matches()  # nothing started
+    assert state_bytes(g) == before  # nothing written
+    assert g.check().rc == 1
+    real = g.audit()[-1]
+    assert real["action"] == "backoff"
+    assert real["next_try"] == g.audit()[-2]["next_try"]  # the dry run's time, to the second
+
+
+def test_dry_run_says_it_would_give_up_and_then_that_it_gave_up(g: Guardian) -> None:
+    g.configure("--exit", "3", restart={"burst": 2, "window": "1h", "backoff": "0s"})
+    assert [g.check().rc for _ in range(2)] == [1, 1]
+    dry = g.check("--dry-run")
+    assert dry.stdout.startswith("agent: gave_up: would wait: ")
+    assert "started 2 times in 3600s (burst 2): not starting it again before " in dry.stdout
+    assert g.actions()[-1] == "gave_up"
+    assert g.audit()[-1]["dry_run"]
+    assert g.check().rc == 1
+    assert g.audit()[-1]["action"] == "gave_up"  # the dry run changed nothing
+    dry = g.check("--dry-run")
+    assert dry.stdout.startswith("agent: backoff: would wait: ")
+    assert "gave up on it earlier; waiting out the window; next try at " in dry.stdout
+
+
+def test_dry_run_runs_the_probes_and_says_what_they_found(g: Guardian) -> None:
+    flag = g.tmp / "healthy"
+    flag.touch()
+    g.configure(health={"command": ["/usr/bin/test", "-e", str(flag)], "failures": 2})
+    assert g.check().rc == 0
+    pid = g.pid()
+    dry = g.check("--dry-run")
+    assert dry.rc == 0, dry.stdout
+    assert dry.stdout.splitlines()[0].startswith("agent: ok: running: pidfile names pid ")
+    assert dry.stdout.splitlines()[1].startswith("agent: probe command: ok: /usr/bin/test exited 0")
+    flag.unlink()
+    before = state_bytes(g)
+    for _ in range(2):  # read-only: a dry run never counts a failing run
+        dry = g.check("--dry-run")
+        assert dry.rc == 1
+        first, probe = dry.stdout.splitlines()
+        assert first.startswith("agent: unhealthy: running: pidfile names pid ")
+        assert first.endswith("command: /usr/bin/test exited 1 (1 of 2 failing runs): "
+                              "not restarted yet")  # fmt: skip
+        assert probe.startswith("agent: probe command: FAILED: /usr/bin/test exited 1 (")
+    assert state_bytes(g) == before
+    assert g.check().rc == 1  # the real run counts it
+    dry = g.check("--dry-run")
+    assert dry.stdout.splitlines()[0].endswith("(2 of 2 failing runs): would restart it")
+    assert g.pid() == pid  # and nothing was restarted
+    assert alive(pid)
+
+
+def test_verbose_lists_each_probe_and_its_result(g: Guardian) -> None:
+    beat = g.tmp / "beat"
+    beat.touch()
+    g.configure(health={"command": ["/bin/true"], "heartbeat_file": str(beat)})
+    assert g.check().rc == 0
+    quiet = g.check()
+    assert (quiet.rc, quiet.stderr) == (0, "")  # all well: nothing said
+    loud = g.check("-v")
+    lines = loud.stderr.splitlines()
+    assert lines[0].startswith("guardian: agent: ok: running: pidfile names pid ")
+    assert lines[1].startswith(f"guardian: agent: probe heartbeat_file: ok: {beat} is ")
+    assert "s old (max_age 30s) (" in lines[1]
+    assert lines[2].startswith("guardian: agent: probe command: ok: /bin/true exited 0 (")
+    assert g.audit()[-1]["probes"] == [line.split(" probe ", 1)[1] for line in lines[1:]]
+
+
+def test_a_removed_program_is_a_config_error_to_check_but_can_still_be_stopped(
+    g: Guardian,
+) -> None:
+    """An upgrade removed the program under a running target: check says so at once (exit
+    2, no failed start every minute), and `guardian stop` still stops what runs."""
+    link = g.tmp / "python"
+    link.symlink_to(sys.executable)
+    g.configure(command=[str(link), *g.agent()[1:]])
+    assert g.check().rc == 0
+    pid = g.pid()
+    link.unlink()
+    result = g.check()
+    assert result.rc == 2
+    assert f"targets.agent.command: program {link}: No such file or directory" in result.stderr
+    assert alive(pid)  # nothing was done to it
+    stopped = g.run("stop", "agent")
+    assert stopped.rc == 0, stopped.stderr
+    assert g.audit()[-1]["action"] == "stopped"
+    wait_for(lambda: not alive(pid), what="the target to stop")

@@ -400,8 +400,12 @@ def test_trickling_and_flooding_probes_fail_at_their_timeout_in_bounded_memory(
     assert peak_kib < 100 * 1024  # a flood that was kept whole would be gigabytes
     record = g.audit()[-2]
     assert record["action"] == "unhealthy"
-    assert record["probes"][0] == f"http: GET http://127.0.0.1:{port}/: timed out"
-    assert record["probes"][1] == "command: /usr/bin/yes gave no answer within 1s"
+    assert record["probes"][0].startswith(
+        f"http: FAILED: GET http://127.0.0.1:{port}/: timed out ("
+    )
+    assert record["probes"][1].startswith(
+        "command: FAILED: /usr/bin/yes gave no answer within 1s ("
+    )
     assert g.audit()[-1]["action"] == "ok"  # and the next target was checked
     assert h.bystander.poll() is None
 
@@ -421,7 +425,7 @@ def test_hook_that_leaves_a_daemon_holding_its_output_does_not_hold_the_run(h: H
     assert result.rc == 0, result.stderr
     assert result.seconds < 5  # not the hook's 20 s
     assert g.audit()[-1]["hooks"] == [
-        f"{hook}: exited 0; something it started still holds its output"
+        f"on_start (started): {hook}: exited 0; something it started still holds its output"
     ]
     assert alive(pid)  # whatever a hook does is only recorded
 
@@ -509,7 +513,8 @@ def test_sigterm_during_a_hook_keeps_the_actions_record(h: Hostile, hook: str) -
     assert run.returncode == 128 + signal.SIGTERM
     record = g.audit()[-1]
     assert record["action"] == action  # what happened is recorded, not lost to the signal
-    assert record["hooks"] == ["/bin/sleep: cut short (guardian got SIGTERM); killed"]
+    hook = "on_give_up (gave_up)" if action == "gave_up" else "on_start (started)"
+    assert record["hooks"] == [f"{hook}: /bin/sleep: cut short (guardian got SIGTERM); killed"]
     assert f"{'gave up' if action == 'gave_up' else 'started'}" in err.replace("_", " ")
 
 

@@ -42,7 +42,7 @@ def test_crash_loop_is_spaced_out_then_given_up_and_hook_told(g: Guardian) -> No
     env = dict(line.split("=", 1) for line in gave_up.read_text().splitlines())
     assert env["GUARDIAN_TARGET"] == "agent"
     assert env["GUARDIAN_ACTION"] == "gave_up"
-    assert records[3]["hooks"] == [f"{g.tmp / 'page'}: exited 0"]
+    assert records[3]["hooks"] == [f"on_give_up (gave_up): {g.tmp / 'page'}: exited 0"]
     # By hand: reset, and it is tried again at once.
     assert g.run("reset", "agent").rc == 0
     assert g.check().rc == 1
@@ -82,7 +82,7 @@ def test_stale_heartbeat_restarts_after_failures_runs(g: Guardian) -> None:
     one = g.check()
     assert one.rc == 1
     assert "unhealthy" in one.stderr
-    assert g.audit()[-1]["probes"][0].startswith(f"heartbeat_file: {beat} is 3600s old")
+    assert g.audit()[-1]["probes"][0].startswith(f"heartbeat_file: FAILED: {beat} is 3600s old")
     assert alive(first)  # one failing run is not enough
     two = g.check()
     g.track()
@@ -106,9 +106,11 @@ def test_probes_that_hang_or_fail_are_time_boxed(g: Guardian) -> None:
     assert result.rc == 1
     assert result.seconds < 10
     probes = g.audit()[-1]["probes"]
-    assert probes[0].startswith("tcp: connect to 127.0.0.1:1:")
-    assert probes[1] == f"unix: connect to {g.tmp / 'no.sock'}: No such file or directory"
-    assert probes[2] == "command: /bin/sleep gave no answer within 1s"
+    assert probes[0].startswith("tcp: FAILED: connect to 127.0.0.1:1:")
+    assert probes[1].startswith(
+        f"unix: FAILED: connect to {g.tmp / 'no.sock'}: No such file or directory ("
+    )
+    assert probes[2].startswith("command: FAILED: /bin/sleep gave no answer within 1s (")
 
 
 def test_stop_escalates_to_sigkill_and_checks_identity(g: Guardian) -> None:
@@ -179,7 +181,12 @@ def test_hooks_run_after_a_start_and_a_hanging_hook_does_not_block(g: Guardian) 
     failed = g.check()
     assert failed.rc == 1
     assert failed.seconds < 10
-    assert g.audit()[-1]["hooks"] == [f"{g.tmp / 'hang'}: still running after 1s; killed"]
+    # on_failure runs twice: for the death it found (before the restart), and for the
+    # start that failed; each hangs, and each is killed at hook_timeout.
+    assert g.audit()[-1]["hooks"] == [
+        f"on_failure ({event}): {g.tmp / 'hang'}: still running after 1s; killed"
+        for event in ("died", "start_failed")
+    ]
 
 
 def test_sigterm_mid_start_records_interrupted_and_the_target_stays(g: Guardian) -> None:

@@ -1,0 +1,142 @@
+"""Hooks mean what their names say: each one's trigger, its order, and how often it fires."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from conftest import Guardian, alive, wait_for
+
+# Each hook appends one line: the hook, GUARDIAN_ACTION, GUARDIAN_PID, that pid's state
+# letter while the hook ran (S running or sleeping, Z zombie, - gone), and the pid the
+# target's pidfile named then.
+TELL = """#!/bin/sh
+state=$(awk '/^State:/ {print $2}' "/proc/${GUARDIAN_PID:-0}/status" 2>/dev/null)
+named=$(cat "$(dirname "$0")/agent.pid" 2>/dev/null)
+echo "$0 $GUARDIAN_ACTION ${GUARDIAN_PID:--} ${state:--} ${named:--}" >> "$(dirname "$0")/told"
+"""
+
+
+def hooks(g: Guardian) -> dict[str, list[str]]:
+    """The three hooks as scripts that tell ``told``; their config."""
+    for name in ("on_start", "on_failure", "on_give_up"):
+        script = g.tmp / name
+        script.write_text(TELL)
+        script.chmod(0o755)
+    return {name: [str(g.tmp / name)] for name in ("on_start", "on_failure", "on_give_up")}
+
+
+def told(g: Guardian) -> list[list[str]]:
+    """Each hook run so far: [hook, action, pid, its state, the pid the pidfile named]."""
+    path = g.tmp / "told"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [[Path(w[0]).name, *w[1:]] for w in (line.split() for line in lines)]
+
+
+def kill_target(g: Guardian) -> int:
+    pid = g.pid()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not g.matches(), what="the target to die")
+    return pid
+
+
+def test_a_death_tells_on_failure_before_the_restart_then_on_start(g: Guardian) -> None:
+    g.configure(**hooks(g))
+    assert g.check().rc == 0
+    first = g.pid()
+    assert told(g) == [["on_start", "started", str(first), "S", str(first)]]
+    assert g.check().rc == 0  # healthy: no hook
+    old = kill_target(g)
+    result = g.check()
+    assert result.rc == 0, result.stderr
+    new = g.pid()
+    # on_failure ran first, while no new copy had been started (the pidfile still named
+    # the dead one, a zombie here or gone); then on_start with the new pid.
+    (died, started) = told(g)[1:]
+    assert died[:3] == ["on_failure", "died", str(old)]
+    assert died[3] in ("Z", "-")
+    assert died[4] == str(old)
+    assert started == ["on_start", "started", str(new), "S", str(new)]
+    record = g.audit()[-1]
+    assert record["action"] == "started"
+    assert [h.split(":")[0] for h in record["hooks"]] == ["on_failure (died)", "on_start (started)"]
+    assert f"agent: hook on_failure (died): {g.tmp / 'on_failure'}: exited 0" in result.stderr
+
+
+def test_a_death_is_told_once_however_many_runs_wait_out_its_backoff(g: Guardian) -> None:
+    g.configure("--die-after", "0.5", start_grace="0.1s",
+                restart={"backoff": "1h", "max_backoff": "1h", "min_uptime": "1m"},
+                **hooks(g))  # fmt: skip
+    assert g.check().rc == 0
+    wait_for(lambda: not g.matches(), what="the target to die")
+    assert g.check().rc == 0  # the first restart is never delayed
+    wait_for(lambda: not g.matches(), what="the target to die again")
+    for _ in range(3):
+        assert g.check().rc == 1
+    assert g.actions()[-3:] == ["backoff"] * 3
+    assert [(h, action) for h, action, *_ in told(g)] == [
+        ("on_start", "started"),
+        ("on_failure", "died"),
+        ("on_start", "started"),
+        ("on_failure", "died"),  # the second death: told once, on the first backoff run
+    ]
+    backoffs = g.audit()[-3:]
+    assert [len(r.get("hooks", ())) for r in backoffs] == [1, 0, 0]  # empty: left out
+
+
+def test_unhealthy_tells_on_failure_while_the_failing_process_runs_then_on_start(
+    g: Guardian,
+) -> None:
+    g.configure(health={"command": ["/bin/false"], "failures": 2}, **hooks(g))
+    assert g.check().rc == 0
+    old = g.pid()
+    assert g.check().rc == 1  # one failing run: below the threshold, no hook
+    assert g.actions()[-1] == "unhealthy"
+    assert len(told(g)) == 1
+    assert g.check().rc == 0
+    new = g.pid()
+    assert new != old
+    assert told(g)[1:] == [
+        ["on_failure", "unhealthy", str(old), "S", str(old)],  # told before it was stopped
+        ["on_start", "restarted_unhealthy", str(new), "S", str(new)],
+    ]
+    assert g.actions()[-1] == "restarted_unhealthy"
+
+
+def test_a_failed_start_tells_on_failure_and_a_give_up_on_give_up_once(g: Guardian) -> None:
+    g.configure("--exit", "3", restart={"burst": 2, "window": "1h", "backoff": "0s"}, **hooks(g))
+    for _ in range(5):
+        assert g.check().rc == 1
+    assert g.actions() == ["start_failed", "start_failed", "gave_up", "backoff", "backoff"]
+    assert [(h, action) for h, action, *_ in told(g)] == [
+        ("on_failure", "start_failed"),
+        ("on_failure", "start_failed"),
+        ("on_give_up", "gave_up"),
+    ]
+
+
+def test_restart_by_hand_tells_on_start_and_a_stop_by_hand_tells_nothing(g: Guardian) -> None:
+    g.configure(**hooks(g))
+    assert g.check().rc == 0
+    assert g.run("restart", "agent").rc == 0
+    assert told(g)[-1][:2] == ["on_start", "restarted"]
+    count = len(told(g))
+    old = g.pid()
+    assert g.run("stop", "agent").rc == 0
+    assert not alive(old)
+    assert len(told(g)) == count  # a stop by hand is not a failure
+    assert g.check().rc == 0  # and the start after it is an ordinary start
+    assert told(g)[-1][:2] == ["on_start", "started"]
+    assert len(told(g)) == count + 1
+
+
+def test_a_dry_run_runs_no_hook(g: Guardian) -> None:
+    g.configure(**hooks(g))
+    assert g.check().rc == 0
+    kill_target(g)
+    result = g.check("--dry-run")
+    assert result.rc == 1
+    assert "agent: would start: " in result.stdout
+    assert result.stdout.rstrip().endswith("; would run on_failure (died) first")
+    assert len(told(g)) == 1  # only the first start's on_start
