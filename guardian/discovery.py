@@ -162,6 +162,10 @@ class Matcher:
         self._shebang_read = False
         # The process guardian last knew as the target: pid, start ticks, its program.
         self.known: tuple[int, int, str] | None = None
+        # Only looking (status, as a user who is not root): a process whose program the
+        # kernel will not show (another user's) is taken on its command line and user,
+        # and said so. Never for a guardian that acts: it would let `exec -a` through.
+        self.unverified_ok = False
 
     @classmethod
     def for_target(cls, target: Target) -> Matcher:
@@ -307,6 +311,17 @@ def _read_shebang(path: str) -> tuple[str, ...] | None:
     return (interpreter, arg) if arg else (interpreter,)
 
 
+def _program_of(pid: int, where: proc.Stat, matcher: Matcher) -> tuple[str | None, bool]:
+    """/proc/PID/exe; and whether it went unverified (only looking, and the kernel
+    would not say: the Found then has no ``exe``)."""
+    try:
+        return proc.exe(pid, where), False
+    except PermissionError:
+        if not matcher.unverified_ok:
+            raise
+        return None, True
+
+
 def inspect(
     pid: int, matcher: Matcher, *, not_after: float | None = None, own_pidfile: bool = False
 ) -> Found | str | Unsure:
@@ -340,8 +355,8 @@ def inspect(
         if program is None:
             want = list(matcher.want)
             return f"pid {pid}'s command line is {describe(cmdline)}, not {describe(want)}"
-        exe = proc.exe(pid, after)
-        if not matcher.runs(pid, program, after, exe):
+        exe, unverified = _program_of(pid, after, matcher)
+        if not unverified and not matcher.runs(pid, program, after, exe):
             shown = program.removeprefix("env:")
             started_before = not_after is not None and (
                 proc.wall_time(after.start_ticks) <= not_after + START_TOLERANCE

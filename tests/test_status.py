@@ -1,9 +1,14 @@
-"""`guardian status` on real audit logs: huge ones, damaged ones, and the 24-hour window."""
+"""`guardian status`: on real audit logs (huge ones, damaged ones, hostile records, the
+24-hour window), and on real targets, a real supervisord, real state files, a real cron
+daemon and an operator who is not root."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,9 +19,18 @@ from typing import Any
 import pytest
 
 from guardian.config import Config, load
-from guardian.status import HISTORY_BUDGET, gather
+from guardian.cron import Entry
+from guardian.status import HISTORY_BUDGET, DaemonNames, find_cron_daemon, gather, interval_of
 
-from conftest import write_config
+from conftest import (
+    Guardian,
+    Reaper,
+    Result,
+    SharedInstall,
+    wait_for,
+    write_config,
+    write_supervisord_conf,
+)
 
 
 @pytest.fixture
@@ -187,9 +201,10 @@ def test_starts_in_24_hours_and_the_last_record(config: Config) -> None:
     assert (agent.last.action, agent.starts_24h) == ("unhealthy", 3)
     assert (worker.last.action, worker.starts_24h) == ("started", 0)  # its last is 3 days old
     assert (report.unreadable_lines, report.history_truncated) == (0, False)
-    assert "agent: NOT RUNNING: no pidfile at" in report.lines()[0]
-    assert "; last unhealthy at " in report.lines()[0]
-    assert report.lines()[0].endswith("; 3 starts in 24h")
+    lines = report.lines()
+    assert lines[0].startswith("agent: NOT RUNNING: no pidfile at")
+    assert re.fullmatch(r"  last unhealthy at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ; 3 starts in 24h",
+                        lines[1])  # fmt: skip
 
 
 def test_an_audit_log_that_is_a_fifo_is_a_problem_not_a_hang(config_path: Path) -> None:
@@ -204,3 +219,496 @@ def test_an_audit_log_that_is_a_fifo_is_a_problem_not_a_hang(config_path: Path) 
         f"cannot read {config.settings.audit_log}: is a FIFO, not a regular file"
     )
     assert (report["unreadable_lines"], report["history_truncated"]) == (0, False)
+
+
+def test_hostile_records_are_counted_never_believed(config: Config) -> None:
+    """Records with guardian's three string fields but other fields of the wrong type."""
+    good = json.loads(line(timedelta(hours=1), "agent", "start_failed"))
+    hostile = [
+        {**good, "reason": 5},
+        {**good, "dry_run": "no"},
+        {**good, "error": ["not", "a", "string"]},
+        {**good, "output_tail": "one string"},
+        {**good, "output_tail": [1, 2]},
+        {**good, "probes": {"http": 1}},
+        {**good, "next_try": "soon"},
+        {**good, "next_try": 7},
+        {**good, "action": "exploded"},  # no action guardian has
+        {k: v for k, v in good.items() if k != "reason"},
+        {k: v for k, v in good.items() if k != "dry_run"},
+    ]
+    config.settings.audit_log.write_text(
+        line(timedelta(hours=2), "agent", "started")
+        + "".join(json.dumps(r) + "\n" for r in hostile)
+    )
+    report = gather(config, [])
+    assert report.unreadable_lines == len(hostile)
+    agent, _ = report.targets
+    assert agent.last is not None
+    assert (agent.last.action, agent.starts_24h, agent.failed_starts_24h) == ("started", 1, 0)
+    assert agent.last_failure is None
+
+
+def test_the_last_failure_is_current_until_the_target_ran_then_past_for_a_day(
+    config: Config,
+) -> None:
+    tail = [f"line {n}" for n in range(8)]
+    failed = line(timedelta(hours=3), "agent", "start_failed", error="exited with status 3",
+                  output_tail=tail)  # fmt: skip
+    reason = json.loads(failed)["reason"]
+    log = config.settings.audit_log
+    log.write_text(failed)
+    agent = gather(config, []).targets[0]
+    assert agent.last_failure is not None
+    assert agent.last_failure.current  # not running, and has not run since
+    lines = agent.lines()
+    at = next(i for i, text in enumerate(lines) if text.startswith("  last failure at "))
+    assert lines[at].endswith(f"start failed: exited with status 3 ({reason})")
+    assert lines[at + 1 : at + 6] == [f"  | line {n}" for n in range(3, 8)]  # the last five
+    assert "  | line 2" not in lines
+
+    log.write_text(failed + line(timedelta(hours=2), "agent", "started"))
+    agent = gather(config, []).targets[0]
+    assert agent.last_failure is not None
+    assert not agent.last_failure.current  # it ran since: a past failure, one line
+    assert [t for t in agent.lines() if t.startswith("  ") and "failure" in t] == [
+        f"  earlier failure at {agent.last_failure.ts} (it ran since): start failed: "
+        f"exited with status 3 ({reason})"
+    ]
+    assert not any(t.startswith("  |") for t in agent.lines())
+
+    log.write_text(line(timedelta(hours=25), "agent", "start_failed", error="long ago")
+                   + line(timedelta(hours=24, minutes=30), "agent", "started"))  # fmt: skip
+    assert gather(config, []).targets[0].last_failure is None  # past, and more than a day old
+
+
+@pytest.mark.parametrize(
+    ("schedule", "seconds"),
+    [("* * * * *", 60), ("*/1 * * * *", 60), ("*/5 * * * *", 300), ("*/7 * * * *", 420),
+     ("@hourly", 3600), ("0 * * * *", 3600), ("0 */2 * * *", 7200), ("15 */12 * * *", 43200),
+     ("@daily", 86400), ("0 0 * * *", 86400), ("@midnight", 86400),
+     ("@reboot", None), ("5 4 * * 1", None), ("* 3 * * *", None), ("*/0 * * * *", None),
+     ("0 */25 * * *", None), ("0,30 * * * *", None), ("", None)],
+)  # fmt: skip
+def test_the_interval_of_a_schedule(schedule: str, seconds: int | None) -> None:
+    assert interval_of(schedule) == seconds
+
+
+# --- against a real target, a real supervisord, the real cron daemon ---
+
+BIN = Path(sys.executable).parent
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+# A target that exits at once, given up on after its second start.
+GIVE_UP = {"burst": 2, "window": "10m", "backoff": "0s", "min_uptime": "1m"}
+NOWHERE = DaemonNames(frozenset({"/nonexistent/sbin/crond"}), frozenset())
+
+
+def status(g: Guardian, *place: str) -> tuple[Result, dict[str, Any]]:
+    """`guardian status` for a person, and its JSON (no crontab looked at unless ``place``)."""
+    where = list(place) or ["--cron-file", str(g.tmp / "none")]
+    shown = g.run("status", *where)
+    data = g.run("status", "--json", *where)
+    assert data.rc == shown.rc, data.stderr
+    return shown, json.loads(data.stdout)
+
+
+def test_a_failed_start_shows_its_error_and_output_and_counts(g: Guardian) -> None:
+    # A real supervisord whose config has an error: it exits at once, saying why on stderr.
+    conf = write_supervisord_conf(g.tmp / "supervisord.conf", g.tmp)
+    with conf.open("a") as f:
+        f.write("[program:broken]\ncommand=/bin/true\nautostart=maybe\n")
+    g.configure(command=[str(BIN / "supervisord"), "-c", str(conf)], daemonizes=True,
+                pidfile=str(g.tmp / "supervisord.pid"), start_grace="1s",
+                start_timeout="20s")  # fmt: skip
+    for _ in range(2):
+        assert g.check().rc == 1
+    assert g.actions() == ["start_failed", "start_failed"]
+    record = g.audit()[-1]
+    assert any("not a valid boolean value: 'maybe'" in text for text in record["output_tail"])
+
+    shown, data = status(g)
+    assert shown.rc == 1, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("agent: NOT RUNNING: ")
+    at = next(i for i, text in enumerate(lines) if text.startswith("  last failure at "))
+    assert re.fullmatch(rf"  last failure at {ISO}: start failed: {re.escape(record['error'])} "
+                        rf"\({re.escape(record['reason'])}\)", lines[at])  # fmt: skip
+    tail = record["output_tail"][-5:]
+    assert lines[at + 1 : at + 1 + len(tail)] == [f"  | {text}" for text in tail]
+    assert re.search(rf"^  last start_failed at {ISO}; 0 starts, 2 failed starts in 24h$",
+                     shown.stdout, re.MULTILINE)  # fmt: skip
+    (agent,) = data["targets"]
+    failure = agent["last_failure"]
+    assert (failure["current"], failure["error"]) == (True, record["error"])
+    assert failure["output_tail"] == record["output_tail"]
+    assert (agent["starts_24h"], agent["failed_starts_24h"], agent["ok"]) == (0, 2, False)
+    assert data["problems"] == ["agent: not running"]
+
+
+def give_up(g: Guardian) -> dict[str, Any]:
+    """Drive ``g``'s target (it exits at once) into gave_up, and one backoff run after it."""
+    for _ in range(4):
+        assert g.check().rc == 1
+    assert g.actions() == ["start_failed", "start_failed", "gave_up", "backoff"]
+    record: dict[str, Any] = g.audit()[2]
+    return record
+
+
+def gave_up_line(record: dict[str, Any]) -> str:
+    return (f"  gave up at {record['ts'][:19]}Z: started 2 times in 600s (burst 2); "
+            f"next try at {record['next_try']}")  # fmt: skip
+
+
+def test_a_give_up_stays_visible_through_the_backoff_runs_after_it(g: Guardian) -> None:
+    g.configure("--exit", "3", restart=GIVE_UP)
+    assert [g.check().rc for _ in range(2)] == [1, 1]  # two failed starts: the burst is spent
+    shown, data = status(g)
+    assert "  the next run gives up: started 2 times in 600s (burst 2)" in shown.stdout
+    assert data["targets"][0]["gives_up_next"] == "started 2 times in 600s (burst 2)"
+    for _ in range(2):
+        assert g.check().rc == 1
+    assert g.actions() == ["start_failed", "start_failed", "gave_up", "backoff"]
+    record = g.audit()[2]
+    shown, data = status(g)
+    assert shown.rc == 1
+    assert gave_up_line(record) in shown.stdout.splitlines()
+    (agent,) = data["targets"]
+    assert agent["gave_up"] == {
+        "at": record["ts"][:19] + "Z",
+        "next_try": record["next_try"],
+        "reason": "started 2 times in 600s (burst 2)",
+        "source": "state file",
+    }
+    assert (agent["last"]["action"], agent["backoff"]) == ("backoff", None)
+    assert (agent["starts_24h"], agent["failed_starts_24h"]) == (0, 2)
+
+    state_file = g.state / "state" / "agent.json"
+    state_file.chmod(0o666)  # not believed: the log says the same
+    shown, data = status(g)
+    assert gave_up_line(record) in shown.stdout.splitlines()
+    assert data["targets"][0]["gave_up"]["source"] == "audit log"
+    state_file.chmod(0o600)
+
+    assert g.run("reset", "agent").rc == 0  # forgotten: the next check starts it
+    shown, data = status(g)
+    assert "gave up" not in shown.stdout
+    assert data["targets"][0]["gave_up"] is None
+
+
+def test_a_give_up_is_read_from_the_log_by_one_who_cannot_read_the_state_file(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path, reaper: Reaper
+) -> None:
+    # A non-root operator on root's guardian: given the audit log, not the state files.
+    g = Guardian(shared_dir, reaper)
+    g.configure("--exit", "3", restart=GIVE_UP)
+    record = give_up(g)
+    (g.state / "audit.jsonl").chmod(0o644)
+    assert (g.state / "state" / "agent.json").stat().st_mode & 0o777 == 0o600
+
+    def status_as_user(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["runuser", "-u", system_user, "--", shared_install.guardian, "status", *args,
+             "--config", str(g.config_path), "--cron-file", str(shared_dir / "none")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    shown, as_json = status_as_user(), status_as_user("--json")
+    assert shown.returncode == as_json.returncode == 1, shown.stderr + as_json.stderr
+    assert "Traceback" not in shown.stderr + as_json.stderr
+    lines = shown.stdout.splitlines()
+    assert gave_up_line(record) in lines
+    assert [text for text in lines if "state file" in text] == [
+        "state file unreadable for agent (cannot be read (Permission denied)): health, "
+        "backoff and give-up taken from the audit log"
+    ]
+    (agent,) = json.loads(as_json.stdout)["targets"]
+    assert agent["gave_up"]["source"] == "audit log"
+    assert agent["gave_up"]["next_try"] == record["next_try"]
+    assert agent["state_problem"] == "cannot be read (Permission denied)"
+
+    assert g.run("reset", "agent").rc == 0  # as root; the log says so
+    shown, as_json = status_as_user(), status_as_user("--json")
+    assert "gave up" not in shown.stdout
+    assert "  backoff until" not in shown.stdout  # nor the backoff records before the reset
+    (agent,) = json.loads(as_json.stdout)["targets"]
+    assert (agent["gave_up"], agent["backoff"]) == (None, None)
+
+
+def test_a_probe_failing_below_its_threshold_is_unhealthy(g: Guardian) -> None:
+    g.configure(health={"command": ["/bin/false"], "failures": 3})
+    assert g.check().rc == 0  # started
+    assert g.check().rc == 1  # probed: 1 failing run of 3
+    assert g.actions() == ["started", "unhealthy"]
+    (probes,) = g.audit()[-1]["probes"]
+    assert probes.startswith("command: FAILED: /bin/false exited 1 (")
+    shown, data = status(g)
+    assert shown.rc == 1
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"agent: running, UNHEALTHY (probes failing 1 of 3): {probes}"
+    assert re.fullmatch(rf"  pid {g.pid()}, up \d+s", lines[1])
+    (agent,) = data["targets"]
+    assert (agent["running"], agent["health"], agent["ok"]) == (True, "failing", False)
+    assert (agent["probe_failures"], agent["probe_threshold"]) == (1, 3)
+    assert data["problems"] == ["agent: unhealthy (probes failing 1 of 3)"]
+
+    g.configure(health={"command": ["/bin/true"], "failures": 3})
+    assert g.check().rc == 0  # passes now: the count starts again
+    shown, data = status(g)
+    assert shown.rc == 0, shown.stdout
+    assert re.fullmatch(rf"agent: running, healthy, pid {g.pid()}, up \d+s",
+                        shown.stdout.splitlines()[0])  # fmt: skip
+    assert (data["targets"][0]["health"], data["targets"][0]["probe_failures"]) == ("healthy", 0)
+
+
+def test_guardian_overdue_is_a_warning_and_exit_1(g: Guardian, cron_daemon: int) -> None:
+    cron_file = g.tmp / "guardian"
+    installed = g.run("install", "--interval", "1m", "--cron-file", str(cron_file))
+    assert installed.rc == 0, installed.stderr
+    place = ("--cron-file", str(cron_file))
+    _, data = status(g, *place)
+    assert data["problems"] == [
+        "agent: not running",
+        "no run of guardian is in the audit log; cron runs it every 1m",
+    ]
+
+    assert g.check().rc == 0
+    shown, data = status(g, *place)
+    assert shown.rc == 0, shown.stdout
+    assert re.search(rf"^guardian: last ran at {ISO} \(\d+s ago\)$", shown.stdout, re.MULTILINE)
+    assert re.search(rf"^cron: installed in {re.escape(str(cron_file))}: \* \* \* \* \*; "
+                     rf"next run {ISO}$", shown.stdout, re.MULTILINE)  # fmt: skip
+    assert (data["overdue"], data["interval_s"], data["cron_daemon"]["running"]) == (
+        False, 60, True)  # fmt: skip
+
+    # Seventeen minutes without a run: cron (or guardian) has stopped working.
+    when = datetime.now(UTC) - timedelta(minutes=17)
+    stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    log = g.state / "audit.jsonl"
+    log.write_text("".join(json.dumps({**r, "ts": stamp}) + "\n" for r in g.audit()))
+    shown, data = status(g, *place)
+    assert shown.rc == 1
+    warning = (rf"WARNING: guardian last ran 17m( \d+s)? ago, at {stamp[:19]}Z; "
+               "cron runs it every 1m")  # fmt: skip
+    assert re.search(rf"^{warning}$", shown.stdout, re.MULTILINE), shown.stdout
+    assert (data["overdue"], data["last_run"]) == (True, stamp[:19] + "Z")
+    assert data["last_run_age_s"] >= 17 * 60
+    (problem,) = data["problems"]
+    assert re.fullmatch(warning.removeprefix("WARNING: "), problem)
+
+
+def test_the_running_cron_daemon_is_found(cron_daemon: int) -> None:
+    found = find_cron_daemon()
+    assert found.running is True
+    assert cron_daemon in found.pids
+
+
+def test_a_process_that_runs_no_cron_program_is_no_cron_daemon(cron_daemon: int) -> None:
+    found = find_cron_daemon(NOWHERE)  # cron runs, but is not this program
+    assert (found.running, found.pids) == (False, ())
+    assert found.detail == "no process runs /nonexistent/sbin/crond or busybox crond"
+
+
+def test_the_program_decides_not_the_name(g: Guardian) -> None:
+    busybox = g.tmp / "busybox"
+    shutil.copy("/bin/sleep", busybox)
+    crond = g.spawn(["crond", "300"], executable=str(busybox))  # busybox, called as crond
+    impostor = g.spawn(["cron", "300"], executable="/bin/sleep")  # calls itself cron
+    found = find_cron_daemon(DaemonNames(frozenset({"/nonexistent/sbin/cron"}),
+                                         frozenset({"cron", "crond"})))  # fmt: skip
+    assert crond.pid in found.pids
+    assert impostor.pid not in found.pids
+
+
+def test_the_cron_daemon_of_root_is_found_by_name_by_one_who_cannot_see_its_program(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path, cron_daemon: int
+) -> None:
+    # Not root: the kernel will not show root's /proc/PID/exe; cron's name and owner do.
+    script = (
+        "import json, sys; from pathlib import Path\n"
+        "from guardian.status import find_cron_daemon\n"
+        "found = [find_cron_daemon(), find_cron_daemon(proc=Path(sys.argv[1]))]\n"
+        "print(json.dumps([[d.running, d.pids, d.detail] for d in found]))\n"
+    )
+    done = subprocess.run(
+        ["runuser", "-u", system_user, "--", str(shared_install.prefix / "bin" / "python"),
+         "-c", script, str(shared_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (running, pids, _), hidden = json.loads(done.stdout)
+    assert running is True
+    assert cron_daemon in pids
+    # A /proc without pid 1 in it, to one who is not root: hidepid, so it cannot tell.
+    assert hidden == [None, [], f"{shared_dir} hides other users' processes from this user"]
+
+
+def test_a_cron_line_without_a_cron_daemon_is_a_loud_warning(g: Guardian, cron_daemon: int) -> None:
+    cron_file = g.tmp / "guardian"
+    installed = g.run("install", "--interval", "5m", "--cron-file", str(cron_file))
+    assert installed.rc == 0, installed.stderr
+    assert g.check().rc == 0
+    config = load(g.config_path, acting=False)
+    entries = installed_lines(config, cron_file)
+
+    report = gather(config, entries, daemons=NOWHERE)
+    text = "\n".join(report.lines())
+    assert re.search(r"^WARNING: no cron daemon is running \(no process runs "
+                     r"/nonexistent/sbin/crond or busybox crond\): the cron line never fires, "
+                     r"so nothing runs guardian$", text, re.MULTILINE)  # fmt: skip
+    assert not re.search(r"next run \d", text)
+    assert re.search(rf"^cron: installed in .*: \*/5 \* \* \* \*; next run \(if a cron daemon "
+                     rf"ran\) {ISO}$", text, re.MULTILINE)  # fmt: skip
+    assert report.problems == ["no cron daemon runs, so cron never runs guardian"]
+    assert json.loads(json.dumps(report.to_dict()))["cron_daemon"] == {
+        "running": False,
+        "pids": [],
+        "detail": "no process runs /nonexistent/sbin/crond or busybox crond",
+    }
+
+    report = gather(config, entries)  # the real one runs
+    assert report.ok, report.problems
+    assert re.search(rf"; next run {ISO}$", "\n".join(report.lines()), re.MULTILINE)
+
+    assert gather(config, []).cron_daemon is None  # no cron line: no daemon to look for
+
+
+def installed_lines(config: Config, cron_file: Path) -> list[Entry]:
+    from guardian.cron import Place, installed
+
+    return installed(Place(user="root", cron_file=cron_file), config.path)
+
+
+def test_a_young_death_backoff_from_the_state_file_and_from_the_log(g: Guardian) -> None:
+    g.configure("--die-after", "0.5", start_grace="0.1s",
+                restart={"backoff": "1h", "max_backoff": "1h", "min_uptime": "1m"})  # fmt: skip
+    for _ in range(2):
+        assert g.check().rc == 0
+        wait_for(lambda: not g.matches(), what="the agent to die")
+    assert g.check().rc == 1
+    record = g.audit()[-1]
+    assert record["action"] == "backoff"
+    shown, data = status(g)
+    assert shown.rc == 1
+    line = f"  backoff until {record['next_try']}: died young 2 times in a row; waiting 3600s"
+    assert line in shown.stdout.splitlines()
+    (agent,) = data["targets"]
+    assert agent["backoff"]["until"] == record["next_try"]
+    assert (agent["gave_up"], agent["starts_24h"], agent["failed_starts_24h"]) == (None, 2, 0)
+
+    # A state file that is not believed (others could have written it): the log tells.
+    (g.state / "state" / "agent.json").chmod(0o666)
+    shown, data = status(g)
+    assert line in shown.stdout.splitlines()
+    assert data["targets"][0]["state_problem"] == (
+        "is owned by uid 0 with mode 666, so others could have written it"
+    )
+
+
+def test_probe_failures_from_the_log_and_health_that_nothing_tells(g: Guardian) -> None:
+    g.configure(health={"command": ["/bin/false"], "failures": 3})
+    assert g.check().rc == 0
+    assert g.check().rc == 1  # 1 of 3
+    state_file = g.state / "state" / "agent.json"
+    state_file.chmod(0o666)  # not believed: the newest record on its probes tells
+    config = load(g.config_path)
+    (agent,) = gather(config, []).targets
+    assert (agent.health, agent.probe_failures, agent.probe_threshold) == ("failing", 1, 3)
+    assert agent.probes == tuple(g.audit()[-1]["probes"])
+    assert agent.state_problem is not None
+
+    log = g.state / "audit.jsonl"
+    log.write_text(log.read_text().splitlines(keepends=True)[0])  # only "started"
+    (agent,) = gather(config, []).targets
+    assert (agent.health, agent.probe_failures, agent.ok) == ("healthy", 0, True)
+
+    state_file.unlink()
+    log.unlink()  # no state file yet, no record: nothing tells
+    (agent,) = gather(config, []).targets
+    assert (agent.health, agent.probe_failures, agent.ok) == ("unknown", None, True)
+    assert re.fullmatch(rf"agent: running, pid {g.pid()}, up \d+s; health unknown \(no record "
+                        r"of a probe yet\)", agent.lines()[0])  # fmt: skip
+    assert agent.lines()[1] == "  no audit record yet"
+
+
+def fake_process(proc: Path, pid: int, exe: str | None, argv: list[str]) -> None:
+    """An entry of a /proc of the test's own: its exe link and its cmdline."""
+    folder = proc / str(pid)
+    folder.mkdir(parents=True)
+    if exe is not None:
+        (folder / "exe").symlink_to(exe)
+    if argv:
+        (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+
+def test_what_counts_as_a_cron_daemon_in_a_proc_of_its_own(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    fake_process(proc, 10, "/usr/sbin/cron (deleted)", ["/usr/sbin/cron", "-f"])  # upgraded
+    fake_process(proc, 11, "/bin/busybox", ["crond", "-f"])  # busybox as crond
+    fake_process(proc, 12, "/bin/busybox", ["/usr/sbin/crond"])
+    fake_process(proc, 13, "/bin/busybox", ["sh"])  # busybox as something else
+    fake_process(proc, 14, "/usr/bin/sleep", ["cron"])  # calls itself cron
+    fake_process(proc, 15, "/usr/sbin/anacron", ["anacron", "-d"])
+    fake_process(proc, 16, None, [])  # a kernel thread: no program
+    fake_process(proc, 17, "/usr/sbin/crond", [])  # cronie, its argv gone (exiting)
+    (proc / "self").symlink_to("10")
+    found = find_cron_daemon(proc=proc)
+    assert (found.running, sorted(found.pids)) == (True, [10, 11, 12, 17])
+    assert found.detail == "pid " + ", ".join(map(str, found.pids))
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nobody = find_cron_daemon(proc=empty)
+    assert (nobody.running, nobody.pids) == (False, ())
+    unreadable = find_cron_daemon(proc=tmp_path / "missing")
+    assert (unreadable.running, unreadable.pids) == (None, ())
+    assert unreadable.detail == f"cannot read {tmp_path / 'missing'}: No such file or directory"
+
+
+def test_a_cron_daemon_that_cannot_be_told_is_said_not_warned(
+    config: Config, tmp_path: Path
+) -> None:
+    text = "* * * * * root /bin/true # guardian: " + str(config.path) + "\n"
+    cron_file = tmp_path / "guardian"
+    cron_file.write_text(text)
+    report = gather(config, installed_lines(config, cron_file))
+    report = dataclasses.replace(report, cron_daemon=find_cron_daemon(proc=tmp_path / "none"))
+    lines = report.lines()
+    assert any(re.fullmatch(rf"cron: installed in .*; next run \(if a cron daemon runs\) {ISO}",
+                            line) for line in lines)  # fmt: skip
+    assert f"cron: cannot tell whether a cron daemon runs (cannot read {tmp_path / 'none'}: " \
+           "No such file or directory)" in lines  # fmt: skip
+    assert not any(line.startswith("WARNING: no cron daemon") for line in lines)
+    assert report.problems[-1] == "no run of guardian is in the audit log; cron runs it every 1m"
+
+    os.mkfifo(config.settings.audit_log)  # the log unreadable: when it last ran is unknown
+    report = gather(config, installed_lines(config, cron_file))
+    assert report.audit_problem is not None
+    assert report.overdue is None
+    assert not any(line.startswith(("WARNING: guardian", "guardian: last ran"))
+                   for line in report.lines())  # fmt: skip
+
+
+def test_a_user_who_is_not_root_sees_roots_target_running(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path, reaper: Reaper
+) -> None:
+    """Looking, not acting: root's target (no `user`) is the config owner's, and its
+    program, which only root may see, is said to be unverified, not "not running"."""
+    g = Guardian(shared_dir, reaper)
+    g.configure()
+    assert g.check().rc == 0
+    pid = g.pid()
+    (g.state / "audit.jsonl").chmod(0o644)
+    done = subprocess.run(
+        ["runuser", "-u", system_user, "--", shared_install.guardian, "status", "--json",
+         "--config", str(g.config_path), "--cron-file", str(shared_dir / "none")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (agent,) = json.loads(done.stdout)["targets"]
+    assert (agent["running"], agent["pid"]) == (True, pid)
+    assert agent["evidence"].endswith("(its program not verified: only root may see it)")
+    # As root, the same target is verified.
+    (agent,) = json.loads(g.run("status", "--json", "--cron-file", str(shared_dir / "none"))
+                          .stdout)["targets"]  # fmt: skip
+    assert (agent["running"], agent["pid"]) == (True, pid)
+    assert "not verified" not in agent["evidence"]
