@@ -4,20 +4,25 @@
 #   ./install.sh                       a checkout-local .venv to try it out; touches no crontab
 #   ./install.sh --dev                 the same, plus what the tests need
 #   ./install.sh --interval 1m         ... and a crontab line for --config (default etc/demo.toml)
-#   ./install.sh --prefix /opt/guardian [--config PATH] [--interval 1m] [--no-cron]
-#                                      a system install: the virtualenv in DIR; the example
-#                                      config copied to PATH (default /etc/guardian/guardian.toml)
-#                                      only if there is none; a crontab line unless --no-cron
+#   ./install.sh --prefix DIR [--config PATH] [--interval 1m] [--no-cron]
+#                                      an install for cron: the virtualenv in DIR, and a config:
+#                                      as root, /etc/guardian/guardian.toml (from etc/guardian.toml);
+#                                      as another user, ~/.config/guardian/guardian.toml (from
+#                                      etc/guardian-user.toml, ~ being the passwd home folder).
+#                                      An example it has just copied is checked but never
+#                                      scheduled: it says how to, once edited. An existing config
+#                                      is checked, and scheduled in this user's crontab only if it
+#                                      loads cleanly (--no-cron: never).
 #
 # PYTHON=/path/to/python3 picks the interpreter (3.11 or newer).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-prefix="" config="" interval="" cron=yes extras="" editable=""
+prefix="" config="" interval="" cron=yes extras="" editable="" fresh=no
 
 say() { echo "install.sh: $*"; }
 die() { echo "install.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,13s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,18s/^# \{0,1\}//p' "$0"; }
 need() { [ $# -ge 2 ] || { echo "install.sh: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -64,29 +69,79 @@ else
     prefix="$here/.venv"
 fi
 
-[ -x "$prefix/bin/python" ] || "$python" -m venv "$prefix"
-"$prefix/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+if [ ! -x "$prefix/bin/python" ]; then
+    "$python" -m venv "$prefix"
+    # The pip a distribution's venv bundles may be too old to build from pyproject.toml.
+    "$prefix/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+fi
 "$prefix/bin/python" -m pip install --quiet --disable-pip-version-check $editable "$here$extras"
 guardian="$prefix/bin/guardian"
 say "installed $("$guardian" --version) in $prefix"
 
+# Where a config lives by default follows guardian's own rule: root's in /etc, any other
+# user's under the home folder of the password database (not $HOME, which cron and a login
+# shell may not agree on).
+home=$("$python" -c 'import os, pwd; print(pwd.getpwuid(os.geteuid()).pw_dir)')
+quote() {  # quote WORD: as a shell would need it typed
+    case "$1" in
+        *[!A-Za-z0-9_./:=@%+,-]*) printf "'%s'" "$(printf %s "$1" | sed "s/'/'\\\\''/g")" ;;
+        *) printf %s "$1" ;;
+    esac
+}
+
 if [ "$prefix" != "$here/.venv" ]; then
-    config=$(absolute "${config:-/etc/guardian/guardian.toml}")
+    if [ "$(id -u)" = 0 ]; then
+        example="$here/etc/guardian.toml"
+        config=$(absolute "${config:-/etc/guardian/guardian.toml}")
+    else
+        example="$here/etc/guardian-user.toml"
+        config=$(absolute "${config:-$home/.config/guardian/guardian.toml}")
+    fi
     if [ -e "$config" ]; then
         say "keeping the existing $config"
     else
-        install -D -m 0644 "$here/etc/guardian.toml" "$config"
-        say "wrote the example config to $config: edit it for your host"
+        mkdir -p "$(dirname "$config")"
+        # Each ~ of the user example (before a / or a closing ") becomes the home folder:
+        # guardian expands ~ in paths, but an argument (supervisord's -c) or an env value
+        # reaches the program as it is written.
+        "$python" -c 'import re, sys; text = open(sys.argv[1]).read()
+home = sys.argv[3].rstrip("/") or "/"
+open(sys.argv[2], "x").write(re.sub(r"(?<![\w.~-])~(?=[/\x22])", lambda _: home, text))' \
+            "$example" "$config" "$home"
+        chmod 0644 "$config"
+        fresh=yes
+        say "wrote the example config to $config: edit it for this host"
     fi
     [ "$cron" = no ] || interval=${interval:-1m}
 elif [ -n "$interval" ]; then
     config=$(absolute "${config:-$here/etc/demo.toml}")
 fi
 
+if [ "$fresh" = yes ]; then
+    # An example just copied is never scheduled: on most hosts it names programs and paths
+    # that are not there yet, and would be a failing job every minute until edited.
+    every=${interval:-1m}
+    if problem=$("$guardian" install --dry-run --config "$config" --interval "$every" 2>&1 >/dev/null); then
+        say "it loads as it is; nothing is scheduled yet."
+    else
+        say "nothing is scheduled: as it is, it does not load on this host:"
+        printf '%s\n' "$problem" | sed 's/^/    /'
+    fi
+    if [ "$(id -u)" = 0 ]; then edit=sudoedit; else edit=${VISUAL:-${EDITOR:-vi}}; fi
+    c=$(quote "$config") g=$(quote "$guardian")
+    say "to enable it: edit it, see what it would do, then schedule it:"
+    echo "    $edit $c"
+    echo "    $g check --dry-run --config $c"
+    echo "    $g install --interval $every --config $c"
+    exit 0
+fi
+
 if [ -n "$config" ]; then
     # install --dry-run reads the config, checks it and the interval, and writes nothing.
-    "$guardian" install --dry-run --config "$config" --interval "${interval:-1d}" >/dev/null ||
+    if ! problem=$("$guardian" install --dry-run --config "$config" --interval "${interval:-1d}" 2>&1 >/dev/null); then
+        printf '%s\n' "$problem" >&2
         die "$config needs fixing (see above); then run install.sh again"
+    fi
 fi
 if [ -n "$interval" ] && [ "$cron" = yes ]; then
     command -v crontab >/dev/null 2>&1 ||

@@ -65,6 +65,16 @@ def parse_interval(text: str) -> Interval:
     raise ValueError(f"{text!r} is not an interval guardian can schedule; use {INTERVAL_HELP}")
 
 
+# The first line of a cron file guardian creates: with only it (and blank lines) left,
+# the file is guardian's alone, and `guardian uninstall` deletes it.
+HEADER = "# Written by `guardian install`; `guardian uninstall` removes its lines.\n"
+
+
+def empty(text: str, *, system: bool) -> bool:
+    """Nothing in ``text`` but blank lines (and, in a cron file, guardian's ``HEADER``)."""
+    return all(not line.strip() or (system and line + "\n" == HEADER) for line in text.splitlines())
+
+
 def marker(config: Path) -> str:
     return f"{MARKER} {config}"
 
@@ -166,9 +176,9 @@ def next_run(schedule: str, now: datetime | None = None) -> datetime | None:
         return None
     minute, hour = fields[0], fields[1]
     if hour == "*" and (minute == "*" or minute.startswith("*/")):
-        per_minute, every = True, _step(minute)
+        per_minute, every = True, step(minute)
     elif minute == "0" and (hour == "*" or hour.startswith("*/")):
-        per_minute, every = False, _step(hour)
+        per_minute, every = False, step(hour)
     elif minute == "0" and hour == "0":
         per_minute, every = False, 24  # hour % 24 == 0: midnight
     else:
@@ -184,10 +194,12 @@ def next_run(schedule: str, now: datetime | None = None) -> datetime | None:
     return None  # pragma: no cover  (every schedule above fires within a day)
 
 
-def _step(field: str) -> int | None:
-    """1 for ``*``, n for ``*/n`` (n > 0); None for anything else."""
+def step(field: str) -> int | None:
+    """1 for ``*``, n for ``*/n`` (n > 0); None for anything else (``0,30`` included)."""
     if field == "*":
         return 1
+    if not field.startswith("*/"):
+        return None
     n = field[2:]
     return int(n) if n.isdigit() and int(n) > 0 else None
 
@@ -206,6 +218,13 @@ def cannot_run_as(user: str, config: Path) -> str | None:
             ["test", "-r", str(config)],
             f"cannot read {config}",
             "make the file, and every folder above it, readable by that user",
+        ),
+        (
+            # As that user: its rights decide what it can become and where it can write.
+            # (The interval was checked already: 1d, the longest, passes any timeout.)
+            [*argv, "install", "--dry-run", "--interval", "1d", "--config", str(config)],
+            f"cannot use {config}",
+            "fix that key, or install for a user who can",
         ),
     )
     for probe, problem, fix in probes:
@@ -264,6 +283,18 @@ def write_user_crontab(user: str | None, text: str) -> None:
         raise CronError(f"crontab refused the new table: {result.stderr.strip()}")
 
 
+def delete_user_crontab(user: str | None) -> None:
+    result = subprocess.run(
+        [_crontab_program(), *_user_args(user), "-r"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if result.returncode != 0 and "no crontab for" not in result.stderr:
+        raise CronError(f"crontab -r failed: {result.stderr.strip()}")
+
+
 def check_cron_file_path(path: Path) -> None:
     if not _CRON_FILE_NAME.fullmatch(path.name):
         raise ConfigError(
@@ -295,6 +326,13 @@ def write_cron_file(path: Path, text: str) -> None:
         atomic_write(path, text.encode(), mode=0o644)
     except OSError as e:
         raise CronError(f"cannot write {path}: {e.strerror}") from None
+
+
+def delete_cron_file(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        raise CronError(f"cannot remove {path}: {e.strerror}") from None
 
 
 def _lock_dir() -> Path:
@@ -337,22 +375,61 @@ class Place:
         else:
             write_user_crontab(self.user, text)
 
+    def delete(self) -> None:
+        if self.cron_file is not None:
+            delete_cron_file(self.cron_file)
+        else:
+            delete_user_crontab(self.user)
+
 
 def update(place: Place, config: Path, new_line: str | None) -> tuple[str, str]:
     """Put ``new_line`` in place of guardian's line for ``config`` (None removes it).
 
     The read-modify-write happens under a lock, so two installs at once still
     leave one line. Returns the text before and after; nothing is written when
-    they are the same.
+    they are the same. A cron file guardian creates starts with its ``HEADER``.
     """
     if place.cron_file is not None:
         check_cron_file_path(place.cron_file)
     with locking.hold(_lock_dir(), place.lock_name(), wait=LOCK_WAIT):
         before = place.read()
-        after = splice(before, config, new_line, system=place.system)
+        if place.system and new_line is not None and empty(before, system=True):
+            after = HEADER + new_line + "\n"  # a cron file of guardian's own
+        else:
+            after = splice(before, config, new_line, system=place.system)
         if after != before:
             place.write(after)
     return before, after
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """What ``remove`` did."""
+
+    removed: bool  # guardian's line for the config was there, and is gone
+    deleted: bool  # nothing else was left, so the crontab (or cron file) went with it
+
+
+def remove(place: Place, config: Path) -> Removal:
+    """Remove guardian's line for ``config``; and the crontab or cron file, if that empties it.
+
+    A user who had no crontab before ``guardian install`` has none after
+    ``guardian uninstall`` (``crontab -l`` fails again, as it did); a cron file
+    left with nothing but guardian's ``HEADER`` and blank lines is deleted.
+    Anything else (another job, a comment, ``MAILTO=``) keeps it, byte for byte.
+    """
+    if place.cron_file is not None:
+        check_cron_file_path(place.cron_file)
+    with locking.hold(_lock_dir(), place.lock_name(), wait=LOCK_WAIT):
+        before = place.read()
+        after = splice(before, config, None, system=place.system)
+        if after == before:
+            return Removal(removed=False, deleted=False)
+        if empty(after, system=place.system):
+            place.delete()
+            return Removal(removed=True, deleted=True)
+        place.write(after)
+    return Removal(removed=True, deleted=False)
 
 
 def installed(place: Place, config: Path) -> list[Entry]:

@@ -18,7 +18,7 @@ import pytest
 
 from guardian.cron import next_run, parse_interval
 
-from conftest import Guardian, SharedInstall
+from conftest import Guardian, SharedInstall, write_config
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/crontab").exists(),
@@ -152,6 +152,7 @@ def test_next_run_follows_the_local_clock() -> None:
     assert out["0 */2 * * * now"][0].hour % 2 == 0  # an even hour of the local clock
 
 
+@pytest.mark.usefixtures("cron_daemon")  # status says when cron runs guardian next: one runs
 def test_status_shows_the_next_run_of_the_local_clock(g: Guardian) -> None:
     cron_file = g.tmp / "guardian-hourly"
     installed = guardian("install", "--interval", "1h", "--config", str(g.config_path),
@@ -169,12 +170,23 @@ def test_status_shows_the_next_run_of_the_local_clock(g: Guardian) -> None:
     assert report["cron"][0]["next_run"].endswith(":30:00Z")
 
 
+def user_config(shared_dir: Path, user: str) -> str:
+    """A config ``user`` can use, as install checks: readable, its program one the user can
+    run, its state folder the user's (pytest's tmp_path is root's alone)."""
+    state = shared_dir / "state"
+    state.mkdir()
+    shutil.chown(state, user)
+    config = write_config(shared_dir / "guardian.toml", {"state_dir": str(state), "timeout": "30s"},
+                          {"agent": {"command": ["/bin/sleep", "1000"]}})  # fmt: skip
+    config.chmod(0o644)
+    return str(config)
+
+
 def test_install_update_uninstall_keep_the_rest_of_the_crontab(
-    system_user: str, shared_install: SharedInstall, shared_dir: Path, g: Guardian
+    system_user: str, shared_install: SharedInstall, shared_dir: Path
 ) -> None:
     crontab(system_user, "-", text=CRONTAB)
-    # A config the user can read, as install checks (pytest's tmp_path is root's alone).
-    config = str(shutil.copy(g.config_path, shared_dir / "guardian.toml"))
+    config = user_config(shared_dir, system_user)
 
     def install(*args: str) -> subprocess.CompletedProcess[str]:
         return run([shared_install.guardian, "install", "--user", system_user,
@@ -203,6 +215,84 @@ def test_install_update_uninstall_keep_the_rest_of_the_crontab(
     nothing = guardian("uninstall", "--user", system_user, "--config", config)
     assert nothing.returncode == 0
     assert "nothing to remove" in nothing.stdout
+
+
+def crontab_rc(user: str) -> tuple[int, str]:
+    result = subprocess.run(["crontab", "-u", user, "-l"], capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "had",
+    [None, "# only a comment\n", 'MAILTO=""\n', "@reboot /usr/local/bin/warmup.sh\n"],
+    ids=["no-crontab", "a-comment", "an-env-line", "a-job"],
+)
+def test_uninstall_leaves_the_crontab_as_it_was_before_install(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path, had: str | None
+) -> None:
+    if had is not None:
+        crontab(system_user, "-", text=had)
+    assert crontab_rc(system_user)[0] == (1 if had is None else 0)
+    config = user_config(shared_dir, system_user)
+    args = ["--user", system_user, "--config", config]
+    installed = run([shared_install.guardian, "install", *args])
+    assert installed.returncode == 0, installed.stderr
+    assert crontab(system_user, "-l").count("# guardian: ") == 1
+
+    removed = run([shared_install.guardian, "uninstall", *args])
+    assert removed.returncode == 0, removed.stderr
+    rc, said = crontab_rc(system_user)
+    if had is None:  # as before install: no crontab at all, and uninstall says what it did
+        assert rc == 1
+        assert f"no crontab for {system_user}" in said
+        assert removed.stdout == (
+            f"removed guardian's line for {config}, and {system_user}'s crontab, which held "
+            "nothing else (crontab -r), as before install\n"
+        )
+    else:  # anything else in it (a comment, an env line, a job) keeps it, byte for byte
+        assert (rc, said) == (0, had)
+        assert (
+            removed.stdout == f"removed guardian's line for {config} from {system_user}'s crontab\n"
+        )
+    again = run([shared_install.guardian, "uninstall", *args])
+    assert (again.returncode, again.stdout.split(":")[0]) == (0, "nothing to remove")
+    assert crontab_rc(system_user)[0] == (1 if had is None else 0)
+
+
+def test_uninstall_deletes_a_cron_file_left_with_only_its_header(g: Guardian) -> None:
+    cron_file = g.tmp / "guardian-two"
+    other = g.tmp / "other.toml"
+    shutil.copy(g.config_path, other)
+    args = ["--cron-file", str(cron_file)]
+    for config in (g.config_path, other):
+        done = guardian("install", "--config", str(config), *args)
+        assert done.returncode == 0, done.stderr
+    lines = cron_file.read_text().splitlines()
+    assert lines[0] == "# Written by `guardian install`; `guardian uninstall` removes its lines."
+    assert [line.rsplit("# guardian: ", 1)[1] for line in lines[1:]] == [
+        str(g.config_path), str(other)]  # fmt: skip
+
+    first = guardian("uninstall", "--config", str(g.config_path), *args)
+    assert first.stdout == f"removed guardian's line for {g.config_path} from {cron_file}\n"
+    assert cron_file.read_text().splitlines() == [lines[0], lines[2]]  # the other config's stays
+    last = guardian("uninstall", "--config", str(other), *args)
+    assert last.returncode == 0, last.stderr
+    assert last.stdout == (
+        f"removed guardian's line for {other}, and {cron_file}, which held nothing else\n"
+    )
+    assert not cron_file.exists()
+    assert guardian("uninstall", "--config", str(other), *args).stdout.startswith(
+        "nothing to remove"
+    )
+    assert not cron_file.exists()
+
+    # Something of someone else's in it (a comment added by hand) keeps it.
+    assert guardian("install", "--config", str(other), *args).returncode == 0
+    with cron_file.open("a") as f:
+        f.write("\n# ops: keep this file\n")
+    assert guardian("uninstall", "--config", str(other), *args).returncode == 0
+    assert cron_file.read_text() == f"{lines[0]}\n\n# ops: keep this file\n"
 
 
 def test_install_refuses_a_user_who_cannot_run_this_guardian(system_user: str, g: Guardian) -> None:
@@ -275,6 +365,7 @@ def test_system_cron_file(g: Guardian) -> None:
     assert "letters, digits, '-' and '_'" in bad.stderr
 
 
+@pytest.mark.usefixtures("cron_daemon")
 def test_status_reports_targets_audit_and_cron(g: Guardian) -> None:
     cron_file = g.tmp / "guardian-status"
     down = g.run("status", "--cron-file", str(cron_file))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,7 +121,7 @@ def test_hung_supervisord_is_restarted_and_each_agent_runs_once(g: Guardian) -> 
     one = g.check()
     assert one.rc == 1
     assert g.audit()[-1]["action"] == "unhealthy"
-    assert "http: GET" in g.audit()[-1]["probes"][0]
+    assert "http: FAILED: GET" in g.audit()[-1]["probes"][0]
     two = g.check()
     assert two.rc == 0, two.stderr
     record = g.audit()[-1]
@@ -214,3 +215,93 @@ def test_frozen_supervisord_without_its_pidfile_is_probed_and_replaced(g: Guardi
     g.reaper.track(int(pidfile.read_text()))
     assert not alive(old)
     assert status_ok(conf)
+
+
+def with_a_program_stopped_on_purpose(g: Guardian) -> tuple[Path, dict[str, list[str]]]:
+    """A supervisord config with two programs: `worker` runs, `spare` is never started
+    (autostart=false), as an agent stopped by hand is."""
+    agents = {name: [sys.executable, str(AGENT), "--tag", f"{g.tmp}/{name}"]
+              for name in ("worker", "spare")}  # fmt: skip
+    conf = write_supervisord_conf(
+        g.tmp / "supervisord.conf", g.tmp, programs={"worker": agents["worker"]}
+    )
+    with conf.open("a") as f:
+        f.write(f"[program:spare]\ncommand={' '.join(agents['spare'])}\nautostart=false\n")
+    return conf, agents
+
+
+def test_the_recipes_pid_probe_leaves_supervisord_alone_when_a_program_is_stopped(
+    g: Guardian,
+) -> None:
+    # The recipes' probe (etc/*.toml): `supervisorctl -c CONF pid`, at its strictest (one
+    # failing run restarts). One program STOPPED on purpose is no reason to restart anything.
+    conf, _ = with_a_program_stopped_on_purpose(g)
+    probe = [str(BIN / "supervisorctl"), "-c", str(conf), "pid"]
+    pidfile = guard_supervisord(g, conf, health={"command": probe, "timeout": "10s",
+                                                 "failures": 1})  # fmt: skip
+    assert g.check().rc == 0
+    pid = int(pidfile.read_text())
+    g.reaper.track(pid)
+    wait_for(lambda: "RUNNING" in supervisorctl(conf, "status", "worker").stdout,
+             what="worker RUNNING")  # fmt: skip
+    g.reaper.track(worker_pid(conf))
+    for _ in range(3):
+        run = g.check()
+        assert (run.rc, run.stderr) == (0, "")
+    assert int(pidfile.read_text()) == pid
+    assert alive(pid)
+    assert g.actions() == ["started", "ok", "ok", "ok"]
+    # (With failures = 1, one failing probe would have restarted it: each one passed.)
+    assert all("exited 0" in p for r in g.audit()[1:] for p in r["probes"])
+
+    # Side by side, in that very state: `pid` exits 0, `status` does not (3: a program is
+    # not RUNNING), which is why the recipes do not probe with it.
+    status = supervisorctl(conf, "status")
+    assert status.returncode == 3, status.stdout
+    assert re.search(r"^spare +STOPPED", status.stdout, re.MULTILINE), status.stdout
+    assert supervisorctl(conf, "pid").returncode == 0
+
+    # And what `status` as the probe would do: restart supervisord, and every agent with it.
+    worker = worker_pid(conf)
+    guard_supervisord(g, conf, health={"command": [*probe[:-1], "status"], "timeout": "10s",
+                                       "failures": 1})  # fmt: skip
+    wrong = g.check()
+    g.track()
+    record = g.audit()[-1]
+    assert (record["action"], record["old_pid"]) == ("restarted_unhealthy", pid), wrong.stderr
+    assert "supervisorctl exited 3" in record["probes"][0]
+    g.reaper.track(int(pidfile.read_text()))
+    assert not alive(pid)
+    assert not alive(worker)  # the agent went down with it
+    g.reaper.track(wait_for(lambda: worker_pid(conf), what="the new supervisord's worker"))
+
+
+def test_the_recipes_pid_probe_notices_a_hung_or_dead_supervisord(g: Guardian) -> None:
+    conf, _ = with_a_program_stopped_on_purpose(g)
+    probe = [str(BIN / "supervisorctl"), "-c", str(conf), "pid"]
+    pidfile = guard_supervisord(g, conf, health={"command": probe, "timeout": "2s",
+                                                 "failures": 1})  # fmt: skip
+    assert g.check().rc == 0
+    old = int(pidfile.read_text())
+    g.reaper.track(old)
+    g.reaper.track(wait_for(lambda: worker_pid(conf), what="its worker"))
+    assert g.check().rc == 0
+    # Hung (SIGSTOP): its socket still accepts a connection, but no answer comes.
+    os.kill(old, signal.SIGSTOP)
+    hung = g.check()
+    assert hung.rc == 0, hung.stderr
+    record = g.audit()[-1]
+    assert (record["action"], record["old_pid"]) == ("restarted_unhealthy", old)
+    assert "gave no answer within 2s" in record["probes"][0]
+    new = int(pidfile.read_text())
+    g.reaper.track(new)
+    assert not alive(old)
+    wait_for(lambda: supervisorctl(conf, "pid").stdout.strip() == str(new),
+             what="the new supervisord to answer")  # fmt: skip
+    g.reaper.track(wait_for(lambda: worker_pid(conf), what="its worker"))
+    # Dead: its socket file is left behind, nobody listens; `pid` exits non-zero.
+    os.kill(new, signal.SIGKILL)
+    wait_for(lambda: not alive(new), what="supervisord to die")
+    dead = supervisorctl(conf, "pid")
+    assert dead.returncode != 0
+    assert "refused connection" in dead.stdout + dead.stderr
