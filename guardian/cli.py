@@ -26,7 +26,7 @@ import click
 
 from guardian import __version__, audit
 from guardian.audit import AuditRecord
-from guardian.config import DEFAULT_CONFIG, Config, load, parse_duration
+from guardian.config import Config, check_writable, default_config, load, parse_duration
 from guardian.errors import (
     EXIT_INTERNAL,
     EXIT_NOT_RUNNING,
@@ -152,8 +152,8 @@ def _config_option(f: Any) -> Any:
         "config_path",
         type=click.Path(path_type=Path, dir_okay=False),
         envvar="GUARDIAN_CONFIG",
-        default=DEFAULT_CONFIG,
-        show_default=True,
+        default=default_config,
+        show_default="/etc/guardian/guardian.toml as root, else ~/.config/guardian/guardian.toml",
         show_envvar=True,
         help="The config file.",
     )(f)
@@ -242,8 +242,12 @@ def _within(
     timeout: float | None,
     out: _Output,
     job: Callable[[Config], RunResult],
+    *,
+    starting: bool = True,
 ) -> int:
     """Read the config and do ``job`` inside the run's time limit, signals handled.
+
+    ``starting``: the job may start a target, so its programs must be there.
 
     The config is read inside it too (a hung NFS mount, a slow user lookup): for
     that, ``--timeout`` or guardian's default limit holds, then the config's.
@@ -255,7 +259,9 @@ def _within(
     try:
         with run.armed(timeout or DEFAULT_TIMEOUT) as limit:
             run.step(f"reading its config {config_path}")
-            config = load(config_path)
+            config = load(config_path, starting=starting)
+            if run.dry_run:  # what would make every real run fail is a config error here
+                check_writable(config)
             if timeout is None:
                 limit.limit(config.settings.timeout)
             out.config = config
@@ -290,11 +296,18 @@ class _Output:
             _out(record.to_json())
         elif self.dry_run:
             _out(_line(record))
+            for probe in record.probes:  # what each probe found: a dry run runs them too
+                _out(f"{record.target}: probe {probe}")
         if not self.dry_run and (self.verbose or record.action not in _QUIET):
             line = _line(record)
             if record.pid is not None and record.action in ("started", "adopted", "restarted"):
                 line += f" (pid {record.pid})"
             _err(line)
+            if self.verbose:  # (a failure's reason already names the probes that failed)
+                for probe in record.probes:
+                    _err(f"{record.target}: probe {probe}")
+            for hook in record.hooks:
+                _err(f"{record.target}: hook {hook}")
             for extra in record.output_tail:
                 _err(f"{record.target}: | {extra}")
 
@@ -321,7 +334,8 @@ def _by_hand(what: str, config_path: Path, name: str, timeout: float | None) -> 
         (target,) = config.select([name])
         return by_hand(what, config, target, run)
 
-    return _within(run, config_path, timeout, out, job)
+    # A stop (or a reset) needs no program: one removed by an upgrade can still be stopped.
+    return _within(run, config_path, timeout, out, job, starting=what == "restart")
 
 
 @cli.command(epilog="\b\nExample:\n  guardian stop supervisord   # the next check starts it again")
@@ -403,6 +417,7 @@ def install(
     from guardian import cron
 
     config = load(config_path)
+    check_writable(config)
     every = cron.parse_interval(interval)
     if config.settings.timeout >= every.seconds:
         raise ConfigError(
@@ -440,16 +455,26 @@ Examples:
 @_config_option
 @_place_options
 def uninstall(*, config_path: Path, user: str | None, cron_file: Path | None) -> int:
-    """Remove guardian's crontab line for this config, and nothing else."""
+    """Remove guardian's crontab line for this config, and nothing else.
+
+    A crontab (or cron file) that held nothing else is removed with it, so a
+    user who had no crontab before install has none again.
+    """
     from guardian import cron
 
     config = Path(os.path.abspath(config_path))
     place = _place(user, cron_file)
-    before, after = cron.update(place, config, None)
-    if before == after:
-        click.echo(f"nothing to remove: no line for {config} in {place.describe()}")
+    done = cron.remove(place, config)
+    where = place.describe()
+    if not done.removed:
+        click.echo(f"nothing to remove: no line for {config} in {where}")
+    elif not done.deleted:
+        click.echo(f"removed guardian's line for {config} from {where}")
+    elif place.system:
+        click.echo(f"removed guardian's line for {config}, and {where}, which held nothing else")
     else:
-        click.echo(f"removed guardian's line for {config} from {place.describe()}")
+        click.echo(f"removed guardian's line for {config}, and {where}, which held nothing "
+                   "else (crontab -r), as before install")  # fmt: skip
     return EXIT_OK
 
 
@@ -458,16 +483,21 @@ def uninstall(*, config_path: Path, user: str | None, cron_file: Path | None) ->
 Examples:
   guardian status
   guardian status --json --config /etc/guardian/guardian.toml
+  guardian status --cron-file /etc/cron.d/guardian
 
 \b
-Exit code 0 when every target is running, 1 otherwise: monitoring can call it.
+Exit code 0 when every target is running and not failing its probes, guardian
+ran when its cron line said it would, and (with a cron line) a cron daemon
+runs; 1 otherwise (the lines say why; --json: "problems"); 2 usage or config
+error. Monitoring can call it.
 """
 )
 @_config_option
 @_place_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def status(*, config_path: Path, user: str | None, cron_file: Path | None, as_json: bool) -> int:
-    """Each target: running or not and why, its last action, starts in 24 hours; the cron line."""
+    """Each target: running, healthy, held back or given up on, its last failure and starts
+    in 24 hours; when guardian last ran; the cron line and whether a cron daemon runs it."""
     import json
 
     from guardian import cron
@@ -484,7 +514,7 @@ def status(*, config_path: Path, user: str | None, cron_file: Path | None, as_js
     else:
         for row in report.lines():
             click.echo(row)
-    return EXIT_OK if report.all_running else EXIT_NOT_RUNNING
+    return EXIT_OK if report.ok else EXIT_NOT_RUNNING
 
 
 def _usable_std_streams() -> None:
