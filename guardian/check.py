@@ -23,7 +23,7 @@ from guardian.audit import Action, AuditRecord, shorten
 from guardian.config import Config, Settings, Target
 from guardian.discovery import Found, Matcher, Missing, Unsure, discover, inspect
 from guardian.errors import LaunchError, RunTimeout
-from guardian.run import Interrupted, Run, RunResult
+from guardian.run import CONFIG_ERROR, Interrupted, Run, RunResult
 
 if TYPE_CHECKING:  # launch (and subprocess) is imported only by a run that acts
     from guardian.launch import Launch
@@ -270,7 +270,8 @@ class Guard:
         self.st = verdict.state
         if died:  # told before any restart: once for each death guardian finds
             self.save()  # (counted first: a hook cut short must not tell it twice)
-            self.hook(self.target.hooks.on_failure, "died", found.reason, self.old_pid)
+            self.hook(self.target.hooks.on_failure, "died", found.reason, self.old_pid,
+                      before=self._start_time())  # fmt: skip
             if self.cut is not None:
                 return self.record("interrupted" if isinstance(self.cut, Interrupted) else
                                    "timeout", f"{found.reason}; its on_failure hook was cut "
@@ -350,11 +351,13 @@ class Guard:
         return self.record(action, evidence)
 
     def env(self) -> dict[str, str]:
-        """The environment of its probes and hooks: the target's, with guardian's own
-        ``HOME``, ``USER`` and ``LOGNAME`` unless the config sets them."""
+        """The environment of its probes and hooks: the target's, but always guardian's own
+        ``HOME``, ``USER`` and ``LOGNAME``. They run as guardian (root): a ``HOME`` meant
+        for the target's user would let that user's files (``~/.local`` Python
+        modules, say) run as root."""
         from guardian.config import own_identity
 
-        return {**own_identity(), **self.target.env}
+        return {**self.target.env, **own_identity()}
 
     def _restart_unhealthy(self, found: Found, why: str) -> AuditRecord:
         """Under the lock: the same process still there and still failing: stop it, start anew."""
@@ -377,7 +380,8 @@ class Guard:
             return self.held_back(verdict, f"unhealthy: {why}")
         self.old_pid = found.pid
         # Told before the restart, while the failing process can still be looked at.
-        self.hook(self.target.hooks.on_failure, "unhealthy", why, found.pid)
+        self.hook(self.target.hooks.on_failure, "unhealthy", why, found.pid,
+                  before=self.target.stop_timeout + self._start_time())  # fmt: skip
         if self.cut is not None:
             return self.record("interrupted" if isinstance(self.cut, Interrupted) else "timeout",
                                f"unhealthy: {why}; its on_failure hook was cut short, so it "
@@ -558,17 +562,30 @@ class Guard:
         return self.record("start_failed", reason, error=error, output_tail=tail_lines,
                            orphans=orphans)  # fmt: skip
 
+    def _start_time(self) -> float:
+        """How long a start may take: what a hook run before one must leave it."""
+        return self.target.start_timeout + self.target.start_grace
+
     def hook(self, argv: tuple[str, ...] | None, event: HookEvent, reason: str,
-             pid: int | None) -> None:  # fmt: skip
+             pid: int | None, *, before: float = 0.0) -> None:  # fmt: skip
         """Run a hook (``GUARDIAN_ACTION`` is ``event``); what it did goes into the record.
 
         Whatever it does is only recorded. A dry run runs no hook (it changes nothing).
+        ``before``: what the hook comes before needs this long, so the hook gets what is
+        left after that (but at least a quarter of the time left): a slow hook must not
+        eat the restart it is told about.
         """
         if argv is None or self.run.dry_run:
             return
+        hook = _HOOK_OF[event]
+        if event == "died" and self.save_failed:
+            # Once per death is kept by the state file; without it, every run would tell
+            # the same death again (a page a minute on a full disk).
+            self.hooks_ran.append(f"{hook} ({event}): not run: its state file cannot be "
+                                  "written, so the death could not be told only once")  # fmt: skip
+            return
         from guardian.commands import run_command
 
-        hook = _HOOK_OF[event]
         env = {
             **self.env(),
             "GUARDIAN_TARGET": self.target.name,
@@ -577,7 +594,8 @@ class Guard:
             "GUARDIAN_PID": "" if pid is None else str(pid),
         }
         # Within what is left of the target's time, keeping a moment to write the record.
-        limit = max(0.1, min(self.target.hooks.timeout, self.run.remaining() - 1))
+        left = self.run.remaining()
+        limit = max(0.1, min(self.target.hooks.timeout, max(left - 1 - before, left / 4)))
         try:
             with self.run.aside(f"running its hook {argv[0]}"):
                 result = run_command(argv, timeout=limit, env=env)
@@ -637,10 +655,24 @@ class Guard:
 
 
 def run_check(config: Config, targets: tuple[Target, ...], run: Run) -> RunResult:
-    """Check every target in turn, within the run's time."""
+    """Check every target in turn, within the run's time.
+
+    A target whose own program (or probe's) cannot be run is not checked (it could
+    neither be started nor judged), and says so; a missing hook program is said,
+    and the target checked all the same. Either way the others are checked: one
+    target's uninstalled program must not keep supervisord down.
+    """
 
     def job(target: Target) -> AuditRecord:
         guard = Guard(run, target, config.settings)
+        for key, problem in target.problems:
+            if key.rsplit(".", 1)[-1].startswith("on_"):
+                run.emit(AuditRecord(target.name, "warning", f"{CONFIG_ERROR}{problem}; the "
+                                     "hook cannot run until it is fixed"))  # fmt: skip
+            else:
+                guard.result = guard.record("error", f"{CONFIG_ERROR}{problem}; not checked "
+                                            "until it is fixed")  # fmt: skip
+                return guard.result
         guard.result = record = guard.check()
         return record
 

@@ -33,14 +33,26 @@ DURATION_HELP = 'a number of seconds or a string such as "500ms", "30s", "5m", "
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
-def _home() -> Path:
-    """Guardian's own user's home, from the password database.
+def _home(uid: int | None = None) -> Path:
+    """The home of user ``uid`` (guardian's own by default), from the password database.
 
     Not ``$HOME`` nor ``$XDG_*``: cron sets the first and none of the second,
-    and a run from a login shell must use the very files the cron run uses
-    (two lock folders would let two runs start two copies).
+    and a run from a login shell (or ``sudo -E``) must use the very files the
+    cron run uses (two lock folders would let two runs start two copies).
     """
-    return Path(pwd.getpwuid(os.geteuid()).pw_dir)
+    return Path(pwd.getpwuid(os.geteuid() if uid is None else uid).pw_dir)
+
+
+def _expand_home(value: str, uid: int | None) -> str:
+    """``~`` and ``~/...`` as the home of ``uid`` (never ``$HOME``); ``~name/...`` as name's."""
+    if not value.startswith("~"):
+        return value
+    name, sep, rest = value[1:].partition("/")
+    try:
+        home = str(_home(uid)) if not name else pwd.getpwnam(name).pw_dir
+    except KeyError:
+        return value  # no such user: a folder called "~name", as the shell would leave it
+    return home + sep + rest
 
 
 def default_config() -> Path:
@@ -50,11 +62,14 @@ def default_config() -> Path:
     return _home() / ".config" / "guardian" / "guardian.toml"
 
 
-def default_state_dir() -> str:
-    """Root's state in /var/lib; any other user's in ``~/.local/state/guardian`` (XDG's place)."""
-    if os.geteuid() == 0:
+def default_state_dir(uid: int | None = None) -> str:
+    """Root's state in /var/lib; any other user's in ``~/.local/state/guardian`` (XDG's place).
+
+    ``uid``: the user guardian runs as (its own, by default).
+    """
+    if (os.geteuid() if uid is None else uid) == 0:
         return DEFAULT_STATE_DIR
-    return str(_home() / ".local" / "state" / "guardian")
+    return str(_home(uid) / ".local" / "state" / "guardian")
 
 
 def own_identity() -> dict[str, str]:
@@ -146,6 +161,10 @@ class Target(NamedTuple):
     restart: Restart = Restart()
     health: Health = Health()
     hooks: Hooks = Hooks()
+    # Programs it names that cannot be run, as (key, the config error), when the loader
+    # was asked to keep them rather than refuse the config: one target's missing program
+    # must not stop every other target from being checked.
+    problems: tuple[tuple[str, str], ...] = ()
 
 
 class Config(NamedTuple):
@@ -167,10 +186,20 @@ class Config(NamedTuple):
 class _Table:
     """One TOML table being read: typed getters, and every unused key is an error."""
 
-    def __init__(self, path: Path, where: str, data: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        where: str,
+        data: Mapping[str, Any],
+        runner: int | None = None,
+        deferred: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.path = path
         self.where = where
         self.data = data
+        self.runner = runner  # whose home ``~`` is: the user guardian runs as
+        # Problems that are the target's own (a program gone): kept here, not raised.
+        self.deferred = deferred
         self.used: set[str] = set()
 
     def error(self, key: str, problem: str) -> ConfigError:
@@ -212,7 +241,7 @@ class _Table:
             return None
         if not value:
             raise self.error(key, "must not be empty")
-        return _resolve(self.path.parent, self.no_nul(key, value))
+        return _resolve(self.path.parent, self.no_nul(key, value), self.runner)
 
     def string_list(self, key: str) -> tuple[str, ...] | None:
         value = self.get(key, list)
@@ -233,7 +262,8 @@ class _Table:
         return int(value)
 
     def table(self, key: str) -> _Table:
-        return _Table(self.path, f"{self.where}.{key}", self.get(key, dict, {}))
+        return _Table(self.path, f"{self.where}.{key}", self.get(key, dict, {}), self.runner,
+                      self.deferred)  # fmt: skip
 
     def finish(self) -> None:
         for key in self.data:
@@ -255,16 +285,22 @@ def _describe(value: object) -> str:
     return f"{kind.get(type(value), 'table' if isinstance(value, dict) else 'value')} {value!r}"
 
 
-def _resolve(base: Path, value: str) -> Path:
+def _resolve(base: Path, value: str, runner: int | None) -> Path:
     # Lexical only (abspath, not resolve): a virtualenv's python is a symlink
     # that must be executed by its own path.
-    return Path(os.path.abspath(base / os.path.expanduser(value)))
+    return Path(os.path.abspath(base / _expand_home(value, runner)))
 
 
 def which(program: str, path_env: str) -> str | None:
-    """The executable file ``program`` names on ``path_env``, as execvp would find it."""
+    """The executable file ``program`` names on ``path_env``, as execvp would find it.
+
+    Except in a folder that is not absolute (an empty element means ``.`` to execvp):
+    what a config means must not depend on the folder guardian was started from.
+    """
     for folder in path_env.split(os.pathsep):
-        candidate = os.path.join(folder or ".", program)
+        if not os.path.isabs(folder):
+            continue
+        candidate = os.path.join(folder, program)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -284,22 +320,39 @@ def _program(
         if found is None:
             raise table.error(key, f"program {program!r} not found on PATH {path_env}")
         return (found, *argv[1:])
-    path = str(_resolve(table.path.parent, program))
-    if must_exist:
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            raise table.error(key, f"program {path}: {e.strerror}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise table.error(key, f"program {path} is not a file")
-        if not os.access(path, os.X_OK):
-            raise table.error(key, f"program {path} is not executable (mode "
-                              f"{stat.S_IMODE(st.st_mode):o})")  # fmt: skip
+    path = str(_resolve(table.path.parent, program, table.runner))
+    problem = _unusable(path) if must_exist else None
+    if problem is not None:
+        error = table.error(key, problem)
+        if table.deferred is None:
+            raise error
+        table.deferred.append((f"{table.where}.{key}", str(error)))
     return (path, *argv[1:])
 
 
+def _unusable(path: str) -> str | None:
+    """Why the program at ``path`` cannot be run, or None."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"program {path}: {e.strerror}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"program {path} is not a file"
+    if not os.access(path, os.X_OK):
+        return f"program {path} is not executable (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def _target(
-    path: Path, name: str, data: object, settings: Settings, *, acting: bool, starting: bool
+    path: Path,
+    name: str,
+    data: object,
+    settings: Settings,
+    *,
+    acting: bool,
+    starting: bool,
+    runner: int | None,
+    defer: bool,
 ) -> Target:
     where = f"targets.{name}"
     if not _NAME.fullmatch(name):
@@ -309,7 +362,8 @@ def _target(
         )
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: {where}: expected a table, got {_describe(data)}")
-    t = _Table(path, where, data)
+    deferred: list[tuple[str, str]] | None = [] if defer else None
+    t = _Table(path, where, data, runner, deferred)
 
     env = dict(t.get("env", dict, {}))
     for key, value in env.items():
@@ -373,7 +427,7 @@ def _target(
         ),
     )
     t.finish()
-    return target
+    return target._replace(problems=tuple(deferred or ()))
 
 
 def _user(t: _Table, *, acting: bool) -> str | None:
@@ -586,6 +640,24 @@ def _cannot_write(path: Path, *, folder: bool) -> str | None:
     return None
 
 
+def _not_own_folder(path: Path) -> str | None:
+    """Why a check would not trust ``path``, a folder of guardian's own, if it exists."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None  # made when needed, with the right owner and mode
+    except OSError as e:
+        return f"{path}: {e.strerror}"
+    me = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a folder"
+    if st.st_uid != me:
+        return f"{path} is owned by {_user_name(st.st_uid)}, not {_user_name(me)}"
+    if st.st_mode & 0o022:
+        return f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def check_writable(config: Config) -> None:
     """ConfigError, naming the key, for any place guardian must write and cannot.
 
@@ -608,9 +680,21 @@ def check_writable(config: Config) -> None:
         if problem:
             raise ConfigError(f"{config.path}: {key}: {problem}; every run would fail to write "
                               "there")  # fmt: skip
+    for sub in ("locks", "state"):  # a folder a check will refuse as not guardian's own
+        unusable = _not_own_folder(s.state_dir / sub)
+        if unusable:
+            raise ConfigError(f"{config.path}: guardian.state_dir: {unusable}; every run "
+                              "would refuse it")  # fmt: skip
 
 
-def load(path: Path, *, acting: bool = True, starting: bool | None = None) -> Config:
+def load(
+    path: Path,
+    *,
+    acting: bool = True,
+    starting: bool | None = None,
+    runner: int | None = None,
+    defer: bool = False,
+) -> Config:
     """Read and check the config at ``path``; any problem is a ConfigError.
 
     ``acting``: guardian is to act on the targets (check, start, stop), so it
@@ -618,7 +702,11 @@ def load(path: Path, *, acting: bool = True, starting: bool | None = None) -> Co
     reading it (``status``, ``uninstall``) needs no such thing, and works for
     an operator who is not root. ``starting`` (by default, ``acting``): the
     programs it may run (the target's, its probes', its hooks') must be there
-    and executable; a stop needs none of them.
+    and executable; a stop needs none of them. ``runner``: the user guardian runs
+    as, whose home ``~`` and the default ``state_dir`` are (its own, by default;
+    ``status`` looks on behalf of another). ``defer``: a program that cannot be run
+    is recorded in its target's ``problems`` instead of refusing the whole config
+    (a real check: it goes on with the other targets).
     """
     if starting is None:
         starting = acting
@@ -632,9 +720,9 @@ def load(path: Path, *, acting: bool = True, starting: bool | None = None) -> Co
     except RecursionError:  # tomllib recurses once per level of [ or {
         raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
 
-    top = _Table(path, "", data)
-    g = _Table(path, "guardian", top.get("guardian", dict, {}))
-    fallback = default_state_dir()
+    top = _Table(path, "", data, runner)
+    g = _Table(path, "guardian", top.get("guardian", dict, {}), runner)
+    fallback = default_state_dir(runner)
     state_dir = g.path_value("state_dir", fallback) or Path(fallback)
     settings = Settings(
         state_dir=state_dir,
@@ -647,8 +735,8 @@ def load(path: Path, *, acting: bool = True, starting: bool | None = None) -> Co
     top.finish()
     if not raw_targets:
         raise ConfigError(f"{path}: targets: no target defined (add a [targets.NAME] table)")
-    targets = tuple(
-        _target(path, name, body, settings, acting=acting, starting=starting)
-        for name, body in raw_targets.items()
-    )
-    return Config(path=path, settings=settings, targets=targets)
+    targets = []
+    for name, body in raw_targets.items():
+        targets.append(_target(path, name, body, settings, acting=acting, starting=starting,
+                               runner=runner, defer=defer))  # fmt: skip
+    return Config(path=path, settings=settings, targets=tuple(targets))

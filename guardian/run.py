@@ -35,6 +35,8 @@ ASIDES: frozenset[Action] = frozenset({"warning", "reset", "stopped"})
 # cannot keep the next from being checked (a healthy check takes milliseconds).
 RESERVE = 2.0
 DEFAULT_TIMEOUT = 50.0
+# How the reason of a record about a config problem begins: the run then exits 2.
+CONFIG_ERROR = "config error: "
 
 
 class Interrupted(BaseException):  # a signal from outside, like KeyboardInterrupt

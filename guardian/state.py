@@ -149,8 +149,11 @@ class Store:
     that read it without the lock writes only if no other run has since.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, owner: int | None = None) -> None:
         self.path = path
+        # Who alone may have written it: guardian's own user, unless ``status`` looks on
+        # behalf of the user another guardian runs as.
+        self.owner = os.geteuid() if owner is None else owner
         self.warnings: list[str] = []
         self._loaded: State | None = None
         self._file: tuple[int, ...] | None = None  # the file it was loaded from
@@ -203,7 +206,7 @@ class Store:
         fd = open_regular(self.path)
         try:
             st = os.fstat(fd)
-            me = os.geteuid()
+            me = self.owner
             if st.st_uid != me or st.st_mode & 0o022:
                 raise PermissionError(
                     0, f"is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}, "

@@ -469,7 +469,9 @@ def test_root_may_run_a_target_as_another_user(tmp_path: Path, system_user: str)
 def test_a_program_missing_or_not_executable_is_a_config_error(
     tmp_path: Path, key: str, fields: Callable[[str], dict[str, object]]
 ) -> None:
-    """Not a failed start every minute from cron: exit 2 at once, naming the key."""
+    """Not a failed start every minute from cron: a dry run, install and a restart by hand
+    refuse the config (exit 2, naming the key). (A real check goes on with the other
+    targets: tests/test_check.py.)"""
     not_executable = tmp_path / "agent.py"
     not_executable.write_text("print('hi')\n")  # mode 0644: forgot chmod +x
     cases = {
@@ -483,8 +485,11 @@ def test_a_program_missing_or_not_executable_is_a_config_error(
             {"state_dir": str(tmp_path / "state")},
             {"a": {"command": ["/bin/sleep", "100"], **fields(str(program))}},
         )
-        for args in ((), ("--dry-run",)):
-            done = guardian_check(config, *args)
+        for args in (["check", "--dry-run"], ["install", "--dry-run"], ["restart", "a"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "guardian", *args, "--config", str(config)],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
             assert done.returncode == 2, done.stderr
             assert f"{config}: targets.a.{key}: program {program}" in done.stderr
             assert problem in done.stderr
@@ -602,3 +607,65 @@ def test_dry_run_refuses_places_every_run_would_fail_to_write_as_root_too(tmp_pa
         assert done.stderr.startswith(f"guardian: {config}: {where}.{key}: "), done.stderr
         assert problem in done.stderr
     assert elsewhere.read_text() == ""  # nothing written through the symlink
+
+
+def test_a_tilde_is_the_home_of_the_password_database_never_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cron, a login shell and `sudo -E` must agree on every path, or two runs would keep
+    two lock folders (and could start two copies)."""
+    import pwd
+
+    config = write_config(
+        tmp_path / "g.toml",
+        {"state_dir": "~/guardian-state", "audit_log": "~root/audit.jsonl"},
+        {"a": {"command": ["/bin/sleep", "100"], "output": "~nosuchuser9/a.out"}},
+    )
+    home = pwd.getpwuid(os.geteuid()).pw_dir
+    for fake in ("/elsewhere", str(tmp_path), ""):
+        monkeypatch.setenv("HOME", fake)
+        loaded = load(config)
+        assert loaded.settings.state_dir == Path(home) / "guardian-state"
+        assert loaded.settings.audit_log == Path(pwd.getpwnam("root").pw_dir) / "audit.jsonl"
+        # No such user: a folder named so, relative to the config, as a shell would leave it.
+        assert loaded.targets[0].output == tmp_path / "~nosuchuser9" / "a.out"
+
+
+def test_dry_run_refuses_lock_and_state_folders_a_check_would_not_trust(tmp_path: Path) -> None:
+    """Left by another user's runs (or made writable by others): every check would refuse
+    them, so a dry run must not say "would start"."""
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "g.toml", {"state_dir": str(state)},
+        {"a": {"command": ["/bin/sleep", "100"], "pidfile": str(tmp_path / "a.pid")}},
+    )  # fmt: skip
+    for sub in ("locks", "state"):
+        folder = state / sub
+        folder.mkdir(parents=True)
+        os.chown(folder, 65534, 65534)  # nobody's
+        done = guardian_check(config, "--dry-run")
+        assert done.returncode == 2, done.stdout
+        assert f"guardian.state_dir: {folder} is owned by " in done.stderr
+        os.chown(folder, 0, 0)
+        folder.chmod(0o777)
+        done = guardian_check(config, "--dry-run")
+        assert done.returncode == 2, done.stdout
+        assert f"guardian.state_dir: {folder} is writable by others (mode 777)" in done.stderr
+        folder.chmod(0o700)
+    assert guardian_check(config, "--dry-run").returncode == 1  # would start: all is usable
+
+
+def test_a_bare_program_is_never_found_relative_to_the_callers_folder(tmp_path: Path) -> None:
+    program = tmp_path / "myprog9"
+    program.write_text("#!/bin/sh\nsleep 100\n")
+    program.chmod(0o755)
+    config = write_config(
+        tmp_path / "g.toml", {"state_dir": str(tmp_path / "state")},
+        {"a": {"command": ["myprog9"], "env": {"PATH": "/nonexistent::."}}},
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "guardian", "check", "--dry-run", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "targets.a.command: program 'myprog9' not found on PATH /nonexistent::." in done.stderr

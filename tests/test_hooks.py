@@ -140,3 +140,74 @@ def test_a_dry_run_runs_no_hook(g: Guardian) -> None:
     assert "agent: would start: " in result.stdout
     assert result.stdout.rstrip().endswith("; would run on_failure (died) first")
     assert len(told(g)) == 1  # only the first start's on_start
+
+
+def test_hooks_and_probes_get_guardians_own_home_whatever_env_says(g: Guardian) -> None:
+    """They run as guardian (root): a HOME meant for the target's user (whose ~/.local
+    could hold Python modules) must not reach them."""
+    import pwd
+
+    seen = g.tmp / "seen"
+    script = g.tmp / "tell-home"
+    script.write_text(f'#!/bin/sh\necho "$0 $HOME $USER $LOGNAME $GREETING" >> {seen}\n')
+    script.chmod(0o755)
+    g.configure(env={"HOME": str(g.tmp), "USER": "agent", "LOGNAME": "agent", "GREETING": "hi"},
+                on_start=[str(script)], health={"command": [str(script)]})  # fmt: skip
+    assert g.check().rc == 0  # on_start
+    assert g.check().rc == 0  # the probe
+    me = pwd.getpwuid(os.geteuid())
+    want = f"{script} {me.pw_dir} {me.pw_name} {me.pw_name} hi"
+    assert seen.read_text().splitlines() == [want, want]
+    # The target itself keeps what its env says.
+    environ = Path(f"/proc/{g.pid()}/environ").read_bytes().split(b"\0")
+    assert f"HOME={g.tmp}".encode() in environ
+
+
+def test_a_slow_on_failure_hook_does_not_eat_the_restart_it_is_told_about(g: Guardian) -> None:
+    slow = g.tmp / "slow"
+    slow.write_text("#!/bin/sh\nexec sleep 100\n")
+    slow.chmod(0o755)
+    g.configure(on_failure=[str(slow)], hook_timeout="60s", start_timeout="4s",
+                start_grace="1s", guardian={"timeout": "10s"})  # fmt: skip
+    assert g.check().rc == 0
+    kill_target(g)
+    result = g.check()
+    assert result.rc == 0, result.stderr  # restarted within the run's 10 s
+    assert result.seconds < 12
+    record = g.audit()[-1]
+    assert record["action"] == "started"
+    (told_,) = record["hooks"]
+    assert told_.startswith(f"on_failure (died): {slow}: still running after ")
+    assert told_.endswith("s; killed")
+
+
+def test_with_its_state_unwritable_a_death_is_not_told_every_run(
+    g: Guardian, tmp_path: Path
+) -> None:
+    """Once per death is kept by the state file: on a read-only or full disk, guardian says
+    it cannot tell the death only once, instead of paging every minute."""
+    import subprocess
+
+    from conftest import tmpfs
+
+    with tmpfs(tmp_path, "1m") as disk:
+        g.configure("--die-after", "0.5", start_grace="0.1s",
+                    guardian={"state_dir": str(disk / "state"),
+                              "audit_log": str(g.tmp / "audit.jsonl")},
+                    output=str(g.tmp / "agent.out"), restart={"min_uptime": "0s"},
+                    **hooks(g))  # fmt: skip
+        g.state = g.tmp  # where this test's audit log is
+        assert g.check().rc == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        try:
+            for _ in range(3):
+                wait_for(lambda: not g.matches(), what="the agent to die")
+                assert g.check().rc == 3  # started all the same; the state said unwritable
+                assert g.audit()[-1]["hooks"][0] == (
+                    "on_failure (died): not run: its state file cannot be written, so the "
+                    "death could not be told only once"
+                )
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        g.track()
+    assert [action for _, action, *_ in told(g)] == ["started"] * 4
