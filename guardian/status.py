@@ -6,13 +6,15 @@ same pure policy a check applies), the audit log from its end (what happened
 in the last 24 hours, the last failure with its output, when guardian last
 ran) and guardian's crontab line. An operator who is not root may be unable to
 read root's state files: what they would say is then taken from the audit
-log's records, and the report says so.
+log's records, and the report says so. What it cannot see (another user's
+process, where /proc is mounted ``hidepid``) it says it cannot tell.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import time
 from collections.abc import Iterable
@@ -25,7 +27,7 @@ from guardian import state
 from guardian.audit import ACTIONS, read_backwards
 from guardian.config import Config, Target
 from guardian.cron import Entry, next_run, step
-from guardian.discovery import Found, Matcher, Missing, discover
+from guardian.discovery import Found, Matcher, Missing, Unsure, discover
 from guardian.run import ASIDES
 
 _STARTS = frozenset({"started", "restarted_unhealthy", "restarted"})
@@ -38,6 +40,12 @@ _BY_HAND = frozenset({"stopped", "restarted", "reset"})  # not a run of cron's
 HISTORY_BUDGET = 32 << 20
 # A run is overdue once its interval, guardian's own timeout and this have passed.
 SLACK = 30.0
+# A record dated later than now plus this was not written before now: the clock was
+# wrong when it was written (or the line is not guardian's); it is counted, not believed.
+FUTURE_SLACK = 60.0
+# The log is read back until this many records in a row are older than anything status
+# needs: one stamped long ago (a clock not yet set at boot) must not end the reading.
+PAST_IN_A_ROW = 1000
 TAIL_SHOWN = 5  # lines of a failed start's output, in the human report
 
 
@@ -59,14 +67,18 @@ class _Record(NamedTuple):
 
 
 def _time(value: object) -> datetime | None:
-    """An RFC 3339 time with a zone; None for anything else."""
+    """An RFC 3339 time with a zone, in UTC; None for anything else.
+
+    In UTC, every comparison and difference status makes is safe; a time that
+    has none there (year 1 at +01:00, year 9999 at -01:00) is none guardian wrote.
+    """
     if not isinstance(value, str):
         return None
     try:
         when = datetime.fromisoformat(value)
-    except ValueError:
+        return when.astimezone(UTC) if when.tzinfo is not None else None
+    except (ValueError, OverflowError):
         return None
-    return when if when.tzinfo is not None else None
 
 
 def _strings(value: object) -> tuple[str, ...] | None:
@@ -151,13 +163,17 @@ class _Seen:
 class _History:
     """What status wants from the audit log, folded in record by record, newest first."""
 
-    def __init__(self, names: Iterable[str], since: datetime, horizon: datetime) -> None:
+    def __init__(
+        self, names: Iterable[str], since: datetime, horizon: datetime, now: datetime
+    ) -> None:
         self.seen = {name: _Seen() for name in names}
         self.since = since  # starts are counted from here
         self.horizon = horizon  # nothing older matters, once every target has a record
-        self.last_run: datetime | None = None  # guardian's newest run (by cron, presumably)
+        self.future = now + timedelta(seconds=FUTURE_SLACK)  # records dated after: not believed
+        self.last_run: datetime | None = None  # guardian's latest run (by cron, presumably)
         self.bad = 0  # records that are not guardian's: unreadable
-        self.past_horizon = False
+        self.in_future = 0  # records dated after ``future``
+        self.past_in_a_row = 0  # the newest records read in a row dated before ``horizon``
 
     def see(self, raw: dict[str, object]) -> bool:
         """Fold in one record; True once no older record can change the answer."""
@@ -165,14 +181,19 @@ class _History:
         if r is None:
             self.bad += 1
             return False
+        if r.when > self.future:
+            self.in_future += 1  # not believed for anything: not even that guardian ran
+            return False
+        self.past_in_a_row = self.past_in_a_row + 1 if r.when < self.horizon else 0
         seen = self.seen.get(r.target)
         if seen is not None and not r.dry_run:
             seen.see(r, recent=r.when >= self.since)
-            if self.last_run is None and r.action not in _BY_HAND:
+            # The latest time, not the last line's: after a clock set back, a line's
+            # time may be older than the one before it.
+            if r.action not in _BY_HAND and (self.last_run is None or r.when > self.last_run):
                 self.last_run = r.when
-        self.past_horizon = self.past_horizon or r.when < self.horizon
         return (
-            self.past_horizon
+            self.past_in_a_row >= PAST_IN_A_ROW
             and self.last_run is not None
             and all(s.last is not None for s in self.seen.values())
         )
@@ -314,6 +335,10 @@ class DaemonNames(NamedTuple):
 
     exes: frozenset[str]
     names: frozenset[str]
+    # busybox, where a distribution puts it: run as one of ``names``, it is a cron daemon.
+    busybox: frozenset[str] = frozenset(
+        {"/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox"}
+    )
 
 
 CRON_DAEMONS = DaemonNames(
@@ -334,37 +359,91 @@ class CronDaemon:
     detail: str
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, most: int = 4096) -> bytes:
     try:
         with open(path, "rb") as f:
-            return f.read(4096)
+            return f.read(most)
     except OSError:
         return b""
+
+
+def _real_uid(folder: str) -> int | None:
+    """The real user of the process whose /proc entry is ``folder``; None if it cannot be read."""
+    for line in _read(f"{folder}/status", 1 << 14).splitlines():
+        if line.startswith(b"Uid:"):
+            fields = line.split()
+            return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    return None
+
+
+def hidden_from_me(proc: Path = Path("/proc")) -> str | None:
+    """Why ``proc`` hides other users' processes from this user, or None if it does not.
+
+    /proc mounted ``hidepid=1`` (``noaccess``) lets a user who is not root see
+    that other users' processes exist but not look into them; ``hidepid=2``
+    (``invisible``) hides them altogether, ``ptraceable`` all but those it may
+    trace. Members of the mount's ``gid=`` group, and root, see everything.
+    (``subset=pid`` hides /proc's other files, not processes.) Whatever the
+    options say, pid 1 missing (always there, and root's) tells.
+    """
+    if os.geteuid() == 0:
+        return None
+    options = _mount_options(proc)
+    hidepid = options.get("hidepid", "0")
+    gid = options.get("gid", "")
+    exempt = gid.isdigit() and (int(gid) == os.getegid() or int(gid) in os.getgroups())
+    if hidepid not in ("0", "off") and not exempt:
+        return f"{proc} hides other users' processes from this user (hidepid={hidepid})"
+    if not (proc / "1").exists():
+        return f"{proc} hides other users' processes from this user"
+    return None
+
+
+def _mount_options(folder: Path) -> dict[str, str]:
+    """The file system options of the mount ``folder`` is on (/proc/self/mountinfo's super
+    options, name to value); empty if they cannot be read."""
+    try:
+        dev = os.stat(folder).st_dev
+    except OSError:
+        return {}
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    found = ""
+    # proc(5): "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue"
+    for line in _read("/proc/self/mountinfo", 1 << 22).decode(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == wanted and "-" in fields:
+            rest = fields[fields.index("-") + 1 :]
+            found = rest[2] if len(rest) > 2 else found  # the last: mounted over the others
+    return {name: value for name, _, value in (o.partition("=") for o in found.split(",") if o)}
 
 
 def _is_cron(pid: str, known: DaemonNames, proc: Path) -> bool:
     """Does process ``pid`` run a cron daemon?
 
-    The program the kernel runs (/proc/PID/exe) decides, so a process that merely
-    calls itself cron is not one; busybox's crond is busybox called as crond. A
-    process this user may not look into (another user's, as non-root) is judged
-    by its name instead (/proc/PID/comm, or argv[0]), and only if root runs it.
+    A cron daemon is root's (its real user; no user can make one of those). The
+    program the kernel runs (/proc/PID/exe) decides, so a process that merely
+    calls itself cron is not one: one of ``known.exes``, or busybox (only where
+    a distribution puts it) called as crond; and that file, as it runs, is
+    root's (a replaced one too). A process this user may not look into (root's,
+    as non-root) is judged by its name instead (/proc/PID/comm, or argv[0]).
     """
-    argv0 = os.path.basename(
-        _read(f"{proc}/{pid}/cmdline").split(b"\0")[0].decode(errors="replace")
-    )
+    folder = f"{proc}/{pid}"
+    if _real_uid(folder) != 0:  # another user's, gone, or hidden from this user
+        return False
+    argv0 = os.path.basename(_read(f"{folder}/cmdline").split(b"\0")[0].decode(errors="replace"))
     try:
-        exe = os.readlink(f"{proc}/{pid}/exe").removesuffix(" (deleted)")  # an upgraded cron
+        exe = os.readlink(f"{folder}/exe").removesuffix(" (deleted)")  # an upgraded cron
     except PermissionError:
-        try:
-            owner = os.stat(f"{proc}/{pid}").st_uid
-        except OSError:
-            return False
-        comm = _read(f"{proc}/{pid}/comm").decode(errors="replace").strip()
-        return owner == 0 and (comm in known.names or argv0 in known.names)
+        comm = _read(f"{folder}/comm").decode(errors="replace").strip()
+        return comm in known.names or argv0 in known.names
     except OSError:  # gone, or a kernel thread
         return False
-    return exe in known.exes or (os.path.basename(exe) == "busybox" and argv0 in known.names)
+    if not (exe in known.exes or (exe in known.busybox and argv0 in known.names)):
+        return False
+    try:
+        return os.stat(f"{folder}/exe").st_uid == 0  # the very file it runs
+    except OSError:
+        return False
 
 
 def find_cron_daemon(known: DaemonNames = CRON_DAEMONS, proc: Path = Path("/proc")) -> CronDaemon:
@@ -376,9 +455,9 @@ def find_cron_daemon(known: DaemonNames = CRON_DAEMONS, proc: Path = Path("/proc
     if pids:
         shown = ", ".join(map(str, pids))
         return CronDaemon(True, pids, f"pid {shown}")
-    if os.geteuid() != 0 and not (proc / "1").exists():
-        # /proc mounted with hidepid: other users' processes are hidden from this one.
-        return CronDaemon(None, (), f"{proc} hides other users' processes from this user")
+    hidden = hidden_from_me(proc)
+    if hidden is not None:  # root's cron daemon may run unseen
+        return CronDaemon(None, (), hidden)
     programs = ", ".join(sorted(known.exes))
     return CronDaemon(False, (), f"no process runs {programs} or busybox crond")
 
@@ -403,7 +482,7 @@ def interval_of(schedule: str) -> int | None:
 @dataclass(frozen=True, slots=True)
 class TargetStatus:
     name: str
-    running: bool
+    running: bool | None  # None: this user cannot tell (/proc hides the process it would be)
     pid: int | None
     uptime_s: int | None
     evidence: str
@@ -419,11 +498,17 @@ class TargetStatus:
     gives_up_next: str | None = None
     last_failure: Failure | None = None
     state_problem: str | None = None  # the state file could not be read or believed
+    # "believed"; "none" (not written yet); "unreadable" (to this user: the log tells);
+    # "not believed" (corrupt, or others could have written it: the next check rebuilds it)
+    state_file: str = "believed"
     held: str | None = None  # issue 9: a hold put on the target by hand; none exist yet
 
     @property
-    def ok(self) -> bool:
-        """Running, and not failing its probes (one failing run below the threshold counts)."""
+    def ok(self) -> bool | None:
+        """Running, and not failing its probes (one failing run below the threshold counts);
+        None when whether it runs cannot be told."""
+        if self.running is None:
+            return None
         return self.running and self.health != "failing"
 
     def lines(self) -> list[str]:
@@ -448,6 +533,8 @@ class TargetStatus:
 
     def _verdict(self) -> str:
         # (Issue 9: a held target's verdict goes first, here.)
+        if self.running is None:
+            return f"cannot tell whether it runs: {self.evidence} (root can tell)"
         if not self.running:
             return f"NOT RUNNING: {self.evidence}"
         up = f"pid {self.pid}, up {_duration(self.uptime_s or 0)}"
@@ -490,6 +577,7 @@ class Report:
     audit_problem: str | None
     unreadable_lines: int  # in the part of the audit log that was read
     history_truncated: bool  # the audit log is longer than HISTORY_BUDGET: older records unseen
+    future_records: int = 0  # dated later than now (and FUTURE_SLACK): not believed
     now: datetime | None = None
     last_run: datetime | None = None  # guardian's newest run in the audit log (not a dry run)
     timeout: float = 0.0  # guardian.timeout: a run may take this long
@@ -497,7 +585,8 @@ class Report:
 
     @property
     def all_running(self) -> bool:
-        return all(t.running for t in self.targets)
+        """Every target is known to run."""
+        return all(t.running is True for t in self.targets)
 
     @property
     def interval_s(self) -> int | None:
@@ -531,6 +620,8 @@ class Report:
         """Why status exits 1 (none: 0)."""
         out = []
         for t in self.targets:
+            if t.running is None:
+                continue  # not known to be wrong: said, not counted (root can tell)
             if not t.running:
                 out.append(f"{t.name}: not running")
             elif not t.ok:
@@ -570,6 +661,7 @@ class Report:
             "cron_daemon": asdict(self.cron_daemon) if self.cron_daemon else None,
             "audit_problem": self.audit_problem,
             "unreadable_lines": self.unreadable_lines,
+            "future_records": self.future_records,
             "history_truncated": self.history_truncated,
         }
 
@@ -581,6 +673,10 @@ class Report:
         if self.unreadable_lines:
             n = self.unreadable_lines
             out.append(f"audit log: {n} line{'s' * (n != 1)} could not be read")
+        if self.future_records:
+            n = self.future_records
+            out.append(f"audit log: {n} record{'s are' if n != 1 else ' is'} dated in the "
+                       "future (a clock set back since?): not believed")  # fmt: skip
         if self.history_truncated:
             out.append(f"audit log: only the last {HISTORY_BUDGET >> 20} MiB read")
         if self.overdue:
@@ -593,14 +689,17 @@ class Report:
 
     def _state_lines(self) -> list[str]:
         """Each problem with state files once, with the targets it concerns."""
-        by_problem: dict[str, list[str]] = {}
+        by_problem: dict[tuple[str, str], list[str]] = {}
         for t in self.targets:
             if t.state_problem is not None:
-                by_problem.setdefault(t.state_problem, []).append(t.name)
+                by_problem.setdefault((t.state_file, t.state_problem), []).append(t.name)
         return [
             f"state file unreadable for {', '.join(names)} ({problem}): health, backoff "
             "and give-up taken from the audit log"
-            for problem, names in by_problem.items()
+            if kind == "unreadable"
+            else f"state file not believed for {', '.join(names)} ({problem}): the next "
+            "check starts afresh without it (no backoff or give-up holds)"
+            for (kind, problem), names in by_problem.items()
         ]
 
     def _cron_lines(self) -> list[str]:
@@ -629,7 +728,7 @@ class Report:
 
 def _stamp(when: datetime) -> str:
     """ISO 8601, UTC, "Z": as the audit log's next_try and the cron line's next run."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -654,6 +753,46 @@ def _state_problem(warning: str, path: Path) -> str:
     return text.removesuffix("; not believed, rebuilt").removesuffix("; rebuilt")
 
 
+# This user may not open it; the check (root, or the user cron runs it as) can.
+_UNREADABLE = frozenset(
+    {"cannot be read (Permission denied)", "cannot be read (Operation not permitted)"}
+)
+# Not believed for who owns the file (or its folder): a verdict only as the check's own user.
+_OWNERSHIP = ("so others could have written it", "which others can write to")
+
+
+def _state_file(problem: str, path: Path) -> str:
+    """What a Store ``problem`` means for the next check: "unreadable" (to this user only:
+    the check reads it, and the audit log tells what it says) or "not believed" (the
+    check sets it aside too, and starts afresh: no backoff or give-up holds)."""
+    if problem in _UNREADABLE:
+        return "unreadable"
+    if problem.endswith(_OWNERSHIP):
+        # Judged as this user: the check's own verdict only if this is the user whose check
+        # writes these files (the owner of their folder); else this user cannot judge it.
+        try:
+            mine = os.stat(path.parent).st_uid == os.geteuid()
+        except OSError:
+            mine = False
+        return "not believed" if mine else "unreadable"
+    return "not believed"  # corrupt, impossible values, too large, not a regular file
+
+
+def _hidden_pid(found: Missing | Unsure, hidden: str | None) -> str | None:
+    """The evidence, when the pidfile names a process that runs but that /proc hides
+    from this user (``hidden``: why it hides): whether it is the target cannot be told."""
+    pid = found.old_pid
+    if hidden is None or pid is None or _read(f"/proc/{pid}/stat"):
+        return None  # /proc shows it (this user's own, say): discovery's answer stands
+    try:
+        os.kill(pid, 0)  # signal 0 sends nothing: it asks whether the pid exists, as hidepid won't
+    except PermissionError:
+        return f"pidfile names pid {pid}, which runs, but {hidden}"
+    except OSError:
+        return None  # no such process: not running, as discovery says
+    return None  # pragma: no cover - a process this user may signal is one /proc shows it
+
+
 def _failure(seen: _Seen, ok: bool, since: datetime) -> Failure | None:
     """The newest failure: current while the target is not up and has not run since it;
     else shown as a past one if it is less than a day old."""
@@ -666,44 +805,80 @@ def _failure(seen: _Seen, ok: bool, since: datetime) -> Failure | None:
     return Failure(f.action, _stamp(f.when), f.reason, f.error, f.output_tail, current)
 
 
-def _matcher(target: Target, config: Config) -> Matcher:
-    """Who to look for. As root, what a check looks for. As another user, looking at a
-    config that names no ``user``: the target runs as the one cron runs guardian as,
-    taken to be the config file's owner (root, for /etc/guardian; the user, for theirs),
-    and the program of another user's process cannot be seen: say so, not "not running"."""
+def runner_of(config_path: Path, user: str | None) -> int:
+    """Whose guardian a config is, at first sight: the user cron runs it as.
+
+    ``user`` (``status --user``) if given; else, for an operator who is not root,
+    the config file's owner (root, for /etc/guardian; the user, for theirs); else
+    root. ``runner_seen`` may correct it once the config says where the state is.
+    """
+    if user is not None:
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(user).pw_uid
+    if os.geteuid() != 0:
+        with contextlib.suppress(OSError):  # (then load() says what is wrong with it)
+            return os.stat(config_path).st_uid
+    return os.geteuid()
+
+
+def runner_seen(config: Config) -> int | None:
+    """The owner of the config's state folder, if it exists: the user guardian ran as
+    (a check refuses a state it does not own, so that is who has been running it)."""
+    try:
+        return os.stat(config.settings.state_dir).st_uid
+    except OSError:
+        return None
+
+
+def _matcher(target: Target, runner: int) -> Matcher:
+    """Who to look for: what a check run by ``runner`` looks for. As a user who is not
+    root, the program of another user's process cannot be seen: say so, not "not
+    running"."""
     matcher = Matcher.for_target(target)
+    if target.user is None:
+        matcher.uid = runner
     if os.geteuid() != 0:
         matcher.unverified_ok = True
-        if target.user is None:
-            # (It was read a moment ago; if it is gone now, look for our own.)
-            with contextlib.suppress(OSError):
-                matcher.uid = os.stat(config.path).st_uid
     return matcher
 
 
 def _look(
-    target: Target, config: Config, seen: _Seen, clock: _Clock, since: datetime
+    target: Target,
+    config: Config,
+    seen: _Seen,
+    clock: _Clock,
+    since: datetime,
+    hidden: str | None = None,
+    runner: int | None = None,
 ) -> TargetStatus:
+    """``hidden``: why /proc hides other users' processes from this user, if it does;
+    ``runner``: the user guardian runs as (whose state files are believed)."""
+    runner = os.geteuid() if runner is None else runner
     path = state.path_for(config.settings.state_dir, target.name)
-    store = state.Store(path)
+    store = state.Store(path, owner=runner)
     existed = os.path.lexists(path)
-    st = store.load()
+    st = store.load()  # fresh (as the next check starts) when not believed
     problem = _state_problem(store.warnings[0], path) if store.warnings else None
+    kind = _state_file(problem, path) if problem is not None else "believed"
+    kind = kind if existed else "none"
     # As a check finds it: with what guardian remembers of it (a moved symlink, say).
-    matcher = _matcher(target, config)
+    matcher = _matcher(target, runner)
     found = discover(target, remembered=state.remembered(st), matcher=matcher)
-    running = isinstance(found, Found)
+    running: bool | None = isinstance(found, Found)
     if isinstance(found, Found) and matcher.unverified_ok and not found.exe:
         found = found._replace(evidence=f"{found.evidence} (its program not verified: only "
                                "root may see it)")  # fmt: skip
+    evidence = found.evidence if isinstance(found, Found) else found.reason
+    if not isinstance(found, Found) and (unseen := _hidden_pid(found, hidden)) is not None:
+        running, evidence = None, unseen  # not "not running": it may well be
     health = _Health()
     if running and target.health.any:
         # A state file never written yet says nothing of probes: the log may.
         health = _health(st if existed and problem is None else None, seen)
-    dead = isinstance(found, Missing)
+    dead = running is False and isinstance(found, Missing)
     policy = (
         _policy_from_log(seen, dead, clock)
-        if problem is not None
+        if kind == "unreadable"
         else _policy_from_state(st, target, dead, seen, clock)
     )
     last = seen.last
@@ -712,7 +887,7 @@ def _look(
         running=running,
         pid=found.pid if isinstance(found, Found) else None,
         uptime_s=int(time.time() - found.create_time) if isinstance(found, Found) else None,
-        evidence=found.evidence if isinstance(found, Found) else found.reason,
+        evidence=evidence,
         last=LastAction(last.action, _stamp(last.when), last.reason) if last else None,
         starts_24h=seen.starts,
         failed_starts_24h=seen.failed_starts,
@@ -723,13 +898,23 @@ def _look(
         gave_up=policy.gave_up,
         backoff=policy.backoff,
         gives_up_next=policy.gives_up_next,
-        last_failure=_failure(seen, running and health.verdict != "failing", since),
+        last_failure=_failure(seen, bool(running) and health.verdict != "failing", since),
         state_problem=problem,
+        state_file=kind,
     )
 
 
-def gather(config: Config, cron: list[Entry], *, daemons: DaemonNames = CRON_DAEMONS) -> Report:
-    """Everything status says, read now; ``daemons``: what counts as a cron daemon."""
+def gather(
+    config: Config,
+    cron: list[Entry],
+    *,
+    daemons: DaemonNames = CRON_DAEMONS,
+    runner: int | None = None,
+) -> Report:
+    """Everything status says, read now; ``daemons``: what counts as a cron daemon;
+    ``runner``: the user guardian runs as (by default: ``runner_of`` the config)."""
+    if runner is None:
+        runner = runner_of(config.path, None)
     names = [t.name for t in config.targets]
     clock = _Clock(datetime.now(UTC), state.now())
     since = clock.wall - timedelta(hours=24)
@@ -737,24 +922,29 @@ def gather(config: Config, cron: list[Entry], *, daemons: DaemonNames = CRON_DAE
     window = max((t.restart.window for t in config.targets), default=0.0)
     horizon = min(since, clock.wall - timedelta(seconds=window))
     path = config.settings.audit_log
-    history = _History(names, since, horizon)
+    history = _History(names, since, horizon, clock.wall)
     problem, unreadable, truncated = None, 0, False
     try:
         tail = read_backwards(path, max_bytes=HISTORY_BUDGET, stop=history.see, keep=_keep_none)
     except FileNotFoundError:
         pass  # no audit log yet: nothing has happened
     except OSError as e:
-        history = _History(names, since, horizon)  # half a history would undercount: show none
+        # Half a history would undercount: show none.
+        history = _History(names, since, horizon, clock.wall)
         problem = f"cannot read {path}: {e.strerror or e}"
     else:
         unreadable, truncated = tail.unreadable + history.bad, tail.truncated
-    rows = tuple(_look(t, config, history.seen[t.name], clock, since) for t in config.targets)
+    hidden = hidden_from_me()
+    rows = tuple(
+        _look(t, config, history.seen[t.name], clock, since, hidden, runner) for t in config.targets
+    )
     return Report(
         targets=rows,
         cron=tuple(cron),
         audit_problem=problem,
         unreadable_lines=unreadable,
         history_truncated=truncated,
+        future_records=history.in_future,
         now=clock.wall,
         last_run=history.last_run,
         timeout=config.settings.timeout,

@@ -4,13 +4,16 @@ daemon and an operator who is not root."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +23,14 @@ import pytest
 
 from guardian.config import Config, load
 from guardian.cron import Entry
-from guardian.status import HISTORY_BUDGET, DaemonNames, find_cron_daemon, gather, interval_of
+from guardian.status import (
+    HISTORY_BUDGET,
+    PAST_IN_A_ROW,
+    DaemonNames,
+    find_cron_daemon,
+    gather,
+    interval_of,
+)
 
 from conftest import (
     Guardian,
@@ -180,7 +190,8 @@ def test_one_unreadable_line_is_said_in_the_singular(config: Config) -> None:
 
 def test_starts_in_24_hours_and_the_last_record(config: Config) -> None:
     config.settings.audit_log.write_text(
-        "garbage older than what status needs: never read, so never counted\n"
+        # Read, and counted: a few records older than a day do not end the reading.
+        "garbage older than what status needs\n"
         + line(timedelta(days=3), "worker", "started")
         + line(timedelta(hours=30), "agent", "started")
         + line(timedelta(hours=25), "agent", "restarted")
@@ -200,7 +211,7 @@ def test_starts_in_24_hours_and_the_last_record(config: Config) -> None:
     assert worker.last is not None
     assert (agent.last.action, agent.starts_24h) == ("unhealthy", 3)
     assert (worker.last.action, worker.starts_24h) == ("started", 0)  # its last is 3 days old
-    assert (report.unreadable_lines, report.history_truncated) == (0, False)
+    assert (report.unreadable_lines, report.history_truncated) == (1, False)
     lines = report.lines()
     assert lines[0].startswith("agent: NOT RUNNING: no pidfile at")
     assert re.fullmatch(r"  last unhealthy at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ; 3 starts in 24h",
@@ -383,10 +394,15 @@ def test_a_give_up_stays_visible_through_the_backoff_runs_after_it(g: Guardian) 
     assert (agent["starts_24h"], agent["failed_starts_24h"]) == (0, 2)
 
     state_file = g.state / "state" / "agent.json"
-    state_file.chmod(0o666)  # not believed: the log says the same
+    state_file.chmod(0o666)  # not believed: a check sets it aside, and starts afresh
     shown, data = status(g)
-    assert gave_up_line(record) in shown.stdout.splitlines()
-    assert data["targets"][0]["gave_up"]["source"] == "audit log"
+    assert "gave up" not in shown.stdout
+    assert "state file not believed for agent (is owned by uid 0 with mode 666, so others " \
+           "could have written it): the next check starts afresh without it (no backoff or " \
+           "give-up holds)" in shown.stdout.splitlines()  # fmt: skip
+    assert (data["targets"][0]["gave_up"], data["targets"][0]["state_file"]) == (
+        None, "not believed")  # fmt: skip
+    assert "agent: would start: " in g.check("--dry-run").stdout  # as status says
     state_file.chmod(0o600)
 
     assert g.run("reset", "agent").rc == 0  # forgotten: the next check starts it
@@ -425,6 +441,7 @@ def test_a_give_up_is_read_from_the_log_by_one_who_cannot_read_the_state_file(
     assert agent["gave_up"]["source"] == "audit log"
     assert agent["gave_up"]["next_try"] == record["next_try"]
     assert agent["state_problem"] == "cannot be read (Permission denied)"
+    assert agent["state_file"] == "unreadable"  # to this user only: root's check reads it
 
     assert g.run("reset", "agent").rc == 0  # as root; the log says so
     shown, as_json = status_as_user(), status_as_user("--json")
@@ -508,15 +525,42 @@ def test_a_process_that_runs_no_cron_program_is_no_cron_daemon(cron_daemon: int)
     assert found.detail == "no process runs /nonexistent/sbin/crond or busybox crond"
 
 
-def test_the_program_decides_not_the_name(g: Guardian) -> None:
-    busybox = g.tmp / "busybox"
-    shutil.copy("/bin/sleep", busybox)
-    crond = g.spawn(["crond", "300"], executable=str(busybox))  # busybox, called as crond
-    impostor = g.spawn(["cron", "300"], executable="/bin/sleep")  # calls itself cron
-    found = find_cron_daemon(DaemonNames(frozenset({"/nonexistent/sbin/cron"}),
-                                         frozenset({"cron", "crond"})))  # fmt: skip
-    assert crond.pid in found.pids
-    assert impostor.pid not in found.pids
+def test_the_program_decides_not_the_name(
+    system_user: str, shared_dir: Path, reaper: Reaper
+) -> None:
+    """A cron daemon is root's, running a root-owned program that is cron (or busybox
+    where a distribution puts it, called as crond). ``cp /bin/sleep ~/busybox; exec -a
+    crond ~/busybox`` is none, nor is root's busybox run by a user, nor a user's file
+    run by root, nor a program that merely calls itself cron."""
+    uid = pwd.getpwnam(system_user).pw_uid
+    theirs = shared_dir / "user" / "busybox"  # a user's copy of a program, named busybox
+    ours = shared_dir / "root" / "busybox"  # root's: this test's "distribution" put it here
+    for copy, owner in ((theirs, uid), (ours, 0)):
+        copy.parent.mkdir()
+        shutil.copy("/bin/sleep", copy)
+        os.chown(copy, owner, -1)
+
+    def run(program: Path, user: int, argv0: str = "crond") -> int:
+        proc = subprocess.Popen([argv0, "300"], executable=str(program), user=user,
+                                stdin=subprocess.DEVNULL)  # fmt: skip
+        reaper.track(proc.pid)
+        reaper.children.append(proc)
+        return proc.pid
+
+    fake = run(theirs, uid)  # the review's: a user's file, run by the user as crond
+    user_runs_busybox = run(ours, uid)
+    root_runs_users_file = run(theirs, 0)
+    impostor = run(Path("/bin/sleep"), 0, "cron")  # calls itself cron
+    real = run(ours, 0)
+    not_cron = {fake, user_runs_busybox, root_runs_users_file, impostor}
+    busyboxes = frozenset({str(ours.resolve()), str(theirs.resolve())})
+    known = DaemonNames(frozenset({"/nonexistent/sbin/cron"}), frozenset({"cron", "crond"}),
+                        busybox=busyboxes)  # fmt: skip
+    found = find_cron_daemon(known)
+    assert real in found.pids
+    assert not not_cron & set(found.pids)
+    # The real list: busybox counts only where distributions put it.
+    assert not (not_cron | {real}) & set(find_cron_daemon().pids)
 
 
 def test_the_cron_daemon_of_root_is_found_by_name_by_one_who_cannot_see_its_program(
@@ -595,13 +639,17 @@ def test_a_young_death_backoff_from_the_state_file_and_from_the_log(g: Guardian)
     assert agent["backoff"]["until"] == record["next_try"]
     assert (agent["gave_up"], agent["starts_24h"], agent["failed_starts_24h"]) == (None, 2, 0)
 
-    # A state file that is not believed (others could have written it): the log tells.
+    # A state file that is not believed (others could have written it): the next check
+    # sets it aside and starts afresh, whatever backoff the log's last record gave.
     (g.state / "state" / "agent.json").chmod(0o666)
     shown, data = status(g)
-    assert line in shown.stdout.splitlines()
-    assert data["targets"][0]["state_problem"] == (
+    assert "backoff until" not in shown.stdout
+    (agent,) = data["targets"]
+    assert (agent["backoff"], agent["state_file"]) == (None, "not believed")
+    assert agent["state_problem"] == (
         "is owned by uid 0 with mode 666, so others could have written it"
     )
+    assert "agent: would start: " in g.check("--dry-run").stdout
 
 
 def test_probe_failures_from_the_log_and_health_that_nothing_tells(g: Guardian) -> None:
@@ -630,10 +678,11 @@ def test_probe_failures_from_the_log_and_health_that_nothing_tells(g: Guardian) 
     assert agent.lines()[1] == "  no audit record yet"
 
 
-def fake_process(proc: Path, pid: int, exe: str | None, argv: list[str]) -> None:
-    """An entry of a /proc of the test's own: its exe link and its cmdline."""
+def fake_process(proc: Path, pid: int, exe: Path | None, argv: list[str], uid: int = 0) -> None:
+    """An entry of a /proc of the test's own: its real user, its exe link and its cmdline."""
     folder = proc / str(pid)
     folder.mkdir(parents=True)
+    (folder / "status").write_text(f"Name:\tx\nState:\tS\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
     if exe is not None:
         (folder / "exe").symlink_to(exe)
     if argv:
@@ -641,17 +690,29 @@ def fake_process(proc: Path, pid: int, exe: str | None, argv: list[str]) -> None
 
 
 def test_what_counts_as_a_cron_daemon_in_a_proc_of_its_own(tmp_path: Path) -> None:
+    programs = tmp_path / "bin"
+    programs.mkdir()
+    for name in ("cron (deleted)", "crond", "busybox", "sleep", "anacron", "users-busybox"):
+        (programs / name).write_bytes(b"")
+    os.chown(programs / "users-busybox", 12345, -1)  # in the known places, but not root's
+    known = DaemonNames(
+        exes=frozenset({str(programs / "cron"), str(programs / "crond")}),
+        names=frozenset({"cron", "crond", "fcron"}),
+        busybox=frozenset({str(programs / "busybox"), str(programs / "users-busybox")}),
+    )
     proc = tmp_path / "proc"
-    fake_process(proc, 10, "/usr/sbin/cron (deleted)", ["/usr/sbin/cron", "-f"])  # upgraded
-    fake_process(proc, 11, "/bin/busybox", ["crond", "-f"])  # busybox as crond
-    fake_process(proc, 12, "/bin/busybox", ["/usr/sbin/crond"])
-    fake_process(proc, 13, "/bin/busybox", ["sh"])  # busybox as something else
-    fake_process(proc, 14, "/usr/bin/sleep", ["cron"])  # calls itself cron
-    fake_process(proc, 15, "/usr/sbin/anacron", ["anacron", "-d"])
+    fake_process(proc, 10, programs / "cron (deleted)", ["/usr/sbin/cron", "-f"])  # upgraded
+    fake_process(proc, 11, programs / "busybox", ["crond", "-f"])  # busybox as crond
+    fake_process(proc, 12, programs / "busybox", ["/usr/sbin/crond"])
+    fake_process(proc, 13, programs / "busybox", ["sh"])  # busybox as something else
+    fake_process(proc, 14, programs / "sleep", ["cron"])  # calls itself cron
+    fake_process(proc, 15, programs / "anacron", ["anacron", "-d"])
     fake_process(proc, 16, None, [])  # a kernel thread: no program
-    fake_process(proc, 17, "/usr/sbin/crond", [])  # cronie, its argv gone (exiting)
+    fake_process(proc, 17, programs / "crond", [])  # cronie, its argv gone (exiting)
+    fake_process(proc, 18, programs / "crond", ["crond"], uid=1000)  # run by a user
+    fake_process(proc, 19, programs / "users-busybox", ["crond"])  # a file not root's
     (proc / "self").symlink_to("10")
-    found = find_cron_daemon(proc=proc)
+    found = find_cron_daemon(known, proc=proc)
     assert (found.running, sorted(found.pids)) == (True, [10, 11, 12, 17])
     assert found.detail == "pid " + ", ".join(map(str, found.pids))
 
@@ -712,3 +773,289 @@ def test_a_user_who_is_not_root_sees_roots_target_running(
                           .stdout)["targets"]  # fmt: skip
     assert (agent["running"], agent["pid"]) == (True, pid)
     assert "not verified" not in agent["evidence"]
+
+
+# --- times the log should not have: out of range, in the future, long ago ---
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("ts", "0001-01-01T00:00:00+01:00"), ("ts", "9999-12-31T23:59:59-01:00"),
+     ("next_try", "0001-01-01T00:00:00+01:00"), ("next_try", "9999-12-31T23:59:59-01:00")],
+)  # fmt: skip
+def test_a_time_out_of_range_is_an_unreadable_line_not_a_crash(
+    config: Config, config_path: Path, field: str, value: str
+) -> None:
+    # (No time in UTC: year 0, year 10000.) A corrupt state file: the log is what tells.
+    (config.settings.state_dir / "state").mkdir(parents=True)
+    (config.settings.state_dir / "state" / "agent.json").write_text("not json")
+    gave_up = json.loads(line(timedelta(minutes=1), "agent", "gave_up", next_try=ts(-HOUR)))
+    config.settings.audit_log.write_text(
+        line(timedelta(hours=2), "agent", "started") + json.dumps({**gave_up, field: value}) + "\n"
+    )
+    report = gather(config, [])
+    assert report.unreadable_lines == 1
+    agent = report.targets[0]
+    assert agent.last is not None
+    assert (agent.last.action, agent.gave_up) == ("started", None)
+    done = subprocess.run([sys.executable, "-m", "guardian", "status", "--config", str(config_path),
+                           "--cron-file", str(config_path.parent / "none")],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 1, done.stderr  # not running: no internal error
+    assert "audit log: 1 line could not be read" in done.stdout.splitlines()
+
+
+HOUR = timedelta(hours=1)
+
+
+def test_a_record_dated_in_the_future_is_not_believed(config: Config, tmp_path: Path) -> None:
+    cron_file = tmp_path / "guardian"
+    cron_file.write_text(f"* * * * * root /bin/true # guardian: {config.path}\n")
+    then = line(timedelta(minutes=17), "agent", "ok")
+    config.settings.audit_log.write_text(
+        then
+        + line(timedelta(minutes=17), "worker", "ok")
+        + line(-timedelta(days=1), "agent", "ok")  # a day ahead: not "0s ago"
+    )
+    report = gather(config, installed_lines(config, cron_file))
+    assert report.future_records == 1
+    assert report.last_run is not None
+    assert datetime.now(UTC) - report.last_run >= timedelta(minutes=17)
+    assert report.overdue is not None
+    assert report.overdue.startswith("guardian last ran 17m")
+    agent = report.targets[0]
+    assert agent.last is not None
+    assert agent.last.ts == json.loads(then)["ts"][:19] + "Z"  # not the one a day ahead
+    lines = report.lines()
+    assert "audit log: 1 record is dated in the future (a clock set back since?): not " \
+           "believed" in lines  # fmt: skip
+    assert any(row.startswith("WARNING: guardian last ran 17m") for row in lines)
+    assert report.to_dict()["future_records"] == 1
+
+
+def test_a_record_stamped_long_ago_does_not_end_the_reading(config: Config) -> None:
+    """The newest lines stamped in 2000 (a clock not yet set at boot): the day's starts
+    before them still count, and guardian last ran when its latest record says."""
+    old = {"host": "h", "reason": "r", "pid": 7, "dry_run": False}
+    config.settings.audit_log.write_text(
+        line(timedelta(hours=5), "agent", "started")
+        + line(timedelta(hours=4), "agent", "restarted")
+        + line(timedelta(hours=3), "worker", "started")
+        + line(HOUR, "agent", "ok")
+        + json.dumps({"ts": "2000-01-01T00:00:05.000Z", "target": "agent", "action": "ok", **old})
+        + "\n"
+        + json.dumps({"ts": "2000-01-01T00:00:06.000Z", "target": "worker", "action": "ok", **old})
+        + "\n"
+    )
+    report = gather(config, [])
+    agent, worker = report.targets
+    assert (agent.starts_24h, worker.starts_24h) == (2, 1)
+    assert report.last_run is not None
+    assert abs(datetime.now(UTC) - HOUR - report.last_run) < timedelta(minutes=5)
+
+
+def test_the_reading_ends_once_many_records_in_a_row_are_older_than_a_day(
+    config: Config,
+) -> None:
+    for old, unreadable in ((PAST_IN_A_ROW, 0), (PAST_IN_A_ROW - 1, 1)):
+        config.settings.audit_log.write_text(
+            "garbage at the log's start\n"
+            + line(timedelta(days=2), "worker", "ok") * old
+            + line(HOUR, "agent", "ok")
+        )
+        report = gather(config, [])
+        assert (report.unreadable_lines, report.history_truncated) == (unreadable, False), old
+
+
+# --- a report that cannot be written ---
+
+
+def status_argv(config_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "guardian", "status", *args, "--config", str(config_path),
+            "--cron-file", str(config_path.parent / "none")]  # fmt: skip
+
+
+@pytest.mark.parametrize("args", [(), ("--json",)])
+def test_a_report_that_cannot_be_written_is_said_on_stderr(
+    config_path: Path, args: tuple[str, ...]
+) -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(status_argv(config_path, *args), stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60, check=False)  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        3, "guardian: cannot write the report to stdout: No space left on device\n")  # fmt: skip
+
+
+def test_a_full_pipe_nobody_reads_does_not_hang_status(config_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        os.set_blocking(write_end, False)
+        for size in (1 << 16, 1 << 12, 1):  # full to the last byte
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    os.write(write_end, b"x" * size)
+        os.set_blocking(write_end, True)  # as a stuck reader's pipe is: a write would block
+        began = time.monotonic()
+        done = subprocess.run(status_argv(config_path), stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, check=False)  # fmt: skip
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (
+        3, "guardian: cannot write the report to stdout: nobody read it for 3s\n")  # fmt: skip
+    assert time.monotonic() - began < 30
+
+
+# --- a state file the next check would rebuild ---
+
+
+def test_a_state_file_the_next_check_rebuilds_holds_no_give_up(g: Guardian) -> None:
+    """Status says what the next check will do: with an impossible state file (given up
+    in the future), it starts afresh, whatever give-up the audit log recorded."""
+    g.configure("--exit", "3", restart=GIVE_UP)
+    record = give_up(g)
+    state_file = g.state / "state" / "agent.json"
+    data = json.loads(state_file.read_text())
+    data["gave_up_at"] = time.clock_gettime(time.CLOCK_BOOTTIME) + 3600
+    state_file.write_text(json.dumps(data))  # (its mode stays 600)
+    shown, report = status(g)
+    lines = shown.stdout.splitlines()
+    assert gave_up_line(record) not in lines
+    assert not any("gave up" in row or "backoff until" in row for row in lines)
+    assert "state file not believed for agent (was corrupt (impossible gave_up_at)): the next " \
+           "check starts afresh without it (no backoff or give-up holds)" in lines  # fmt: skip
+    (agent,) = report["targets"]
+    assert (agent["gave_up"], agent["backoff"], agent["gives_up_next"]) == (None, None, None)
+    assert agent["state_file"] == "not believed"
+    assert "agent: would start: " in g.check("--dry-run").stdout
+
+
+# --- /proc mounted hidepid ---
+
+
+@pytest.fixture(scope="session")
+def hidepid_ok() -> None:
+    """A private mount namespace with a /proc of its own can be made here (never the host's)."""
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           "mount -t proc -o hidepid=2 proc /proc"],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a /proc of a private mount namespace: {done.stderr.strip()}")
+
+
+def under_hidepid(
+    options: str, argv: list[str], user: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` (as ``user``) in a mount namespace of its own, /proc mounted with ``options``
+    there: the host's /proc is never touched, and the mount goes with the namespace."""
+    run_as = ["runuser", "-u", user, "--"] if user else []
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         'mount -t proc -o "$0" proc /proc && exec "$@"', options, *run_as, *argv],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+HIDDEN = r"/proc hides other users' processes from this user \(hidepid=\w+\)"
+
+
+@pytest.mark.usefixtures("hidepid_ok")
+@pytest.mark.parametrize("options", ["hidepid=1", "hidepid=2", "hidepid=2,gid={gid}"])
+def test_under_hidepid_one_who_is_not_root_cannot_tell_whether_cron_runs(
+    system_user: str, shared_install: SharedInstall, cron_daemon: int, options: str
+) -> None:
+    options = options.format(gid=pwd.getpwnam(system_user).pw_gid)  # gid=: that group sees all
+    script = (
+        "import json; from guardian.status import find_cron_daemon\n"
+        "d = find_cron_daemon(); print(json.dumps([d.running, d.pids, d.detail]))\n"
+    )
+    argv = [str(shared_install.prefix / "bin" / "python"), "-c", script]
+    as_user = under_hidepid(options, argv, system_user)
+    assert as_user.returncode == 0, as_user.stderr
+    running, pids, detail = json.loads(as_user.stdout)
+    if "gid=" in options:
+        assert (running, cron_daemon in pids) == (True, True)
+    else:
+        assert (running, pids) == (None, [])  # not "no cron daemon is running"
+        assert re.fullmatch(HIDDEN, detail), detail
+    as_root = under_hidepid(options, argv)
+    assert as_root.returncode == 0, as_root.stderr
+    running, pids, _ = json.loads(as_root.stdout)
+    assert (running, cron_daemon in pids) == (True, True)
+
+
+@pytest.mark.usefixtures("hidepid_ok")
+@pytest.mark.parametrize("options", ["hidepid=1", "hidepid=2"])
+def test_under_hidepid_roots_running_target_cannot_be_told_not_said_not_running(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path, reaper: Reaper, options: str
+) -> None:
+    g = Guardian(shared_dir, reaper)
+    g.configure()
+    assert g.check().rc == 0
+    pid = g.pid()
+    (g.state / "audit.jsonl").chmod(0o644)
+
+    def status_as(user: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+        return under_hidepid(options, [shared_install.guardian, "status", *args, "--config",
+                                       str(g.config_path), "--cron-file", str(shared_dir / "none")],
+                             user)  # fmt: skip
+
+    shown, as_json = status_as(system_user), status_as(system_user, "--json")
+    assert shown.returncode == as_json.returncode == 0, shown.stdout + shown.stderr
+    evidence = rf"pidfile names pid {pid}, which runs, but {HIDDEN}"
+    assert re.fullmatch(rf"agent: cannot tell whether it runs: {evidence} \(root can tell\)",
+                        shown.stdout.splitlines()[0]), shown.stdout  # fmt: skip
+    data = json.loads(as_json.stdout)
+    (agent,) = data["targets"]
+    assert (agent["running"], agent["ok"], agent["pid"]) == (None, None, None)
+    assert re.fullmatch(evidence, agent["evidence"])
+    assert (data["ok"], data["all_running"], data["problems"]) == (True, False, [])
+
+    as_root = json.loads(status_as(None, "--json").stdout)
+    assert (as_root["targets"][0]["running"], as_root["targets"][0]["pid"]) == (True, pid)
+
+    # Once it is gone (its pid with it), that is known, hidepid or not.
+    assert g.run("stop", "agent").rc == 0
+    # (A zombie's pid still exists, and only root may see that it is one: until its
+    # parent, init, reaps it, it cannot be told either.)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="init to reap the agent")
+    stopped = status_as(system_user)
+    assert stopped.returncode == 1, stopped.stdout + stopped.stderr
+    assert stopped.stdout.startswith("agent: NOT RUNNING: ")
+
+
+def test_root_sees_the_target_of_a_guardian_that_runs_as_another_user(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path, reaper: Reaper
+) -> None:
+    """`install --user U` on root's config: guardian runs as U, and so does its target.
+    Root's status finds it (by the state folder's owner, or --user), with U's state."""
+    pw = pwd.getpwnam(system_user)
+    state_dir = shared_dir / "state"
+    state_dir.mkdir()
+    os.chown(state_dir, pw.pw_uid, pw.pw_gid)
+    config = write_config(
+        shared_dir / "g.toml",
+        {"state_dir": str(state_dir)},
+        {"agent": {"command": ["/bin/sleep", "3001"],  # the user's: no other test's
+                   "start_grace": "0.3s", "health": {"command": ["/bin/false"]}}},
+    )  # fmt: skip
+    config.chmod(0o644)
+    run = ["runuser", "-u", system_user, "--", shared_install.guardian]
+    for _ in range(2):  # a start, then a failing probe
+        subprocess.run([*run, "check", "--config", str(config)], capture_output=True,
+                       timeout=60, check=False)  # fmt: skip
+    pid = int((state_dir / "pids" / "agent.pid").read_text())
+    reaper.track(pid)
+    assert Path(f"/proc/{pid}/status").read_text().count(f"\t{pw.pw_uid}\t") >= 1
+    for extra in ([], ["--user", system_user]):
+        done = subprocess.run(
+            [sys.executable, "-m", "guardian", "status", "--json", "--config", str(config),
+             *extra, *(["--cron-file", str(shared_dir / "none")] if not extra else [])],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        report = json.loads(done.stdout)
+        (agent,) = report["targets"]
+        assert (agent["running"], agent["pid"]) == (True, pid), (extra, agent)
+        assert agent["state_file"] == "believed"  # the user's own, believed for the user
+        assert (agent["health"], agent["probe_failures"]) == ("failing", 1)
+        assert done.returncode == 1  # failing its probe
