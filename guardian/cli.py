@@ -39,7 +39,15 @@ from guardian.errors import (
     RunTimeout,
 )
 from guardian.files import never_blocking
-from guardian.run import ASIDES, DEFAULT_TIMEOUT, RUNNING, Interrupted, Run, RunResult
+from guardian.run import (
+    ASIDES,
+    CONFIG_ERROR,
+    DEFAULT_TIMEOUT,
+    RUNNING,
+    Interrupted,
+    Run,
+    RunResult,
+)
 
 
 class Duration(click.ParamType[float, str | float]):
@@ -85,6 +93,7 @@ class _Stream:
         self.fd = fd
         self._out: int | None = None
         self._socket: socket.socket | None = None
+        self.dropped: str | None = None  # why some of what was written was dropped, if it was
 
     def _target(self) -> int:
         if self._out is None:
@@ -111,8 +120,10 @@ class _Stream:
                     ready = select.select([], [out], [], _Stream.wait_left)[1]
                     _Stream.wait_left = max(0.0, _Stream.wait_left - (time.monotonic() - began))
                     if not ready:
+                        self.dropped = "nobody read it for 3s"
                         return  # nobody reads: the audit log has it
-        except OSError:
+        except OSError as e:
+            self.dropped = e.strerror or str(e)
             return  # closed, or a broken pipe: the audit log has it
 
 
@@ -233,7 +244,8 @@ def check(
     def job(config: Config) -> RunResult:
         return run_check(config, config.select(names), run)
 
-    return _within(run, config_path, timeout, out, job)
+    # A real run goes on past one target's missing program; a dry run refuses it (exit 2).
+    return _within(run, config_path, timeout, out, job, defer=not dry_run)
 
 
 def _within(
@@ -244,6 +256,7 @@ def _within(
     job: Callable[[Config], RunResult],
     *,
     starting: bool = True,
+    defer: bool = False,
 ) -> int:
     """Read the config and do ``job`` inside the run's time limit, signals handled.
 
@@ -259,7 +272,7 @@ def _within(
     try:
         with run.armed(timeout or DEFAULT_TIMEOUT) as limit:
             run.step(f"reading its config {config_path}")
-            config = load(config_path, starting=starting)
+            config = load(config_path, starting=starting, defer=defer)
             if run.dry_run:  # what would make every real run fail is a config error here
                 check_writable(config)
             if timeout is None:
@@ -316,6 +329,8 @@ class _Output:
             return 128 + result.interrupted
         if result.timed_out:
             return EXIT_TIMEOUT
+        if any(r.reason.startswith(CONFIG_ERROR) for r in result.records):
+            return EXIT_USAGE  # a target's program is gone: the config needs fixing
         if self.audit_failed or result.trouble:
             return EXIT_INTERNAL
         outcomes = [r for r in result.records if r.action not in ASIDES]
@@ -386,6 +401,30 @@ def heartbeat(*, path: Path) -> int:
     return EXIT_OK
 
 
+class ReportError(GuardianError):
+    """install or uninstall did its job, but could not say so on stdout (exit 3)."""
+
+    exit_code = EXIT_INTERNAL
+
+
+def _report(text: str, *, done: str) -> None:
+    """Print what install or uninstall did; ``done`` says it on stderr if stdout fails.
+
+    The crontab is changed by then: a full disk or a closed pipe on stdout must
+    not look like a bug (a traceback), nor like a change not made.
+    """
+    try:
+        click.echo(text)
+    except OSError as e:
+        # What stays in stdout's buffer would fail again as Python exits, and make
+        # the exit code 120: send it where it can go.
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, sys.stdout.fileno())
+            os.close(null)
+        raise ReportError(f"{done}; but stdout could not be written ({e.strerror})") from None
+
+
 @cli.command(
     epilog="""\b
 Examples:
@@ -431,8 +470,14 @@ def install(
     line = cron.render_line(
         every.schedule, command, config.path, system_user=place.user if place.system else None
     )
+
+    def warn_if_not_run() -> None:  # written as asked all the same: tests, staging
+        if place.cron_file is not None and (why := cron.not_run_reason(place.cron_file)):
+            _err(f"warning: {place.cron_file}: {why}")
+
     if dry_run:
-        click.echo(f"would install in {place.describe()}:\n{line}")
+        warn_if_not_run()
+        _report(f"would install in {place.describe()}:\n{line}", done="nothing changed")
         return EXIT_OK
     run_as = place.user or pwd.getpwuid(os.geteuid()).pw_name
     if os.geteuid() == 0 and run_as != "root":
@@ -440,8 +485,9 @@ def install(
         if problem:
             raise ConfigError(problem)
     before, after = cron.update(place, config.path, line)
+    warn_if_not_run()  # as the file is now: written by root, mode 0644
     verb = "already installed" if before == after else "installed"
-    click.echo(f"{verb} in {place.describe()}:\n{line}")
+    _report(f"{verb} in {place.describe()}:\n{line}", done=f"{verb} in {place.describe()}")
     return EXIT_OK
 
 
@@ -467,14 +513,15 @@ def uninstall(*, config_path: Path, user: str | None, cron_file: Path | None) ->
     done = cron.remove(place, config)
     where = place.describe()
     if not done.removed:
-        click.echo(f"nothing to remove: no line for {config} in {where}")
+        said = f"nothing to remove: no line for {config} in {where}"
     elif not done.deleted:
-        click.echo(f"removed guardian's line for {config} from {where}")
+        said = f"removed guardian's line for {config} from {where}"
     elif place.system:
-        click.echo(f"removed guardian's line for {config}, and {where}, which held nothing else")
+        said = f"removed guardian's line for {config}, and {where}, which held nothing else"
     else:
-        click.echo(f"removed guardian's line for {config}, and {where}, which held nothing "
-                   "else (crontab -r), as before install")  # fmt: skip
+        said = (f"removed guardian's line for {config}, and {where}, which held nothing "
+                "else (crontab -r), as before install")  # fmt: skip
+    _report(said, done=said)
     return EXIT_OK
 
 
@@ -489,7 +536,9 @@ Examples:
 Exit code 0 when every target is running and not failing its probes, guardian
 ran when its cron line said it would, and (with a cron line) a cron daemon
 runs; 1 otherwise (the lines say why; --json: "problems"); 2 usage or config
-error. Monitoring can call it.
+error; 3 the report could not be written to stdout (a full disk, a closed or
+stuck pipe). Monitoring can call it. What this user cannot see (/proc mounted
+hidepid) is said, not counted: run it as root.
 """
 )
 @_config_option
@@ -501,19 +550,30 @@ def status(*, config_path: Path, user: str | None, cron_file: Path | None, as_js
     import json
 
     from guardian import cron
-    from guardian.status import gather
+    from guardian.status import gather, runner_of, runner_seen
 
-    config = load(config_path, acting=False)
+    # Whose guardian it is (the user cron runs it as) decides what `~`, the default
+    # state_dir, the target's user and a believable state file are.
+    path = Path(os.path.abspath(config_path))
+    runner = runner_of(path, user)
+    config = load(path, acting=False, runner=runner)
+    seen = runner_seen(config) if user is None else None
+    if seen is not None and seen != runner:
+        runner = seen
+        config = load(path, acting=False, runner=runner)
+    unreadable: tuple[str, ...] = ()
     if user is None and cron_file is None:
-        entries = cron.search_everywhere(config.path)
+        found = cron.search(config.path)
+        entries, unreadable = list(found.entries), tuple(map(str, found.unreadable))
     else:
         entries = cron.installed(_place(user, cron_file), config.path)
-    report = gather(config, entries)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        for row in report.lines():
-            click.echo(row)
+    report = gather(config, entries, runner=runner, cron_unreadable=unreadable)
+    # Never blocking (a pipe nobody reads must not hang it), and never a traceback: a
+    # report that could not be written is said on stderr, with its own exit code.
+    _out(json.dumps(report.to_dict(), indent=2) if as_json else "\n".join(report.lines()))
+    if _STDOUT.dropped is not None:
+        _err(f"cannot write the report to stdout: {_STDOUT.dropped}")
+        return EXIT_INTERNAL
     return EXIT_OK if report.ok else EXIT_NOT_RUNNING
 
 

@@ -1,7 +1,18 @@
-"""The crontab line that runs guardian: render it, install it, find it, remove it.
+r"""The crontab line that runs guardian: render it, install it, find it, remove it.
 
-python-crontab renders and parses the line itself (schedule, command, the
-marker comment, the user field of a system cron file, escaping of ``%``).
+guardian writes and recognises its own line itself, in one strict shape::
+
+    <schedule> [<user>] <command> # guardian: <config path>
+
+python-crontab renders and checks the schedule only. Its parser takes the
+first `` #`` of a line for the start of a comment, so a config path with
+`` #`` in it (quoted in the command) was never matched back; and it escapes
+``%`` in a way that a ``\`` before the ``%`` defeats. So every shell word of
+the command is quoted for cron as well as for the shell (``cron_word``), and
+the marker's path has its ``%`` escaped (``marker``): cron(8) ends a command
+at an unescaped ``%`` and feeds the rest to it as input, the comment included.
+A newline cannot be in a crontab line: a path with one is refused.
+
 The rest of the crontab is kept byte for byte: guardian splices its one line
 into the text rather than letting python-crontab re-render the whole table,
 because that round trip moves environment lines and comments and rewrites
@@ -16,19 +27,24 @@ import contextlib
 import os
 import pwd
 import re
+import select
 import shlex
 import shutil
+import signal
+import stat
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from crontab import CronItem, CronTab
+from crontab import CronSlices, CronTab
 
 from guardian import locking
 from guardian.errors import ConfigError, GuardianError
-from guardian.files import atomic_write, open_regular
+from guardian.files import SAFE, NotRegular, atomic_write
 
 MARKER = "guardian:"
 INTERVAL_HELP = (
@@ -70,13 +86,67 @@ def parse_interval(text: str) -> Interval:
 HEADER = "# Written by `guardian install`; `guardian uninstall` removes its lines.\n"
 
 
+def lines_of(text: str) -> list[str]:
+    r"""``text`` in lines, each with its ``\n``: cron's lines (``str.splitlines`` would also
+    split at ``\r``, ``\x85``, ``\u2028`` and the like, which cron keeps in a line)."""
+    parts = text.split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
 def empty(text: str, *, system: bool) -> bool:
     """Nothing in ``text`` but blank lines (and, in a cron file, guardian's ``HEADER``)."""
-    return all(not line.strip() or (system and line + "\n" == HEADER) for line in text.splitlines())
+    return all(
+        not line.strip() or (system and line.removesuffix("\n") + "\n" == HEADER)
+        for line in lines_of(text)
+    )
+
+
+def check_path(path: Path) -> None:
+    """A path that goes in a crontab line: one without a newline (a line cannot hold one)."""
+    if "\n" in str(path):
+        raise ConfigError(
+            f"{str(path)!r}: a path with a newline cannot go in a crontab line; rename it"
+        )
+
+
+def _escape_percent(text: str) -> str:
+    r"""``text`` with each ``%`` escaped as cron(8) reads it.
+
+    cron ends the command at a ``%`` and feeds the rest to it as input; ``\%``
+    is a ``%``, and a ``\`` before anything else is kept as it is (Debian
+    cron's do_command.c). So a ``%`` after n backslashes gets n more and one.
+    """
+    return re.sub(r"(\\*)%", lambda m: m[1] * 2 + "\\%", text)
+
+
+def cron_word(word: str) -> str:
+    r"""``word`` as one shell word that cron passes to the shell intact, and in which no
+    ``#`` follows a blank (so the marker is the first `` # `` of the line).
+
+    shlex quotes it for the shell; each ``%`` then becomes ``\%`` (outside quotes:
+    cron turns it back into ``%``), and each ``#`` in a quoted word is put outside the
+    quotes, where in the middle of a word it starts no comment (POSIX sh, 2.3).
+    """
+    if "\n" in word:
+        raise ConfigError(f"{word!r}: a path with a newline cannot go in a crontab line; rename it")
+    quoted = shlex.quote(word)
+    if not quoted.startswith("'"):  # only shlex's safe characters: no backslash, no '#'
+        return quoted.replace("%", "\\%")
+    return quoted.replace("%", "'\\%'").replace("#", "'#'")
 
 
 def marker(config: Path) -> str:
-    return f"{MARKER} {config}"
+    """The comment that ends guardian's line for ``config``: ``guardian: <path>``.
+
+    Its ``%`` are escaped for cron (which reads the comment as part of the
+    command): in the shell the comment then holds the path as it is.
+    """
+    return f"{MARKER} {_escape_percent(str(config))}"
+
+
+def _is_marker_of(text: str, config: Path) -> bool:
+    # Also the path as it is: guardian 0.1.0 wrote the comment unescaped.
+    return text in (marker(config), f"{MARKER} {config}")
 
 
 def guardian_argv() -> list[str]:
@@ -87,22 +157,26 @@ def guardian_argv() -> list[str]:
 
 def guardian_command(config: Path, log: Path | None) -> str:
     """The command cron runs: quiet unless something fails, so cron mails only failures."""
-    command = shlex.join([*guardian_argv(), "check", "--config", str(config)])
+    command = " ".join(cron_word(w) for w in [*guardian_argv(), "check", "--config", str(config)])
     if log is not None:
-        command += f" >> {shlex.quote(str(log))} 2>&1"
+        command += f" >> {cron_word(str(log))} 2>&1"
     return command
 
 
 def render_line(
     schedule: str, command: str, config: Path, *, system_user: str | None = None
 ) -> str:
-    """One crontab line; with ``system_user``, in the /etc/cron.d format (a user field)."""
-    if "\n" in command or "\n" in str(config):
-        raise ConfigError(f"{config}: a path with a newline cannot go in a crontab")
-    tab = CronTab(tab="", user=False if system_user else None)
-    job = tab.new(command=command, comment=marker(config), user=system_user)
-    job.setall(schedule)
-    return str(job.render())
+    """One crontab line; with ``system_user``, in the /etc/cron.d format (a user field).
+
+    ``command`` is written as it is: from ``guardian_command``, which quotes it for cron.
+    """
+    check_path(config)
+    if "\n" in command:
+        raise ConfigError(f"{command!r}: a command with a newline cannot go in a crontab line")
+    job = CronTab(tab="").new(command="true")
+    job.setall(schedule)  # python-crontab's spelling: */1 as *, 0 */1 * * * as @hourly
+    user = f"{system_user} " if system_user else ""
+    return f"{job.slices.render()} {user}{command} # {marker(config)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,22 +187,45 @@ class Entry:
     line: str
     schedule: str
     command: str
+    # Why cron does not run this line (a cron file it does not read or ignores), or None.
+    not_run: str | None = None
 
 
-def _parse(line: str, system: bool) -> CronItem | None:
-    tab = CronTab(tab="", user=False if system else None)
-    item = CronItem.from_line(line, cron=tab)
-    return item if item.is_valid() and item.is_enabled() else None
+_SEPARATOR = f" # {MARKER} "
+_BLANK = "[ \t]+"  # what cron splits the fields of a line at
+_FIELDS = re.compile(rf"[ \t]*(@[A-Za-z]+|(?:[^ \t]+{_BLANK}){{4}}[^ \t]+){_BLANK}(.*\S)")
+_USER = re.compile(rf"([^ \t]+){_BLANK}(.*)")
 
 
-def find(text: str, config: Path, *, system: bool, where: str) -> list[Entry]:
+def _own(line: str, *, system: bool) -> tuple[str, str, str] | None:
+    """(schedule, command, marker) of a guardian line that is not commented out, else None.
+
+    The marker starts at the line's first `` # guardian: ``: the command guardian
+    writes has no ``#`` after a blank (``cron_word``).
+    """
+    head, separator, tail = line.removesuffix("\n").partition(_SEPARATOR)
+    if not separator:
+        return None
+    fields = _FIELDS.fullmatch(head)
+    if fields is None or not CronSlices.is_valid(fields[1]):
+        return None  # commented out (a '#' in the schedule), or not a cron line at all
+    command = fields[2]
+    if system:
+        with_user = _USER.fullmatch(command)
+        if with_user is None:
+            return None
+        command = with_user[2]
+    return fields[1], command, f"{MARKER} {tail}"
+
+
+def find(
+    text: str, config: Path, *, system: bool, where: str, not_run: str | None = None
+) -> list[Entry]:
     entries = []
-    for line in text.splitlines():
-        if MARKER not in line:
-            continue
-        item = _parse(line, system)
-        if item is not None and item.comment == marker(config):
-            entries.append(Entry(where, line, str(item.slices), str(item.command)))
+    for line in lines_of(text):
+        own = _own(line, system=system)
+        if own is not None and _is_marker_of(own[2], config):
+            entries.append(Entry(where, line.removesuffix("\n"), own[0], own[1], not_run))
     return entries
 
 
@@ -137,12 +234,11 @@ def splice(text: str, config: Path, new_line: str | None, *, system: bool) -> st
 
     Every other line is kept exactly; a new line goes at the end.
     """
-    lines = text.splitlines(keepends=True)
     out: list[str] = []
     placed = False
-    for line in lines:
-        item = _parse(line, system) if MARKER in line else None
-        if item is not None and item.comment == marker(config):
+    for line in lines_of(text):
+        own = _own(line, system=system)
+        if own is not None and _is_marker_of(own[2], config):
             if new_line is not None and not placed:
                 out.append(new_line + "\n")
                 placed = True
@@ -259,7 +355,8 @@ def read_user_crontab(user: str | None) -> str:
     result = subprocess.run(
         [_crontab_program(), *_user_args(user), "-l"],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="surrogateescape",  # a crontab is bytes: what is not UTF-8 round-trips unchanged
         check=False,
         timeout=30,
     )
@@ -275,7 +372,8 @@ def write_user_crontab(user: str | None, text: str) -> None:
         [_crontab_program(), *_user_args(user), "-"],
         input=text,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="surrogateescape",  # a crontab is bytes: what is not UTF-8 round-trips unchanged
         check=False,
         timeout=30,
     )
@@ -295,6 +393,13 @@ def delete_user_crontab(user: str | None) -> None:
         raise CronError(f"crontab -r failed: {result.stderr.strip()}")
 
 
+# --- system cron files, and which of them cron runs ---
+
+CRON_D = Path("/etc/cron.d")
+SYSTEM_CRONTAB = Path("/etc/crontab")
+NOT_READ = "cron reads only /etc/crontab and the files in /etc/cron.d: this file is not run"
+
+
 def check_cron_file_path(path: Path) -> None:
     if not _CRON_FILE_NAME.fullmatch(path.name):
         raise ConfigError(
@@ -303,27 +408,68 @@ def check_cron_file_path(path: Path) -> None:
         )
 
 
+def not_run_reason(path: Path, *, cron_d: Path = CRON_D) -> str | None:
+    """Why cron does not run the lines of the system cron file ``path``; None if it does
+    (as far as can be seen: a file not there yet is judged by its place and name).
+
+    Debian's cron(8) reads /etc/crontab and the files in /etc/cron.d named with
+    letters, digits, '-' and '_', owned by root and not writable by group or
+    others; a symlink there is followed if both it and its file are root's.
+    (``cron_d``: another folder taken for /etc/cron.d, for tests.)
+    """
+    path = Path(os.path.abspath(path))
+    if path != SYSTEM_CRONTAB:
+        if Path(os.path.realpath(path.parent)) != Path(os.path.realpath(cron_d)):
+            return NOT_READ
+        if not _CRON_FILE_NAME.fullmatch(path.name):
+            return "cron ignores it: a name with anything but letters, digits, '-' and '_'"
+    try:
+        link, file = os.lstat(path), os.stat(path)
+    except OSError:
+        return None
+    if link.st_uid != 0 or file.st_uid != 0:
+        return "cron ignores it: not owned by root"
+    if file.st_mode & 0o022:
+        return "cron ignores it: writable by group or others"
+    return None
+
+
 _CRON_FILE_MAX = 1 << 20
 
 
-def read_cron_file(path: Path) -> str:
-    """The cron file's text ("" if there is none); a FIFO or a folder is refused, not waited on."""
+def _read_regular(path: Path, *, follow: bool) -> str:
+    """The regular file at ``path`` ("" if there is none); a FIFO, device or folder is
+    refused (``NotRegular``), not opened; a symlink too, unless ``follow``."""
     try:
-        fd = open_regular(path)
+        before = os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
-        return ""
-    except OSError as e:
-        raise CronError(f"cannot read {path}: {e.strerror}") from None
+        return ""  # nothing there (for a symlink followed: a dangling one, which cron skips)
+    if not stat.S_ISREG(before.st_mode):
+        raise NotRegular(path, before.st_mode)
+    flags = os.O_RDONLY | SAFE
+    fd = os.open(path, flags & ~os.O_NOFOLLOW if follow else flags)
     with os.fdopen(fd, "rb") as f:
+        now = os.fstat(fd).st_mode
+        if not stat.S_ISREG(now):  # swapped since
+            raise NotRegular(path, now)
         data = f.read(_CRON_FILE_MAX + 1)
     if len(data) > _CRON_FILE_MAX:
         raise CronError(f"cannot read {path}: larger than 1 MiB, so not a cron file")
-    return data.decode("utf-8", "replace")
+    return data.decode("utf-8", "surrogateescape")
+
+
+def read_cron_file(path: Path, *, follow: bool = False) -> str:
+    """The cron file's text ("" if there is none); a FIFO or a folder is refused, not waited
+    on; a symlink too, unless ``follow`` (reading as cron does: for status)."""
+    try:
+        return _read_regular(path, follow=follow)
+    except OSError as e:
+        raise CronError(f"cannot read {path}: {e.strerror}") from None
 
 
 def write_cron_file(path: Path, text: str) -> None:
     try:
-        atomic_write(path, text.encode(), mode=0o644)
+        atomic_write(path, text.encode("utf-8", "surrogateescape"), mode=0o644)
     except OSError as e:
         raise CronError(f"cannot write {path}: {e.strerror}") from None
 
@@ -333,13 +479,6 @@ def delete_cron_file(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as e:
         raise CronError(f"cannot remove {path}: {e.strerror}") from None
-
-
-def _lock_dir() -> Path:
-    if os.geteuid() == 0:
-        return Path("/run/lock/guardian")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / "guardian" if runtime else Path.home() / ".cache" / "guardian"
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,10 +498,15 @@ class Place:
         name = self.user or pwd.getpwuid(os.geteuid()).pw_name
         return f"{name}'s crontab"
 
-    def lock_name(self) -> str:
-        if self.cron_file is not None:
-            return f"cron-file-{self.cron_file.name}"
-        return f"crontab-{self.user or os.geteuid()}"
+    def owner(self) -> pwd.struct_passwd:
+        """The user whose crontab this is (by uid: ``--user root`` is root's crontab too)."""
+        try:
+            if self.user is None:
+                return pwd.getpwuid(os.geteuid())
+            return pwd.getpwnam(self.user)
+        except KeyError:
+            who = self.user if self.user is not None else f"uid {os.geteuid()}"
+            raise ConfigError(f"no user {who} in the password database") from None
 
     def read(self) -> str:
         if self.cron_file is not None:
@@ -382,16 +526,164 @@ class Place:
             delete_user_crontab(self.user)
 
 
+# --- one lock per crontab, that root and the crontab's user agree on ---
+#
+# A user's crontab can be edited by root (`--user U`, or root's own by either
+# spelling) and by the user. Every editor of a crontab locks the same file, the
+# user's own: ~U/.cache/guardian/crontab-<uid>.lock, from the password database
+# (not $HOME or $XDG_RUNTIME_DIR, which root cannot know). Root never touches
+# it itself: a child process of its own, become that user, makes or opens it
+# and holds the lock until root is done (or gone: the child then sees its pipe
+# close). So whatever the user put there (a symlink, a FIFO, a folder of
+# someone else's) is refused as it would be for the user, root follows nothing
+# the user could not, and a home folder that hangs (a FUSE mount of the user's)
+# hangs only the child, which is killed after LOCK_WAIT and a margin. Root
+# first holds a lock of its own, in ROOT_LOCKS, so that two roots agree also on
+# the crontab of a user without a home (who cannot lock, so cannot run
+# install). Fixed order, root's then the user's: no deadlock.
+
+ROOT_LOCKS = Path("/run/lock/guardian")
+_CHILD_MARGIN = 10.0  # seconds the child may take beyond the wait: starting, making folders
+
+
+def user_lock_dir(user: pwd.struct_passwd) -> Path:
+    return Path(user.pw_dir) / ".cache" / "guardian"
+
+
+def _own_lock_dir() -> Path:
+    """Where this process keeps its locks: root's in /run/lock, a user's in its home."""
+    if os.geteuid() == 0:
+        return ROOT_LOCKS
+    try:
+        return user_lock_dir(pwd.getpwuid(os.geteuid()))
+    except KeyError:
+        raise CronError(f"uid {os.geteuid()} is not in the password database") from None
+
+
+def _busy(what: str, path: Path, wait: float) -> CronError:
+    return CronError(
+        f"{what} is being edited by another guardian install or uninstall (its lock "
+        f"{path} was held for {wait:g}s); try again"
+    )
+
+
+def _hold(stack: contextlib.ExitStack, lock_dir: Path, name: str, what: str, wait: float) -> None:
+    try:
+        stack.enter_context(locking.hold(lock_dir, name, wait=wait))
+    except locking.Busy:
+        raise _busy(what, locking.lock_path(lock_dir, name), wait) from None
+
+
+def _child_holds(user: pwd.struct_passwd, name: str, wait: float, say: int, done: int) -> None:
+    """In the child: become ``user``, take its lock, say how it went on ``say``, and hold
+    the lock until ``done`` reads end of file (root is done with it, or gone)."""
+    os.setgroups(os.getgrouplist(user.pw_name, user.pw_gid))
+    os.setgid(user.pw_gid)
+    os.setuid(user.pw_uid)
+    try:
+        lock = locking.acquire(user_lock_dir(user), name, wait=wait)
+    except locking.Busy:
+        os.write(say, b"busy")
+        return
+    except locking.LockError as e:
+        os.write(say, f"none {e}".encode())
+        return
+    os.write(say, b"held")
+    os.read(done, 1)
+    lock.release()
+
+
+@contextlib.contextmanager
+def _user_lock(user: pwd.struct_passwd, name: str, what: str, wait: float) -> Iterator[None]:
+    """Hold ``user``'s own lock ``name`` (as root) for the block, from a child process."""
+    said, say = os.pipe()
+    done, finish = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child ends by _exit; its work shows in the parent
+        code = 1
+        try:
+            os.close(said)
+            os.close(finish)
+            _child_holds(user, name, wait, say, done)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(say)
+    os.close(done)
+    try:
+        answer = b""
+        if select.select([said], [], [], wait + _CHILD_MARGIN)[0]:
+            answer = os.read(said, 4096)
+        path = locking.lock_path(user_lock_dir(user), name)
+        if answer == b"busy":
+            raise _busy(what, path, wait)
+        if answer == b"held" or answer.startswith(b"none "):
+            # none: the user cannot take it either, so no guardian of theirs edits the crontab
+            yield
+        else:
+            raise CronError(f"cannot lock {what}: the process taking {path} as {user.pw_name} "
+                            f"did not answer (within {wait + _CHILD_MARGIN:g}s)")  # fmt: skip
+    finally:
+        os.close(finish)
+        os.close(said)
+        # Our own child, not yet reaped (so its pid is not anyone else's): its end lets the
+        # lock go. SIGKILL, as one stuck in the user's filesystem heeds nothing else.
+        os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+
+
+def _reap(pid: int, within: float = 5.0) -> None:
+    """Reap our child ``pid``, waiting ``within`` seconds at most: one stuck beyond SIGKILL
+    (a dead NFS server) is left to init when guardian exits, not waited on for ever."""
+    end = time.monotonic() + within
+    while os.waitpid(pid, os.WNOHANG) == (0, 0) and time.monotonic() < end:
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def locked(place: Place, *, wait: float | None = None) -> Iterator[None]:
+    """Hold the lock on ``place`` for a read-modify-write (see above); CronError if it
+    stays held by another for ``wait`` seconds (default ``LOCK_WAIT``)."""
+    wait = LOCK_WAIT if wait is None else wait
+    what = place.describe()
+    with contextlib.ExitStack() as stack:
+        if place.cron_file is not None:
+            _hold(stack, _own_lock_dir(), f"cron-file-{place.cron_file.name}", what, wait)
+            yield
+            return
+        # By uid, and the uid's first entry (the one `crontab` run by that user finds):
+        # a second name for the uid must not mean a second lock.
+        owner = pwd.getpwuid(place.owner().pw_uid)
+        name = f"crontab-{owner.pw_uid}"
+        if os.geteuid() == 0:
+            _hold(stack, ROOT_LOCKS, name, what, wait)
+            if owner.pw_uid != 0:
+                stack.enter_context(_user_lock(owner, name, what, wait))
+        elif owner.pw_uid != os.geteuid():
+            raise ConfigError(f"--user {place.user}: only root may edit another user's crontab")
+        else:
+            try:
+                _hold(stack, user_lock_dir(owner), name, what, wait)
+            except locking.LockError as e:
+                raise CronError(
+                    f"cannot lock {what} for editing: {e} (a user's crontab is locked in "
+                    f"its home folder; root can edit it: guardian install --user {owner.pw_name})"
+                ) from None
+        yield
+
+
 def update(place: Place, config: Path, new_line: str | None) -> tuple[str, str]:
     """Put ``new_line`` in place of guardian's line for ``config`` (None removes it).
 
-    The read-modify-write happens under a lock, so two installs at once still
-    leave one line. Returns the text before and after; nothing is written when
-    they are the same. A cron file guardian creates starts with its ``HEADER``.
+    The read-modify-write happens under the crontab's lock, so two installs at
+    once still leave one line. Returns the text before and after; nothing is
+    written when they are the same. A cron file guardian creates starts with
+    its ``HEADER``.
     """
+    check_path(config)
     if place.cron_file is not None:
         check_cron_file_path(place.cron_file)
-    with locking.hold(_lock_dir(), place.lock_name(), wait=LOCK_WAIT):
+    with locked(place):
         before = place.read()
         if place.system and new_line is not None and empty(before, system=True):
             after = HEADER + new_line + "\n"  # a cron file of guardian's own
@@ -418,9 +710,10 @@ def remove(place: Place, config: Path) -> Removal:
     left with nothing but guardian's ``HEADER`` and blank lines is deleted.
     Anything else (another job, a comment, ``MAILTO=``) keeps it, byte for byte.
     """
+    check_path(config)
     if place.cron_file is not None:
         check_cron_file_path(place.cron_file)
-    with locking.hold(_lock_dir(), place.lock_name(), wait=LOCK_WAIT):
+    with locked(place):
         before = place.read()
         after = splice(before, config, None, system=place.system)
         if after == before:
@@ -432,18 +725,64 @@ def remove(place: Place, config: Path) -> Removal:
     return Removal(removed=True, deleted=False)
 
 
+# --- where status looks: reading as cron reads, never failing on one odd file ---
+
+
 def installed(place: Place, config: Path) -> list[Entry]:
-    return find(place.read(), config, system=place.system, where=place.describe())
+    """guardian's lines for ``config`` in ``place``; a cron file is read as cron reads it
+    (a symlink followed), and its entries say if cron does not run them."""
+    if place.cron_file is None:
+        return find(place.read(), config, system=False, where=place.describe())
+    text = read_cron_file(place.cron_file, follow=True)
+    why = not_run_reason(place.cron_file)
+    return find(text, config, system=True, where=place.describe(), not_run=why)
 
 
-def search_everywhere(config: Path) -> list[Entry]:
-    """guardian's lines for ``config`` in the current user's crontab and in /etc/cron.d."""
+@dataclass(frozen=True, slots=True)
+class Search:
+    """What ``search`` found: the entries, and the cron files it could not read."""
+
+    entries: tuple[Entry, ...]
+    unreadable: tuple[Path, ...] = ()
+
+
+def search(config: Path, *, cron_d: Path = CRON_D) -> Search:
+    """guardian's lines for ``config`` in the current user's crontab and in ``cron_d``.
+
+    One odd file in the folder never spoils the rest. What cron skips is
+    skipped: a name with a dot (``guardian.dpkg-old``), a FIFO, a folder, a
+    dangling symlink. A symlink is followed to a regular file, as cron follows
+    root's. A file this user may not read (root's 0600, for an operator who is
+    not root) is listed in ``unreadable``: guardian's line could be in it.
+    """
     entries: list[Entry] = []
     with contextlib.suppress(CronError):  # no crontab program: a host may still use /etc/cron.d
         entries += installed(Place(), config)
-    cron_d = Path("/etc/cron.d")
-    if cron_d.is_dir():
-        for path in sorted(cron_d.iterdir()):
-            if _CRON_FILE_NAME.fullmatch(path.name) and path.is_file():
-                entries += installed(Place(cron_file=path), config)
-    return entries
+    try:
+        names = sorted(os.listdir(cron_d))
+    except FileNotFoundError:
+        return Search(tuple(entries))
+    except OSError:
+        return Search(tuple(entries), (cron_d,))
+    unreadable: list[Path] = []
+    for name in names:
+        path = cron_d / name
+        if not _CRON_FILE_NAME.fullmatch(name):
+            continue
+        try:
+            text = _read_regular(path, follow=True)
+        except NotRegular:
+            continue
+        except CronError:
+            continue  # larger than any cron file
+        except OSError:
+            unreadable.append(path)
+            continue
+        why = not_run_reason(path, cron_d=cron_d)
+        entries += find(text, config, system=True, where=str(path), not_run=why)
+    return Search(tuple(entries), tuple(unreadable))
+
+
+def search_everywhere(config: Path, *, cron_d: Path = CRON_D) -> list[Entry]:
+    """guardian's lines for ``config`` in the current user's crontab and in /etc/cron.d."""
+    return list(search(config, cron_d=cron_d).entries)

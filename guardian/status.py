@@ -582,6 +582,12 @@ class Report:
     last_run: datetime | None = None  # guardian's newest run in the audit log (not a dry run)
     timeout: float = 0.0  # guardian.timeout: a run may take this long
     cron_daemon: CronDaemon | None = None  # looked for when a cron line is installed
+    cron_unreadable: tuple[str, ...] = ()  # cron files this user could not read
+
+    @property
+    def run_by_cron(self) -> tuple[Entry, ...]:
+        """The lines cron runs (not those in a file cron ignores)."""
+        return tuple(e for e in self.cron if e.not_run is None)
 
     @property
     def all_running(self) -> bool:
@@ -591,7 +597,7 @@ class Report:
     @property
     def interval_s(self) -> int | None:
         """How often cron runs guardian (the most often, if several lines)."""
-        known = [i for e in self.cron if (i := interval_of(e.schedule)) is not None]
+        known = [i for e in self.run_by_cron if (i := interval_of(e.schedule)) is not None]
         return min(known) if known else None
 
     @property
@@ -612,7 +618,7 @@ class Report:
 
     @property
     def no_cron_daemon(self) -> bool:
-        return bool(self.cron) and self.cron_daemon is not None and (
+        return bool(self.run_by_cron) and self.cron_daemon is not None and (
             self.cron_daemon.running is False)  # fmt: skip
 
     @property
@@ -631,6 +637,8 @@ class Report:
             out.append(self.overdue)
         if self.no_cron_daemon:
             out.append("no cron daemon runs, so cron never runs guardian")
+        if self.cron and not self.run_by_cron:
+            out.append("guardian's cron line is only where cron never reads it")
         return out
 
     @property
@@ -659,6 +667,7 @@ class Report:
             "overdue": self.overdue is not None,
             "cron": cron,
             "cron_daemon": asdict(self.cron_daemon) if self.cron_daemon else None,
+            "cron_unreadable": list(self.cron_unreadable),
             "audit_problem": self.audit_problem,
             "unreadable_lines": self.unreadable_lines,
             "future_records": self.future_records,
@@ -703,12 +712,19 @@ class Report:
         ]
 
     def _cron_lines(self) -> list[str]:
+        unread = []
+        if self.cron_unreadable:
+            unread.append(f"cron: could not read {', '.join(self.cron_unreadable)}: guardian's "
+                          "line may be in it (status as root can tell)")  # fmt: skip
         if not self.cron:
-            return ["cron: not installed (guardian install --interval 1m)"]
+            return [*unread, "cron: not installed (guardian install --interval 1m)"]
         daemon = self.cron_daemon
-        out = []
+        out = unread
         for e in self.cron:
             when = next_run(e.schedule)
+            if e.not_run is not None:
+                out.append(f"cron: installed in {e.where}: {e.schedule} ({e.not_run})")
+                continue
             if when is None:
                 nxt = ""
             elif daemon is not None and daemon.running is False:
@@ -910,6 +926,7 @@ def gather(
     *,
     daemons: DaemonNames = CRON_DAEMONS,
     runner: int | None = None,
+    cron_unreadable: tuple[str, ...] = (),
 ) -> Report:
     """Everything status says, read now; ``daemons``: what counts as a cron daemon;
     ``runner``: the user guardian runs as (by default: ``runner_of`` the config)."""
@@ -949,4 +966,5 @@ def gather(
         last_run=history.last_run,
         timeout=config.settings.timeout,
         cron_daemon=find_cron_daemon(daemons) if cron else None,
+        cron_unreadable=cron_unreadable,
     )

@@ -134,10 +134,13 @@ class Guardian:
         settings = {"state_dir": str(self.state), "timeout": "30s", **(guardian or {})}
         return write_config(self.config_path, settings, {"agent": fields})
 
-    def run(self, *args: str, timeout: float = 60, **popen: Any) -> Result:
+    def run(
+        self, *args: str, timeout: float = 60, wrap: tuple[str, ...] = (), **popen: Any
+    ) -> Result:
+        """guardian with ``args`` and this config (``wrap``: argv to run it under)."""
         began = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "guardian", *args, "--config", str(self.config_path)],
+            [*wrap, sys.executable, "-m", "guardian", *args, "--config", str(self.config_path)],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -181,6 +184,23 @@ class Guardian:
 @pytest.fixture
 def g(tmp_path: Path, reaper: Reaper) -> Guardian:
     return Guardian(tmp_path, reaper)
+
+
+@pytest.fixture
+def cron_d(tmp_path: Path) -> tuple[str, ...]:
+    """argv that runs a command with a folder of the test's own as /etc/cron.d, in a
+    mount namespace of its own: guardian sees a cron file cron would read, and the
+    host's cron daemon (outside it) never sees, let alone runs, it."""
+    if not Path("/etc/cron.d").is_dir():
+        pytest.skip("needs /etc/cron.d (Debian's cron package)")
+    folder = tmp_path / "cron.d"
+    folder.mkdir()
+    wrap = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /etc/cron.d && exec "$@"', str(folder))  # fmt: skip
+    probe = subprocess.run([*wrap, "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.strip()}")
+    return wrap
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,20 +154,21 @@ def test_next_run_follows_the_local_clock() -> None:
 
 
 @pytest.mark.usefixtures("cron_daemon")  # status says when cron runs guardian next: one runs
-def test_status_shows_the_next_run_of_the_local_clock(g: Guardian) -> None:
-    cron_file = g.tmp / "guardian-hourly"
-    installed = guardian("install", "--interval", "1h", "--config", str(g.config_path),
-                         "--cron-file", str(cron_file))  # fmt: skip
-    assert installed.returncode == 0, installed.stderr
+def test_status_shows_the_next_run_of_the_local_clock(g: Guardian, cron_d: tuple[str, ...]) -> None:
+    # In /etc/cron.d as guardian sees it (a mount namespace of the test's own: see cron_d).
+    cron_file = Path("/etc/cron.d/guardian-hourly")
+    installed = g.run("install", "--interval", "1h", "--cron-file", str(cron_file), wrap=cron_d)
+    assert installed.rc == 0, installed.stderr
     env = {**os.environ, "TZ": INDIA}
-    shown = g.run("status", "--cron-file", str(cron_file), env=env)
+    shown = g.run("status", "--cron-file", str(cron_file), env=env, wrap=cron_d)
     assert re.search(
         rf"^cron: installed in {re.escape(str(cron_file))}: (@hourly|0 \S+ \* \* \*); "
         r"next run \d{4}-\d\d-\d\dT\d\d:30:00Z$",
         shown.stdout,
         re.MULTILINE,
     ), shown.stdout
-    report = json.loads(g.run("status", "--json", "--cron-file", str(cron_file), env=env).stdout)
+    report = json.loads(g.run("status", "--json", "--cron-file", str(cron_file), env=env,
+                              wrap=cron_d).stdout)  # fmt: skip
     assert report["cron"][0]["next_run"].endswith(":30:00Z")
 
 
@@ -366,22 +368,22 @@ def test_system_cron_file(g: Guardian) -> None:
 
 
 @pytest.mark.usefixtures("cron_daemon")
-def test_status_reports_targets_audit_and_cron(g: Guardian) -> None:
-    cron_file = g.tmp / "guardian-status"
-    down = g.run("status", "--cron-file", str(cron_file))
+def test_status_reports_targets_audit_and_cron(g: Guardian, cron_d: tuple[str, ...]) -> None:
+    cron_file = Path("/etc/cron.d/guardian-status")  # in the test's own (see cron_d)
+    down = g.run("status", "--cron-file", str(cron_file), wrap=cron_d)
     assert down.rc == 1
     assert "agent: NOT RUNNING: no pidfile at" in down.stdout
     assert "cron: not installed" in down.stdout
     assert g.check().rc == 0
-    assert guardian("install", "--config", str(g.config_path), "--cron-file",
-                    str(cron_file)).returncode == 0  # fmt: skip
-    up = g.run("status", "--cron-file", str(cron_file))
+    assert g.run("install", "--cron-file", str(cron_file), wrap=cron_d).rc == 0
+    up = g.run("status", "--cron-file", str(cron_file), wrap=cron_d)
     assert up.rc == 0
     assert f"agent: running, pid {g.pid()}, up " in up.stdout
     assert "last started at 20" in up.stdout
     assert "1 start in 24h" in up.stdout
     assert f"cron: installed in {cron_file}: * * * * *; next run 20" in up.stdout
-    report = json.loads(g.run("status", "--json", "--cron-file", str(cron_file)).stdout)
+    report = json.loads(g.run("status", "--json", "--cron-file", str(cron_file),
+                              wrap=cron_d).stdout)  # fmt: skip
     assert report["all_running"] is True
     assert report["targets"][0]["pid"] == g.pid()
     assert report["targets"][0]["starts_24h"] == 1
@@ -396,3 +398,416 @@ def test_a_cron_file_that_is_a_fifo_is_refused_not_waited_on(g: Guardian, comman
     assert result.rc == 1
     assert f"cannot read {fifo}: is a FIFO, not a regular file" in result.stderr
     assert result.seconds < 10
+
+
+# --- odd characters in paths: " #", "%", "\", a newline ---
+
+
+def as_cron_runs(command: str) -> tuple[str, str]:
+    """(what the shell gets, what goes to its input) of a crontab line's command, as Debian
+    cron reads it (do_command.c): ``\\%`` is ``%``; the first other ``%`` ends the command."""
+    out: list[str] = []
+    escaped = False
+    for i, ch in enumerate(command):
+        if escaped:
+            escaped = False
+            if ch == "%":
+                out[-1] = "%"
+                continue
+        elif ch == "\\":
+            escaped = True
+        elif ch == "%":
+            return "".join(out), command[i + 1 :]
+        out.append(ch)
+    return "".join(out), ""
+
+
+def argv_cron_gives(line: str, program: str) -> list[str]:
+    """The arguments the shell would pass to ``program`` for a /etc/cron.d line."""
+    fields = 2 if line.startswith("@") else 6  # the schedule, then the user field
+    command = line.split(None, fields)[fields]
+    shell, stdin = as_cron_runs(command)
+    assert stdin == "", f"cron would feed {stdin!r} to the command: {line}"
+    assert shell.startswith(program + " "), shell
+    shown = subprocess.run(["/bin/sh", "-c", "printf '[%s]\\n'" + shell[len(program) :]],
+                           capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    return re.findall(r"\[(.*?)\]\n", shown.stdout, re.DOTALL)
+
+
+ODD = ["t-ha #sh", "50%", "a\\%b", "#lead", "tab\t#and #%", "it's \\ %#"]
+
+
+@pytest.mark.parametrize("folder", ODD)
+def test_a_config_path_with_odd_characters_gets_one_line_found_again(
+    g: Guardian, folder: str
+) -> None:
+    (g.tmp / folder).mkdir()
+    config = g.tmp / folder / "g.toml"
+    shutil.copy(g.config_path, config)
+    cron_file = g.tmp / "guardian"
+    args = ["--config", str(config), "--cron-file", str(cron_file)]
+    first = guardian("install", *args)
+    assert first.returncode == 0, first.stderr
+    again = guardian("install", *args)
+    assert again.stdout.startswith("already installed"), again.stdout
+    assert guardian("install", "--interval", "1h", *args).returncode == 0  # in place
+    (ours,) = cron_file.read_text().splitlines()[1:]
+    assert ours.startswith("@hourly root ")
+
+    # What cron runs: guardian, with exactly this path, and nothing fed to its input.
+    program = str(Path(sys.executable).parent / "guardian")
+    assert argv_cron_gives(ours, program) == ["check", "--config", str(config)]
+
+    found = guardian("status", "--json", *args)
+    assert [e["line"] for e in json.loads(found.stdout)["cron"]] == [ours]
+    done = guardian("uninstall", *args)
+    assert done.stdout.startswith(f"removed guardian's line for {config}, and "), done.stdout
+    assert not cron_file.exists()
+
+
+def test_a_line_of_guardian_0_1_0_is_updated_in_place(g: Guardian) -> None:
+    """Written by python-crontab: the marker's path as it is, the command cut at ' #'."""
+    cron_file = g.tmp / "guardian"
+    odd = {"x #y": "'{}'", "50%": "{}"}
+    lines = []
+    for folder, quoted in odd.items():
+        (g.tmp / folder).mkdir()
+        config = g.tmp / folder / "g.toml"
+        shutil.copy(g.config_path, config)
+        command = quoted.format(config).replace("%", "\\%")
+        lines.append(f"* * * * * root /old/guardian check --config {command} # guardian: {config}")
+    cron_file.write_text("".join(line + "\n" for line in lines))
+    for folder in odd:
+        config = g.tmp / folder / "g.toml"
+        done = guardian("install", "--config", str(config), "--cron-file", str(cron_file))
+        assert done.returncode == 0, done.stderr
+    after = cron_file.read_text().splitlines()
+    assert len(after) == 2
+    assert not any("/old/guardian" in line for line in after)
+
+
+def test_a_path_with_a_newline_is_refused(g: Guardian) -> None:
+    (g.tmp / "a\nb").mkdir()
+    config = g.tmp / "a\nb" / "g.toml"
+    shutil.copy(g.config_path, config)
+    cron_file = g.tmp / "guardian"
+    for command in ("install", "uninstall"):
+        done = guardian(command, "--config", str(config), "--cron-file", str(cron_file))
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.endswith("a newline cannot go in a crontab line; rename it\n")
+        assert done.stderr.count("\n") == 1  # one line: the path shown as 'a\nb'
+    log = guardian("install", "--config", str(g.config_path), "--cron-file", str(cron_file),
+                   "--log", str(g.tmp / "a\nb" / "g.log"))  # fmt: skip
+    assert log.returncode == 2
+    assert "a path with a newline cannot go in a crontab line" in log.stderr
+    assert not cron_file.exists()
+
+
+def test_odd_paths_in_a_user_crontab(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path
+) -> None:
+    crontab(system_user, "-", text=CRONTAB)
+    folder = shared_dir / "t-ha #sh 5%"
+    folder.mkdir()
+    folder.chmod(0o755)
+    config = user_config(folder, system_user)
+    args = ["--user", system_user, "--config", config]
+    for _ in range(2):
+        done = run([shared_install.guardian, "install", *args])
+        assert done.returncode == 0, done.stderr
+    after = crontab(system_user, "-l")
+    assert after.startswith(CRONTAB)
+    assert after.count("# guardian: ") == 1
+    removed = run([shared_install.guardian, "uninstall", *args])
+    assert removed.stdout.startswith("removed guardian's line"), removed.stdout
+    assert crontab(system_user, "-l") == CRONTAB
+
+
+# --- status reads /etc/cron.d as cron does: one odd file spoils nothing ---
+
+
+SEARCH = """
+import json, sys
+from pathlib import Path
+from guardian import cron
+found = cron.search(Path(sys.argv[1]), cron_d=Path(sys.argv[2]))
+print(json.dumps({"entries": [[e.where, e.not_run] for e in found.entries],
+                  "unreadable": [str(p) for p in found.unreadable]}))
+"""
+
+
+def test_search_skips_what_cron_skips_and_what_it_cannot_read(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path
+) -> None:
+    from guardian import cron
+
+    config = Path(user_config(shared_dir, system_user))
+    line = cron.render_line("* * * * *", "/bin/true", config, system_user="root")
+    cron_d = shared_dir / "cron.d"
+    cron_d.mkdir()
+    cron_d.chmod(0o755)
+    outside = shared_dir / "elsewhere"
+    outside.write_text(line + "\n")
+    for name, mode in [("guardian", 0o644), ("secret", 0o600), ("loose", 0o664),
+                       ("guardian.dpkg-old", 0o644)]:  # fmt: skip
+        (cron_d / name).write_text(line + "\n")
+        (cron_d / name).chmod(mode)
+    (cron_d / "linked").symlink_to(outside)  # root's symlink: cron follows it
+    (cron_d / "theirs").symlink_to(outside)
+    os.lchown(cron_d / "theirs", pwd_uid(system_user), -1)  # cron ignores it
+    (cron_d / "dangling").symlink_to(shared_dir / "nothing")
+    os.mkfifo(cron_d / "fifo")
+    (cron_d / "folder").mkdir()
+
+    def search(*as_user: str) -> dict[str, list[Any]]:
+        python = str(shared_install.prefix / "bin" / "python")
+        done = run([*as_user, python, "-c", SEARCH, str(config), str(cron_d)])  # a FIFO: no hang
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    ignored = "cron ignores it: not owned by root"
+    loose = "cron ignores it: writable by group or others"
+    as_root = search()
+    assert as_root == {
+        "entries": [[f"{cron_d}/guardian", None], [f"{cron_d}/linked", None],
+                    [f"{cron_d}/loose", loose], [f"{cron_d}/secret", None],
+                    [f"{cron_d}/theirs", ignored]],
+        "unreadable": [],
+    }  # fmt: skip
+    as_operator = search("runuser", "-u", system_user, "--")
+    assert as_operator == {
+        "entries": [e for e in as_root["entries"] if not e[0].endswith("/secret")],
+        "unreadable": [f"{cron_d}/secret"],
+    }
+    assert cron.search_everywhere(config, cron_d=cron_d)[0].where == f"{cron_d}/guardian"
+
+
+def pwd_uid(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_uid
+
+
+def test_a_cron_file_cron_does_not_read_is_said(g: Guardian) -> None:
+    from guardian import cron
+
+    cron_file = g.tmp / "guardian"
+    done = guardian("install", "--config", str(g.config_path), "--cron-file", str(cron_file))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        f"guardian: warning: {cron_file}: cron reads only /etc/crontab and the files in "
+        "/etc/cron.d: this file is not run\n"
+    )
+    (entry,) = cron.installed(cron.Place(user="root", cron_file=cron_file), g.config_path)
+    assert entry.not_run == cron.NOT_READ
+    assert cron.not_run_reason(cron_file, cron_d=g.tmp) is None  # a root file, 0644
+    cron_file.chmod(0o646)
+    assert cron.not_run_reason(cron_file, cron_d=g.tmp) == (
+        "cron ignores it: writable by group or others"
+    )
+    assert cron.not_run_reason(Path("/etc/cron.d/guardian-test-not-there")) is None
+    assert cron.not_run_reason(Path("/etc/cron.d/guardian.dpkg-new")) == (
+        "cron ignores it: a name with anything but letters, digits, '-' and '_'"
+    )
+    assert cron.not_run_reason(Path("/etc/cron.daily/guardian")) == cron.NOT_READ
+
+
+# --- the report of install and uninstall, when stdout cannot take it ---
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", "a closed pipe"])
+def test_a_report_that_cannot_be_printed_is_one_line_on_stderr(g: Guardian, stdout: str) -> None:
+    cron_file = g.tmp / "guardian-out"
+    args = ["--config", str(g.config_path), "--cron-file", str(cron_file)]
+
+    def run_to(command: str) -> subprocess.CompletedProcess[str]:
+        if stdout == "/dev/full":
+            with open("/dev/full", "w") as out:
+                return subprocess.run([sys.executable, "-m", "guardian", command, *args],
+                                      stdout=out, stderr=subprocess.PIPE, text=True,
+                                      timeout=60, check=False)  # fmt: skip
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            return subprocess.run([sys.executable, "-m", "guardian", command, *args],
+                                  stdout=write, stderr=subprocess.PIPE, text=True,
+                                  timeout=60, check=False)  # fmt: skip
+        finally:
+            os.close(write)
+
+    why = "No space left on device" if stdout == "/dev/full" else "Broken pipe"
+    installed = run_to("install")
+    assert installed.returncode == 3
+    assert installed.stderr.splitlines()[-1] == (
+        f"guardian: installed in {cron_file}; but stdout could not be written ({why})"
+    )
+    assert "Traceback" not in installed.stderr
+    assert "internal error" not in installed.stderr
+    assert f"# guardian: {g.config_path}" in cron_file.read_text()  # done all the same
+
+    removed = run_to("uninstall")
+    assert (removed.returncode, removed.stderr) == (3, (
+        f"guardian: removed guardian's line for {g.config_path}, and {cron_file}, which held "
+        f"nothing else; but stdout could not be written ({why})\n"
+    ))  # fmt: skip
+    assert not cron_file.exists()
+
+
+# --- one lock per crontab, whoever edits it ---
+
+
+HOLD = """
+import sys
+from guardian import cron
+with cron.locked(cron.Place(user=sys.argv[1] or None)):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+TRY = """
+import sys
+from guardian import cron
+try:
+    with cron.locked(cron.Place(user=sys.argv[1] or None), wait=0):
+        print("free")
+except cron.CronError as e:
+    print(e)
+"""
+
+
+class Holder:
+    """A process that holds a crontab's lock until the test lets go."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)  # fmt: skip
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline() == "held\n"
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+
+
+def try_lock(argv: list[str]) -> str:
+    done = run(argv)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_root_locks_its_crontab_by_uid_whichever_way_it_is_named() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    for held, tried in [("root", ""), ("", "root")]:  # `install` and `install --user root`
+        holder = Holder([sys.executable, "-c", HOLD, held])
+        try:
+            said = try_lock([sys.executable, "-c", TRY, tried])
+            assert said.startswith("root's crontab is being edited by another guardian"), said
+        finally:
+            holder.release()
+        assert try_lock([sys.executable, "-c", TRY, tried]) == "free"
+
+
+@pytest.fixture
+def user_with_home(system_user: str, shared_dir: Path) -> str:
+    """``system_user``, with a home folder of its own (where its crontab's lock lives)."""
+    home = shared_dir / "home"
+    home.mkdir()
+    shutil.chown(home, system_user, system_user)
+    subprocess.run(["usermod", "--home", str(home), system_user], check=True)
+    return system_user
+
+
+def test_root_and_the_user_lock_the_same_file(
+    user_with_home: str, shared_install: SharedInstall, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from guardian import cron
+
+    user = user_with_home
+    python = str(shared_install.prefix / "bin" / "python")
+    as_user = ["runuser", "-u", user, "--", python, "-c"]
+    busy = f"{user}'s crontab is being edited by another guardian"
+
+    holder = Holder([python, "-c", HOLD, user])  # root: uninstall --user U
+    try:
+        assert try_lock([*as_user, TRY, ""]).startswith(busy)  # U: install
+    finally:
+        holder.release()
+    assert try_lock([*as_user, TRY, ""]) == "free"
+
+    holder = Holder([*as_user, HOLD, ""])  # U: install
+    try:
+        assert try_lock([python, "-c", TRY, user]).startswith(busy)  # root: install --user U
+        with pytest.raises(cron.CronError, match=busy), cron.locked(cron.Place(user), wait=0):
+            pass
+        # The child that takes the user's lock, given up on (as on a home folder that hangs):
+        # killed, and said so. (The margin made negative: it waits 5s, root 0.5s.)
+        monkeypatch.setattr(cron, "_CHILD_MARGIN", -4.5)
+        began = time.monotonic()
+        with (
+            pytest.raises(cron.CronError, match=r"did not answer \(within 0.5s\)"),
+            cron.locked(cron.Place(user), wait=5),
+        ):
+            pass
+        assert time.monotonic() - began < 4
+        assert (os.geteuid(), os.getegid()) == (0, 0)  # root's own ids never change
+    finally:
+        holder.release()
+    assert try_lock([python, "-c", TRY, user]) == "free"
+    lock = Path(pwd_home(user)) / ".cache" / "guardian" / f"crontab-{pwd_uid(user)}.lock"
+    assert lock.stat().st_uid == pwd_uid(user)  # made by root with the user's rights
+
+
+def pwd_home(user: str) -> str:
+    import pwd
+
+    return pwd.getpwnam(user).pw_dir
+
+
+def test_a_user_without_a_home_cannot_lock_its_crontab_and_is_told_why(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path
+) -> None:
+    config = user_config(shared_dir, system_user)
+    done = run(["runuser", "-u", system_user, "--", shared_install.guardian, "install",
+                "--config", config])  # fmt: skip
+    assert done.returncode == 1
+    assert f"cannot lock {system_user}'s crontab for editing: " in done.stderr
+    assert f"guardian install --user {system_user}" in done.stderr
+    assert crontab_rc(system_user)[0] == 1  # still none
+
+
+def test_root_and_the_user_editing_at_once_lose_nothing(
+    user_with_home: str, shared_install: SharedInstall, shared_dir: Path
+) -> None:
+    user = user_with_home
+    g = shared_install.guardian
+    configs = {}
+    for name in ("root_adds", "root_removes", "user_adds", "user_removes"):
+        folder = shared_dir / name
+        folder.mkdir()
+        folder.chmod(0o755)
+        configs[name] = user_config(folder, user)
+    as_user = ["runuser", "-u", user, "--", g]
+
+    def line(config: str) -> str:
+        return f"* * * * * {g} check --config {config} # guardian: {config}"
+
+    start = CRONTAB + line(configs["root_removes"]) + "\n" + line(configs["user_removes"]) + "\n"
+    for _ in range(4):
+        crontab(user, "-", text=start)
+        argvs = [
+            [g, "install", "--user", user, "--config", configs["root_adds"]],
+            [g, "uninstall", "--user", user, "--config", configs["root_removes"]],
+            [*as_user, "install", "--config", configs["user_adds"]],
+            [*as_user, "uninstall", "--config", configs["user_removes"]],
+        ]
+        runs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL) for argv in argvs]
+        assert [r.wait(timeout=120) for r in runs] == [0, 0, 0, 0]
+        after = crontab(user, "-l")
+        assert after.startswith(CRONTAB)
+        assert sorted(after[len(CRONTAB) :].splitlines()) == sorted(
+            [line(configs["root_adds"]), line(configs["user_adds"])]
+        )

@@ -314,11 +314,11 @@ GIVE_UP = {"burst": 2, "window": "10m", "backoff": "0s", "min_uptime": "1m"}
 NOWHERE = DaemonNames(frozenset({"/nonexistent/sbin/crond"}), frozenset())
 
 
-def status(g: Guardian, *place: str) -> tuple[Result, dict[str, Any]]:
+def status(g: Guardian, *place: str, wrap: tuple[str, ...] = ()) -> tuple[Result, dict[str, Any]]:
     """`guardian status` for a person, and its JSON (no crontab looked at unless ``place``)."""
     where = list(place) or ["--cron-file", str(g.tmp / "none")]
-    shown = g.run("status", *where)
-    data = g.run("status", "--json", *where)
+    shown = g.run("status", *where, wrap=wrap)
+    data = g.run("status", "--json", *where, wrap=wrap)
     assert data.rc == shown.rc, data.stderr
     return shown, json.loads(data.stdout)
 
@@ -477,19 +477,23 @@ def test_a_probe_failing_below_its_threshold_is_unhealthy(g: Guardian) -> None:
     assert (data["targets"][0]["health"], data["targets"][0]["probe_failures"]) == ("healthy", 0)
 
 
-def test_guardian_overdue_is_a_warning_and_exit_1(g: Guardian, cron_daemon: int) -> None:
-    cron_file = g.tmp / "guardian"
-    installed = g.run("install", "--interval", "1m", "--cron-file", str(cron_file))
+def test_guardian_overdue_is_a_warning_and_exit_1(
+    g: Guardian, cron_daemon: int, cron_d: tuple[str, ...]
+) -> None:
+    # A cron file in /etc/cron.d, as guardian sees it: in a mount namespace of the test's
+    # own, where /etc/cron.d is a folder of the test's (the host's cron never sees it).
+    cron_file = Path("/etc/cron.d/guardian")
+    installed = g.run("install", "--interval", "1m", "--cron-file", str(cron_file), wrap=cron_d)
     assert installed.rc == 0, installed.stderr
     place = ("--cron-file", str(cron_file))
-    _, data = status(g, *place)
+    _, data = status(g, *place, wrap=cron_d)
     assert data["problems"] == [
         "agent: not running",
         "no run of guardian is in the audit log; cron runs it every 1m",
     ]
 
     assert g.check().rc == 0
-    shown, data = status(g, *place)
+    shown, data = status(g, *place, wrap=cron_d)
     assert shown.rc == 0, shown.stdout
     assert re.search(rf"^guardian: last ran at {ISO} \(\d+s ago\)$", shown.stdout, re.MULTILINE)
     assert re.search(rf"^cron: installed in {re.escape(str(cron_file))}: \* \* \* \* \*; "
@@ -502,7 +506,7 @@ def test_guardian_overdue_is_a_warning_and_exit_1(g: Guardian, cron_daemon: int)
     stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     log = g.state / "audit.jsonl"
     log.write_text("".join(json.dumps({**r, "ts": stamp}) + "\n" for r in g.audit()))
-    shown, data = status(g, *place)
+    shown, data = status(g, *place, wrap=cron_d)
     assert shown.rc == 1
     warning = (rf"WARNING: guardian last ran 17m( \d+s)? ago, at {stamp[:19]}Z; "
                "cron runs it every 1m")  # fmt: skip
@@ -617,9 +621,11 @@ def test_a_cron_line_without_a_cron_daemon_is_a_loud_warning(g: Guardian, cron_d
 
 
 def installed_lines(config: Config, cron_file: Path) -> list[Entry]:
+    """guardian's lines in ``cron_file``, as if it were in /etc/cron.d (where cron reads)."""
     from guardian.cron import Place, installed
 
-    return installed(Place(user="root", cron_file=cron_file), config.path)
+    entries = installed(Place(user="root", cron_file=cron_file), config.path)
+    return [dataclasses.replace(e, not_run=None) for e in entries]
 
 
 def test_a_young_death_backoff_from_the_state_file_and_from_the_log(g: Guardian) -> None:
@@ -1059,3 +1065,21 @@ def test_root_sees_the_target_of_a_guardian_that_runs_as_another_user(
         assert agent["state_file"] == "believed"  # the user's own, believed for the user
         assert (agent["health"], agent["probe_failures"]) == ("failing", 1)
         assert done.returncode == 1  # failing its probe
+
+
+def test_a_cron_file_cron_never_reads_is_said_and_is_a_problem(g: Guardian) -> None:
+    """Installed with --cron-file somewhere cron does not look: no "next run", no
+    overdue guess, and status is not ok: nothing will ever run guardian from there."""
+    cron_file = g.tmp / "guardian"
+    installed = g.run("install", "--interval", "1m", "--cron-file", str(cron_file))
+    assert installed.rc == 0
+    assert "cron reads only /etc/crontab and the files in /etc/cron.d" in installed.stderr
+    assert g.check().rc == 0
+    shown, data = status(g, "--cron-file", str(cron_file))
+    assert shown.rc == 1
+    said = (f"cron: installed in {cron_file}: * * * * * (cron reads only /etc/crontab and "
+            "the files in /etc/cron.d: this file is not run)")  # fmt: skip
+    assert said in shown.stdout.splitlines()
+    assert "next run" not in shown.stdout
+    assert data["problems"] == ["guardian's cron line is only where cron never reads it"]
+    assert (data["interval_s"], data["overdue"]) == (None, False)
