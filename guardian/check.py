@@ -657,22 +657,28 @@ class Guard:
 def run_check(config: Config, targets: tuple[Target, ...], run: Run) -> RunResult:
     """Check every target in turn, within the run's time.
 
-    A target whose own program (or probe's) cannot be run is not checked (it could
-    neither be started nor judged), and says so; a missing hook program is said,
-    and the target checked all the same. Either way the others are checked: one
-    target's uninstalled program must not keep supervisord down.
+    A target whose own program cannot be run is not checked (it could be neither
+    started nor found), and says so. A missing probe or hook program is said, and
+    the target checked all the same, without that probe (its health unjudged by
+    it: a probe that cannot run says nothing of the target, and counting it as
+    failing would restart a healthy supervisord every few minutes). Either way
+    the others are checked: one uninstalled program must not keep anything down.
     """
 
     def job(target: Target) -> AuditRecord:
-        guard = Guard(run, target, config.settings)
         for key, problem in target.problems:
-            if key.rsplit(".", 1)[-1].startswith("on_"):
-                run.emit(AuditRecord(target.name, "warning", f"{CONFIG_ERROR}{problem}; the "
-                                     "hook cannot run until it is fixed"))  # fmt: skip
+            if key.endswith(".health.command"):
+                target = target._replace(health=target.health._replace(command=None))
+                also = "the probe is not run until it is fixed"
+            elif key.rsplit(".", 1)[-1].startswith("on_"):
+                also = "the hook cannot run until it is fixed"
             else:
+                guard = Guard(run, target, config.settings)
                 guard.result = guard.record("error", f"{CONFIG_ERROR}{problem}; not checked "
                                             "until it is fixed")  # fmt: skip
                 return guard.result
+            run.emit(AuditRecord(target.name, "warning", f"{CONFIG_ERROR}{problem}; {also}"))
+        guard = Guard(run, target, config.settings)
         guard.result = record = guard.check()
         return record
 

@@ -455,8 +455,20 @@ def install(
     """Install (or update in place) the crontab line that runs guardian check."""
     from guardian import cron
 
-    config = load(config_path)
-    check_writable(config)
+    place = _place(user, cron_file)
+    run_as = place.user or pwd.getpwuid(os.geteuid()).pw_name
+    for_another = os.geteuid() == 0 and run_as != "root"
+    if for_another:
+        # What cron will run as that user is checked as that user (cannot_run_as, below):
+        # here only what the line needs (its `~`, the timeout), read as that user's.
+        try:
+            runner = pwd.getpwnam(run_as).pw_uid
+        except KeyError:
+            raise ConfigError(f"--user: no such user {run_as!r}") from None
+        config = load(config_path, acting=False, starting=False, runner=runner)
+    else:
+        config = load(config_path)
+        check_writable(config)
     every = cron.parse_interval(interval)
     if config.settings.timeout >= every.seconds:
         raise ConfigError(
@@ -464,7 +476,6 @@ def install(
             f"the interval {interval} ({every.seconds}s), so runs would pile up; set timeout "
             f"below {every.seconds}s or choose a longer --interval"
         )
-    place = _place(user, cron_file)
     log = Path(os.path.abspath(log)) if log is not None else None
     command = cron.guardian_command(config.path, log)
     line = cron.render_line(
@@ -475,15 +486,14 @@ def install(
         if place.cron_file is not None and (why := cron.not_run_reason(place.cron_file)):
             _err(f"warning: {place.cron_file}: {why}")
 
+    if for_another:
+        problem = cron.cannot_run_as(run_as, config.path)
+        if problem:
+            raise ConfigError(problem)
     if dry_run:
         warn_if_not_run()
         _report(f"would install in {place.describe()}:\n{line}", done="nothing changed")
         return EXIT_OK
-    run_as = place.user or pwd.getpwuid(os.geteuid()).pw_name
-    if os.geteuid() == 0 and run_as != "root":
-        problem = cron.cannot_run_as(run_as, config.path)
-        if problem:
-            raise ConfigError(problem)
     before, after = cron.update(place, config.path, line)
     warn_if_not_run()  # as the file is now: written by root, mode 0644
     verb = "already installed" if before == after else "installed"
@@ -550,17 +560,13 @@ def status(*, config_path: Path, user: str | None, cron_file: Path | None, as_js
     import json
 
     from guardian import cron
-    from guardian.status import gather, runner_of, runner_seen
+    from guardian.status import gather, runner_of
 
     # Whose guardian it is (the user cron runs it as) decides what `~`, the default
     # state_dir, the target's user and a believable state file are.
     path = Path(os.path.abspath(config_path))
     runner = runner_of(path, user)
     config = load(path, acting=False, runner=runner)
-    seen = runner_seen(config) if user is None else None
-    if seen is not None and seen != runner:
-        runner = seen
-        config = load(path, acting=False, runner=runner)
     unreadable: tuple[str, ...] = ()
     if user is None and cron_file is None:
         found = cron.search(config.path)

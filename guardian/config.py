@@ -680,6 +680,17 @@ def check_writable(config: Config) -> None:
         if problem:
             raise ConfigError(f"{config.path}: {key}: {problem}; every run would fail to write "
                               "there")  # fmt: skip
+    try:
+        st = os.stat(s.state_dir)
+    except OSError:
+        pass  # made when needed (or said above)
+    else:
+        me = os.geteuid()
+        if st.st_uid not in (0, me) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            raise ConfigError(f"{config.path}: guardian.state_dir: {s.state_dir} is owned by "
+                              f"{_user_name(st.st_uid)} with mode {stat.S_IMODE(st.st_mode):o}: "
+                              "others could replace its locks and delete its audit log, so "
+                              "every run would refuse it")  # fmt: skip
     for sub in ("locks", "state"):  # a folder a check will refuse as not guardian's own
         unusable = _not_own_folder(s.state_dir / sub)
         if unusable:

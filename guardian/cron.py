@@ -101,11 +101,19 @@ def empty(text: str, *, system: bool) -> bool:
     )
 
 
+# What a crontab line cannot hold as it is: a newline ends it, and Debian's
+# `crontab -l` shows a carriage return as the two characters \r and a backspace as
+# \b (cron 3.0pl1-149 on), so the line could not be found again.
+_NOT_IN_A_LINE = re.compile(r"[\n\r\b]")
+
+
 def check_path(path: Path) -> None:
-    """A path that goes in a crontab line: one without a newline (a line cannot hold one)."""
-    if "\n" in str(path):
+    """A path that goes in a crontab line: one without a newline, a carriage return or
+    a backspace (a line cannot hold the first; ``crontab -l`` garbles the others)."""
+    if _NOT_IN_A_LINE.search(str(path)):
         raise ConfigError(
-            f"{str(path)!r}: a path with a newline cannot go in a crontab line; rename it"
+            f"{str(path)!r}: a path with a newline, carriage return or backspace cannot go "
+            "in a crontab line; rename it"
         )
 
 
@@ -127,8 +135,7 @@ def cron_word(word: str) -> str:
     cron turns it back into ``%``), and each ``#`` in a quoted word is put outside the
     quotes, where in the middle of a word it starts no comment (POSIX sh, 2.3).
     """
-    if "\n" in word:
-        raise ConfigError(f"{word!r}: a path with a newline cannot go in a crontab line; rename it")
+    check_path(Path(word))
     quoted = shlex.quote(word)
     if not quoted.startswith("'"):  # only shlex's safe characters: no backslash, no '#'
         return quoted.replace("%", "\\%")
@@ -300,6 +307,9 @@ def step(field: str) -> int | None:
     return int(n) if n.isdigit() and int(n) > 0 else None
 
 
+AS_USER_TIMEOUT = 20.0  # each question asked as the user: a healthy answer takes a second
+
+
 def cannot_run_as(user: str, config: Path) -> str | None:
     """Why cron could not run guardian as ``user`` (as root, we can ask), or None if it can."""
     argv = guardian_argv()
@@ -324,15 +334,26 @@ def cannot_run_as(user: str, config: Path) -> str | None:
         ),
     )
     for probe, problem, fix in probes:
-        result = subprocess.run(
+        # In a session of its own, so that one that hangs (a home on a dead NFS server)
+        # is ended whole, with whatever it started.
+        with subprocess.Popen(
             ["runuser", "-u", user, "--", *probe],
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
-            check=False,
-            timeout=60,
-        )
-        if result.returncode != 0:
-            detail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+            start_new_session=True,
+        ) as child:
+            try:
+                _, stderr = child.communicate(timeout=AS_USER_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.communicate()
+                return (f"user {user} {problem} (no answer within {AS_USER_TIMEOUT:g}s), so "
+                        f"cron could not run guardian either")  # fmt: skip
+        if child.returncode != 0:
+            detail = stderr.strip().splitlines()[-1:] or [f"exit {child.returncode}"]
             return f"user {user} {problem} ({detail[0]}), so cron could not run guardian; {fix}"
     return None
 
@@ -365,6 +386,23 @@ def read_user_crontab(user: str | None) -> str:
             return ""
         raise CronError(f"crontab -l failed: {result.stderr.strip()}")
     return result.stdout
+
+
+def check_rewritable(text: str, where: str) -> None:
+    r"""CronError if writing ``text`` (from ``crontab -l``) back could change it.
+
+    Debian's ``crontab -l`` shows a carriage return as the two characters ``\r``
+    and a backspace as ``\b``; so does a line that holds those two characters.
+    Which one it is cannot be told, and writing it back would turn a carriage
+    return into a backslash: such a crontab is not rewritten.
+    """
+    for number, line in enumerate(text.split("\n"), 1):
+        if "\\r" in line or "\\b" in line:
+            raise CronError(
+                f"{where}, line {number}, holds \\r or \\b, which `crontab -l` also shows for a "
+                "carriage return or a backspace: guardian cannot tell which, so does not "
+                "rewrite it (edit it with crontab -e, or use --cron-file)"
+            )
 
 
 def write_user_crontab(user: str | None, text: str) -> None:
@@ -542,7 +580,9 @@ class Place:
 # the crontab of a user without a home (who cannot lock, so cannot run
 # install). Fixed order, root's then the user's: no deadlock.
 
-ROOT_LOCKS = Path("/run/lock/guardian")
+# Not /run/lock (mode 1777): any user could make /run/lock/guardian first, after each
+# boot, and so keep root from ever editing a crontab. /run is root's alone.
+ROOT_LOCKS = Path("/run/guardian/locks")
 _CHILD_MARGIN = 10.0  # seconds the child may take beyond the wait: starting, making folders
 
 
@@ -551,7 +591,7 @@ def user_lock_dir(user: pwd.struct_passwd) -> Path:
 
 
 def _own_lock_dir() -> Path:
-    """Where this process keeps its locks: root's in /run/lock, a user's in its home."""
+    """Where this process keeps its locks: root's in /run/guardian, a user's in its home."""
     if os.geteuid() == 0:
         return ROOT_LOCKS
     try:
@@ -690,6 +730,8 @@ def update(place: Place, config: Path, new_line: str | None) -> tuple[str, str]:
         else:
             after = splice(before, config, new_line, system=place.system)
         if after != before:
+            if not place.system:  # read through `crontab -l`, which shows \r and \b so
+                check_rewritable(before, place.describe())
             place.write(after)
     return before, after
 
@@ -721,6 +763,8 @@ def remove(place: Place, config: Path) -> Removal:
         if empty(after, system=place.system):
             place.delete()
             return Removal(removed=True, deleted=True)
+        if not place.system:
+            check_rewritable(before, place.describe())
         place.write(after)
     return Removal(removed=True, deleted=False)
 

@@ -88,6 +88,24 @@ def _check_folder(folder: Path) -> None:
         )
 
 
+def _check_parent(folder: Path) -> None:
+    """The folder that holds the lock folder: whoever may write to it may rename the
+    lock folder away and put one of theirs in its place (and delete the audit log
+    beside it). So it must be ours or root's, and nobody else's to write to, unless
+    it is sticky (as /run/lock: then nobody may rename what is ours)."""
+    try:
+        st = os.stat(folder)
+    except OSError as e:
+        raise LockError(f"cannot use {folder}: {e.strerror}") from None
+    sticky = st.st_mode & stat.S_ISVTX
+    if st.st_uid not in (0, os.geteuid()) or (st.st_mode & 0o022 and not sticky):
+        raise LockError(
+            f"{folder}, which holds the lock folder, is owned by uid {st.st_uid} with mode "
+            f"{stat.S_IMODE(st.st_mode):o}: others could replace the lock folder, so it is "
+            "not used"
+        )
+
+
 def _open(path: Path) -> int:
     flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
@@ -113,11 +131,14 @@ def acquire(lock_dir: Path, name: str, *, wait: float = 0.0) -> Lock:
     """Take the lock ``name``: Busy if another process holds it after ``wait`` seconds,
     LockError if it cannot be taken at all."""
     path = lock_path(lock_dir, name)
+    if os.path.lexists(lock_dir.parent):  # refused before anything is made in it
+        _check_parent(lock_dir.parent)
     try:
         # 0700 and ours: nobody else can plant a symlink or a file in it.
         make_dirs(lock_dir, 0o700)
     except OSError as e:
         raise LockError(f"cannot make lock folder {lock_dir}: {e.strerror}") from None
+    _check_parent(lock_dir.parent)
     _check_folder(lock_dir)
     deadline = time.monotonic() + wait
     for _ in range(_RETRIES):

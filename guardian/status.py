@@ -824,9 +824,11 @@ def _failure(seen: _Seen, ok: bool, since: datetime) -> Failure | None:
 def runner_of(config_path: Path, user: str | None) -> int:
     """Whose guardian a config is, at first sight: the user cron runs it as.
 
-    ``user`` (``status --user``) if given; else, for an operator who is not root,
-    the config file's owner (root, for /etc/guardian; the user, for theirs); else
-    root. ``runner_seen`` may correct it once the config says where the state is.
+    ``user`` (``status --user``, as for ``install --user``) if given; else, for an
+    operator who is not root, the config file's owner (root, for /etc/guardian; the
+    user, for theirs); else root. (Never guessed from who owns the state folder: a
+    user who owns the state folder of root's config would make root's status
+    believe that user's processes and files.)
     """
     if user is not None:
         with contextlib.suppress(KeyError):
@@ -835,15 +837,6 @@ def runner_of(config_path: Path, user: str | None) -> int:
         with contextlib.suppress(OSError):  # (then load() says what is wrong with it)
             return os.stat(config_path).st_uid
     return os.geteuid()
-
-
-def runner_seen(config: Config) -> int | None:
-    """The owner of the config's state folder, if it exists: the user guardian ran as
-    (a check refuses a state it does not own, so that is who has been running it)."""
-    try:
-        return os.stat(config.settings.state_dir).st_uid
-    except OSError:
-        return None
 
 
 def _matcher(target: Target, runner: int) -> Matcher:

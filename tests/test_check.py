@@ -560,3 +560,48 @@ def test_one_targets_missing_program_does_not_keep_the_others_down(g: Guardian) 
     )
     assert f"targets.other.command: program {gone}" in result.stderr
     assert len(g.matches()) == 1
+
+
+def test_a_state_folder_another_user_owns_is_refused_before_anything_is_made_in_it(
+    g: Guardian,
+) -> None:
+    """Its owner could rename the lock folder away (and delete the audit log): a check
+    as root acts on nothing there, and says so."""
+    g.state.mkdir()
+    os.chown(g.state, 65534, 65534)  # nobody's
+    audit = g.tmp / "audit.jsonl"
+    g.configure(guardian={"audit_log": str(audit)})
+    result = g.check()
+    assert result.rc == 1
+    (record,) = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert record["action"] == "error"
+    assert f"{g.state}, which holds the lock folder, is owned by uid 65534" in record["reason"]
+    assert not g.matches()  # nothing started
+    assert list(g.state.iterdir()) == []  # nothing made in it
+    dry = g.check("--dry-run")
+    assert dry.rc == 2
+    assert f"guardian.state_dir: {g.state} is owned by nobody with mode 755" in dry.stderr
+
+
+def test_a_missing_probe_program_leaves_liveness_guarded(g: Guardian) -> None:
+    probe = g.tmp / "probe"
+    probe.write_text("#!/bin/sh\n")
+    probe.chmod(0o755)
+    g.configure(health={"command": [str(probe)], "failures": 1})
+    assert g.check().rc == 0
+    probe.unlink()
+    assert g.check().rc == 2  # said, and healthy all the same: not restarted
+    pid = g.pid()
+    warning, ok = g.audit()[-2:]
+    assert warning["action"] == "warning"
+    assert warning["reason"] == (
+        f"config error: {g.config_path}: targets.agent.health.command: program {probe}: No "
+        "such file or directory; the probe is not run until it is fixed"
+    )
+    assert ok["action"] == "ok"
+    assert "probes" not in ok  # none ran
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not g.matches(), what="the target to die")
+    assert g.check().rc == 2
+    assert g.actions()[-1] == "started"  # a dead target is still started
+    assert g.pid() != pid

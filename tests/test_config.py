@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -669,3 +670,58 @@ def test_a_bare_program_is_never_found_relative_to_the_callers_folder(tmp_path: 
     )  # fmt: skip
     assert done.returncode == 2
     assert "targets.a.command: program 'myprog9' not found on PATH /nonexistent::." in done.stderr
+
+
+def test_install_for_another_user_is_checked_as_that_user_only(
+    system_user: str, shared_install: Any, shared_dir: Path
+) -> None:
+    """Once that user's cron has run, its lock folder is the user's: root's own rules
+    (its state folders must be root's) must not refuse a reinstall."""
+    import pwd
+
+    pw = pwd.getpwnam(system_user)
+    state = shared_dir / "state"
+    state.mkdir()
+    os.chown(state, pw.pw_uid, pw.pw_gid)
+    config = write_config(shared_dir / "g.toml", {"state_dir": str(state), "timeout": "20s"},
+                          {"a": {"command": ["/bin/sleep", "3002"]}})  # fmt: skip
+    config.chmod(0o644)
+    ran = as_user(shared_install, system_user, "check", "--config", str(config))
+    assert ran.returncode == 0, ran.stderr
+    pid = int((state / "pids" / "a.pid").read_text())
+    try:
+        assert (state / "locks").stat().st_uid == pw.pw_uid
+        done = subprocess.run(
+            [shared_install.guardian, "install", "--dry-run", "--user", system_user,
+             "--config", str(config)], capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"would install in {system_user}'s crontab:")
+    finally:
+        os.kill(pid, signal.SIGKILL)  # the user's guardian started it for this test
+
+
+def test_asking_as_another_user_is_bounded_and_ends_what_it_started(
+    system_user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's side that hangs (a home on a dead NFS server) ends in a clear answer,
+    and what was started for the question is ended with it."""
+    from guardian import cron
+
+    token = f"guardian-hang-{os.getpid()}"
+    monkeypatch.setattr(cron, "guardian_argv", lambda: ["/bin/sh", "-c", f"sleep 100; : {token}"])
+    monkeypatch.setattr(cron, "AS_USER_TIMEOUT", 1.0)
+    began = time.monotonic()
+    problem = cron.cannot_run_as(system_user, Path("/etc/hostname"))
+    assert time.monotonic() - began < 10
+    assert problem == (f"user {system_user} cannot run /bin/sh (no answer within 1s), so cron "
+                       "could not run guardian either")  # fmt: skip
+    time.sleep(0.2)
+
+    def cmdline(pid: str) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            return b""
+
+    assert [p for p in os.listdir("/proc") if p.isdigit() and token.encode() in cmdline(p)] == []

@@ -811,3 +811,28 @@ def test_root_and_the_user_editing_at_once_lose_nothing(
         assert sorted(after[len(CRONTAB) :].splitlines()) == sorted(
             [line(configs["root_adds"]), line(configs["user_adds"])]
         )
+
+
+def test_a_crontab_crontab_l_garbles_is_not_rewritten(
+    system_user: str, shared_install: SharedInstall, shared_dir: Path
+) -> None:
+    """Debian's `crontab -l` shows a carriage return as the two characters \\r: writing
+    that back would change the user's job (and lose guardian's own line)."""
+    job = b'* * * * * /bin/echo "a\rb" >/dev/null\n'
+    subprocess.run(["crontab", "-u", system_user, "-"], input=job, check=True)
+    config = user_config(shared_dir, system_user)
+    done = run([shared_install.guardian, "install", "--user", system_user, "--config", config])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "holds \\r or \\b, which `crontab -l` also shows for a carriage return" in done.stderr
+    spool = subprocess.run(["crontab", "-u", system_user, "-l"], capture_output=True,
+                           check=True).stdout  # fmt: skip
+    assert b"guardian" not in spool  # untouched
+    folder = shared_dir / "cr\rx"
+    folder.mkdir()
+    write_config(folder / "g.toml", {"state_dir": str(folder / "state"), "timeout": "30s"},
+                 {"agent": {"command": ["/bin/sleep", "1000"]}})  # fmt: skip
+    bad = run([shared_install.guardian, "install", "--dry-run", "--config",
+               str(folder / "g.toml")])  # fmt: skip
+    assert bad.returncode == 2
+    assert "a path with a newline, carriage return or backspace cannot go in a crontab" in (
+        bad.stderr)  # fmt: skip

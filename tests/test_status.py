@@ -1034,7 +1034,8 @@ def test_root_sees_the_target_of_a_guardian_that_runs_as_another_user(
     system_user: str, shared_install: SharedInstall, shared_dir: Path, reaper: Reaper
 ) -> None:
     """`install --user U` on root's config: guardian runs as U, and so does its target.
-    Root's status finds it (by the state folder's owner, or --user), with U's state."""
+    Root's status with --user U (as for install) finds it, with U's state; without,
+    it looks for root's, and never guesses from who owns the state folder."""
     pw = pwd.getpwnam(system_user)
     state_dir = shared_dir / "state"
     state_dir.mkdir()
@@ -1053,18 +1054,28 @@ def test_root_sees_the_target_of_a_guardian_that_runs_as_another_user(
     pid = int((state_dir / "pids" / "agent.pid").read_text())
     reaper.track(pid)
     assert Path(f"/proc/{pid}/status").read_text().count(f"\t{pw.pw_uid}\t") >= 1
-    for extra in ([], ["--user", system_user]):
+
+    def status_json(*extra: str) -> dict[str, Any]:
         done = subprocess.run(
             [sys.executable, "-m", "guardian", "status", "--json", "--config", str(config),
-             *extra, *(["--cron-file", str(shared_dir / "none")] if not extra else [])],
-            capture_output=True, text=True, timeout=60, check=False,
+             *extra], capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        report = json.loads(done.stdout)
-        (agent,) = report["targets"]
-        assert (agent["running"], agent["pid"]) == (True, pid), (extra, agent)
-        assert agent["state_file"] == "believed"  # the user's own, believed for the user
-        assert (agent["health"], agent["probe_failures"]) == ("failing", 1)
-        assert done.returncode == 1  # failing its probe
+        assert done.returncode == 1  # failing its probe, or not root's
+        report: dict[str, Any] = json.loads(done.stdout)
+        return report
+
+    (agent,) = status_json("--user", system_user)["targets"]
+    assert (agent["running"], agent["pid"]) == (True, pid), agent
+    assert agent["state_file"] == "believed"  # the user's own, believed for the user
+    assert (agent["health"], agent["probe_failures"]) == ("failing", 1)
+    # Without --user: root's guardian is what it reports on. The user's process with the
+    # command line is not root's target, and the user's files are not believed as root's.
+    (agent,) = status_json("--cron-file", str(shared_dir / "none"))["targets"]
+    assert agent["running"] is False
+    assert (
+        f"is owned by user {system_user}, who is neither root nor the target's user, so "
+        "it is not believed; no process has the command line" in agent["evidence"]
+    )
 
 
 def test_a_cron_file_cron_never_reads_is_said_and_is_a_problem(g: Guardian) -> None:
