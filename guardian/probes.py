@@ -32,15 +32,6 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?:[ \t].*)?", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
-    probe: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.probe}: {self.detail}"
-
-
-@dataclass(frozen=True, slots=True)
 class Result:
     """One probe's answer: passed or not, what it saw, and how long it took."""
 
@@ -218,18 +209,6 @@ def _command(argv: tuple[str, ...], timeout: float, env: dict[str, str]) -> Answ
         return False, f"{argv[0]} gave no answer within {timeout:g}s"
     last = f": {result.output[-1]}" if result.output else ""
     return result.status == 0, f"{argv[0]} exited {result.status}{last}"
-
-
-def run(
-    health: Health,
-    *,
-    env: dict[str, str],
-    remaining: float,
-    step: Callable[[str], None] = lambda doing: None,
-) -> list[Failure]:
-    """The probes that failed (of ``run_all``)."""
-    results = run_all(health, env=env, remaining=remaining, step=step)
-    return [Failure(r.probe, r.detail) for r in results if not r.ok]
 
 
 def run_all(

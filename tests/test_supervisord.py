@@ -230,18 +230,25 @@ def with_a_program_stopped_on_purpose(g: Guardian) -> tuple[Path, dict[str, list
     return conf, agents
 
 
-def test_the_recipes_pid_probe_leaves_supervisord_alone_when_a_program_is_stopped(
-    g: Guardian,
-) -> None:
-    # The recipes' probe (etc/*.toml): `supervisorctl -c CONF pid`, at its strictest (one
-    # failing run restarts). One program STOPPED on purpose is no reason to restart anything.
+def guarded_by_the_recipes_probe(g: Guardian, timeout: str) -> tuple[Path, list[str], Path, int]:
+    """A supervisord with a program stopped on purpose, started by guardian and probed as
+    the recipes probe it (`supervisorctl -c CONF pid`), at its strictest (one failing run
+    restarts): its config, the probe, its pidfile and its pid."""
     conf, _ = with_a_program_stopped_on_purpose(g)
     probe = [str(BIN / "supervisorctl"), "-c", str(conf), "pid"]
-    pidfile = guard_supervisord(g, conf, health={"command": probe, "timeout": "10s",
+    pidfile = guard_supervisord(g, conf, health={"command": probe, "timeout": timeout,
                                                  "failures": 1})  # fmt: skip
     assert g.check().rc == 0
     pid = int(pidfile.read_text())
     g.reaper.track(pid)
+    return conf, probe, pidfile, pid
+
+
+def test_the_recipes_pid_probe_leaves_supervisord_alone_when_a_program_is_stopped(
+    g: Guardian,
+) -> None:
+    # One program STOPPED on purpose is no reason to restart anything.
+    conf, probe, pidfile, pid = guarded_by_the_recipes_probe(g, "10s")
     wait_for(lambda: "RUNNING" in supervisorctl(conf, "status", "worker").stdout,
              what="worker RUNNING")  # fmt: skip
     g.reaper.track(worker_pid(conf))
@@ -277,13 +284,7 @@ def test_the_recipes_pid_probe_leaves_supervisord_alone_when_a_program_is_stoppe
 
 
 def test_the_recipes_pid_probe_notices_a_hung_or_dead_supervisord(g: Guardian) -> None:
-    conf, _ = with_a_program_stopped_on_purpose(g)
-    probe = [str(BIN / "supervisorctl"), "-c", str(conf), "pid"]
-    pidfile = guard_supervisord(g, conf, health={"command": probe, "timeout": "2s",
-                                                 "failures": 1})  # fmt: skip
-    assert g.check().rc == 0
-    old = int(pidfile.read_text())
-    g.reaper.track(old)
+    conf, _, pidfile, old = guarded_by_the_recipes_probe(g, "2s")
     g.reaper.track(wait_for(lambda: worker_pid(conf), what="its worker"))
     assert g.check().rc == 0
     # Hung (SIGSTOP): its socket still accepts a connection, but no answer comes.
