@@ -494,12 +494,18 @@ def test_a_path_with_a_newline_is_refused(g: Guardian) -> None:
     for command in ("install", "uninstall"):
         done = guardian(command, "--config", str(config), "--cron-file", str(cron_file))
         assert done.returncode == 2, done.stderr
-        assert done.stderr.endswith("a newline cannot go in a crontab line; rename it\n")
+        assert done.stderr.endswith(
+            "a path with a newline, carriage return or backspace "
+            "cannot go in a crontab line; rename it\n"
+        )
         assert done.stderr.count("\n") == 1  # one line: the path shown as 'a\nb'
     log = guardian("install", "--config", str(g.config_path), "--cron-file", str(cron_file),
                    "--log", str(g.tmp / "a\nb" / "g.log"))  # fmt: skip
     assert log.returncode == 2
-    assert "a path with a newline cannot go in a crontab line" in log.stderr
+    assert (
+        "a path with a newline, carriage return or backspace cannot go in a crontab line"
+        in log.stderr
+    )
     assert not cron_file.exists()
 
 
