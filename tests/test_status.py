@@ -33,6 +33,7 @@ from guardian.status import (
 )
 
 from conftest import (
+    AGENT,
     Guardian,
     Reaper,
     Result,
@@ -1094,3 +1095,62 @@ def test_a_cron_file_cron_never_reads_is_said_and_is_a_problem(g: Guardian) -> N
     assert "next run" not in shown.stdout
     assert data["problems"] == ["guardian's cron line is only where cron never reads it"]
     assert (data["interval_s"], data["overdue"]) == (None, False)
+
+
+def broken_supervisord(g: Guardian, **target: object) -> Path:
+    """``g`` guarding a real supervisord whose config has an error (it exits at once)."""
+    conf = write_supervisord_conf(g.tmp / "supervisord.conf", g.tmp)
+    with conf.open("a") as f:
+        f.write("[program:broken]\ncommand=/bin/true\nautostart=maybe\n")
+    g.configure(command=[str(BIN / "supervisord"), "-c", str(conf)], daemonizes=True,
+                pidfile=str(g.tmp / "supervisord.pid"), start_grace="1s",
+                start_timeout="20s", **target)  # fmt: skip
+    return conf
+
+
+def test_a_real_supervisord_that_keeps_failing_is_given_up_on_and_status_says_so(
+    g: Guardian,
+) -> None:
+    broken_supervisord(g, restart=GIVE_UP)
+    record = give_up(g)
+    dry = g.check("--dry-run")  # and a dry run says when, not "would start"
+    assert dry.stdout.startswith("agent: backoff: would wait: ")
+    assert f"next try at {record['next_try']}" in dry.stdout
+    shown, data = status(g)
+    assert shown.rc == 1
+    lines = shown.stdout.splitlines()
+    assert gave_up_line(record) in lines
+    # Why: supervisord's own words, from its output, under the last failure.
+    at = next(i for i, text in enumerate(lines) if text.startswith("  last failure at "))
+    assert any("not a valid boolean value: 'maybe'" in text for text in lines[at + 1 :])
+    (agent,) = data["targets"]
+    assert agent["gave_up"]["next_try"] == record["next_try"]
+    assert agent["failed_starts_24h"] == 2
+
+
+def test_a_real_supervisords_probe_failing_below_the_threshold_is_unhealthy(
+    g: Guardian,
+) -> None:
+    """`supervisorctl status` as the probe, with one program stopped on purpose: it fails
+    (exit 3) though supervisord is well: status says unhealthy, 1 of 3, exit 1."""
+    conf = write_supervisord_conf(g.tmp / "supervisord.conf", g.tmp)
+    with conf.open("a") as f:
+        f.write(f"[program:spare]\ncommand={sys.executable} {AGENT} --tag {g.tmp}/spare\n"
+                "autostart=false\n")  # fmt: skip
+    probe = [str(BIN / "supervisorctl"), "-c", str(conf), "status"]
+    g.configure(command=[str(BIN / "supervisord"), "-c", str(conf)], daemonizes=True,
+                pidfile=str(g.tmp / "supervisord.pid"), start_grace="1s", start_timeout="20s",
+                health={"command": probe, "timeout": "10s", "failures": 3})  # fmt: skip
+    assert g.check().rc == 0
+    pid = int((g.tmp / "supervisord.pid").read_text())
+    g.reaper.track(pid)
+    assert g.check().rc == 1
+    assert g.actions()[-1] == "unhealthy"
+    shown, data = status(g)
+    assert shown.rc == 1
+    first = shown.stdout.splitlines()[0]
+    assert first.startswith("agent: running, UNHEALTHY (probes failing 1 of 3): command: ")
+    assert "supervisorctl exited 3" in first
+    (agent,) = data["targets"]
+    assert (agent["pid"], agent["health"], agent["probe_failures"]) == (pid, "failing", 1)
+    assert data["problems"] == ["agent: unhealthy (probes failing 1 of 3)"]
