@@ -383,10 +383,8 @@ def test_min_uptime_zero_means_no_death_is_young(g: Guardian) -> None:
 def test_a_target_that_dies_while_it_is_probed_is_dealt_with_as_dead(g: Guardian) -> None:
     # The probe runs; meanwhile the target crashes. That is a dead target (started
     # again, said), not an "ok" left quietly down.
-    probe = g.tmp / "probe"
-    probe.write_text(f'#!/bin/sh\nkill -9 "$(cat {g.pidfile})"\nexit 1\n')
-    probe.chmod(0o755)
-    g.configure(health={"command": [str(probe)], "failures": 1})
+    probe = hook_script(g.tmp, "probe", f'kill -9 "$(cat {g.pidfile})"\nexit 1')
+    g.configure(health={"command": probe, "failures": 1})
     assert g.check().rc == 0
     first = g.pid()
     result = g.check()
@@ -404,10 +402,8 @@ def test_a_target_killed_during_a_probe_below_the_threshold_is_started(
     g: Guardian, probe_ends: str
 ) -> None:
     # However the probe ends, a target found dead after it is a dead target now.
-    probe = g.tmp / "probe"
-    probe.write_text(f"#!/bin/sh\nsleep 1\nexit {1 if probe_ends == 'failing' else 0}\n")
-    probe.chmod(0o755)
-    g.configure(health={"command": [str(probe)], "failures": 3})
+    probe = hook_script(g.tmp, "probe", f"sleep 1\nexit {1 if probe_ends == 'failing' else 0}")
+    g.configure(health={"command": probe, "failures": 3})
     assert g.check().rc == 0
     first = g.pid()
     run = subprocess.Popen(
@@ -418,7 +414,7 @@ def test_a_target_killed_during_a_probe_below_the_threshold_is_started(
     def probing() -> bool:
         for entry in os.listdir("/proc"):
             try:
-                if str(probe).encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                if probe[0].encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
                     return True
             except OSError:
                 continue
