@@ -219,9 +219,40 @@ def system_user() -> Iterator[str]:
     finally:
         # userdel leaves the user's crontab in cron's spool: remove it first.
         subprocess.run(["crontab", "-r", "-u", name], capture_output=True, check=False)
-        # check=True: a user left behind (its processes still running) must fail loudly.
-        # Request this fixture before `reaper` (or `g`), so their processes end first.
-        subprocess.run(["userdel", name], check=True)
+        # The real cron daemon runs during the suite (.ci/run starts it): a test that put a
+        # line in this user's crontab can straddle a minute, and cron then runs that line as
+        # the user. Wait for such a run to end (bounded) rather than fail userdel on it.
+        uid = _uid_of(name)
+        wait_for(lambda: not _live_processes_of(uid), timeout=90,
+                 what=f"the processes of {name} to end")  # fmt: skip
+        # A user left behind (its processes still running) fails loudly above. Request this
+        # fixture before `reaper` (or `g`), so their processes end first. Only zombies may
+        # remain (where pid 1 reaps nothing, an orphan's end is one): -f lets the user go.
+        if subprocess.run(["userdel", name], check=False).returncode != 0:
+            subprocess.run(["userdel", "-f", name], check=True)
+
+
+def _uid_of(name: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(name).pw_uid
+
+
+def _live_processes_of(uid: int) -> list[int]:
+    """Pids of processes (zombies aside) whose real or effective uid is ``uid``."""
+    live = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        uids = fields.get("Uid", "").split()
+        if str(uid) in uids[:2] and not fields.get("State", "").strip().startswith("Z"):
+            live.append(int(entry.name))
+    return live
 
 
 @contextlib.contextmanager

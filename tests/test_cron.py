@@ -179,7 +179,9 @@ def user_config(shared_dir: Path, user: str) -> str:
     state.mkdir()
     shutil.chown(state, user)
     config = write_config(shared_dir / "guardian.toml", {"state_dir": str(state), "timeout": "30s"},
-                          {"agent": {"command": ["/bin/sleep", "1000"]}})  # fmt: skip
+                          # Short: should cron run the line while the test runs, the
+                          # target it starts ends by itself before the user is removed.
+                          {"agent": {"command": ["/bin/sleep", "20"]}})  # fmt: skip
     config.chmod(0o644)
     return str(config)
 
