@@ -39,6 +39,8 @@ Action = Literal[
     "stopped",
     "restarted",
     "reset",
+    "held",
+    "watch_ended",
 ]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
@@ -76,6 +78,7 @@ class AuditRecord:
         "duration_ms",
         "error",
         "guardian_pid",
+        "hold",
         "hooks",
         "host",
         "next_try",
@@ -106,6 +109,7 @@ class AuditRecord:
         probes: tuple[str, ...] = (),  # the health probes that failed
         hooks: tuple[str, ...] = (),  # what each hook run did
         next_try: str | None = None,  # backoff and gave_up: when it will be started again
+        hold: dict[str, object] | None = None,  # held: by whom, since, until, why
     ) -> None:
         self.ts = now_rfc3339()
         self.host = _HOST
@@ -124,6 +128,30 @@ class AuditRecord:
         self.probes = probes
         self.hooks = hooks
         self.next_try = next_try
+        self.hold = hold
+
+    @classmethod
+    def from_json(cls, line: str) -> AuditRecord:
+        """A record another guardian process made (a worker's), as it made it."""
+        data = json.loads(line)
+        record = cls(
+            data["target"],
+            data["action"],
+            data["reason"],
+            pid=data.get("pid"),
+            old_pid=data.get("old_pid"),
+            duration_ms=data.get("duration_ms", 0),
+            dry_run=data.get("dry_run", False),
+            error=data.get("error"),
+            output_tail=tuple(data.get("output_tail", ())),
+            orphans=tuple(data.get("orphans", ())),
+            probes=tuple(data.get("probes", ())),
+            hooks=tuple(data.get("hooks", ())),
+            next_try=data.get("next_try"),
+            hold=data.get("hold"),
+        )
+        record.ts, record.guardian_pid = data["ts"], data["guardian_pid"]
+        return record
 
     def to_json(self) -> str:
         # Field order as documented: when and where first, then what.
@@ -147,6 +175,7 @@ class AuditRecord:
             "probes": list(self.probes),
             "hooks": list(self.hooks),
             "next_try": self.next_try,
+            "hold": self.hold,
         }
         data.update((key, value) for key, value in optional.items() if value)
         return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))

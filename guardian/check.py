@@ -18,12 +18,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from guardian import deadline, locking, proc, state
+from guardian import deadline, holds, locking, proc, state
 from guardian.audit import Action, AuditRecord, shorten
 from guardian.config import Config, Settings, Target
 from guardian.discovery import Found, Matcher, Missing, Unsure, discover, inspect
-from guardian.errors import LaunchError, RunTimeout
-from guardian.run import CONFIG_ERROR, Interrupted, Run, RunResult
+from guardian.errors import EXIT_INTERNAL, EXIT_TIMEOUT, LaunchError, RunTimeout
+from guardian.run import CONFIG_ERROR, Interrupted, Run, RunResult, Sink
 
 if TYPE_CHECKING:  # launch (and subprocess) is imported only by a run that acts
     from guardian.launch import Launch
@@ -57,6 +57,10 @@ def _wall(boottime: float | None) -> str | None:
     return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+class Later(Exception):  # a signal to the caller, not an error
+    """The first look found work that takes time (acting, probing): a worker does it."""
+
+
 class Guard:
     """One target, one run. Its methods are the steps; each returns the target's record."""
 
@@ -84,6 +88,19 @@ class Guard:
         self.hooks_ran: list[str] = []  # what each hook run for this record did
         self.output_since = 0  # where the output of this run's start begins in its file
         self.probed: tuple[str, ...] = ()  # each health probe's result, this run
+        # How long a check waits for the target's lock when another guardian holds it:
+        # 0 in a cron run (the other is seeing to it); a watcher's waits (a stop by hand
+        # may be under way, and what it leaves, a hold, must be seen before acting).
+        self.lock_wait = 0.0
+        self.hold_said = False  # a hold file that cannot be believed: said once a run
+        self.hold_note = ""  # an expired hold, said in the record of the start it allows
+        # Only the first look, which takes milliseconds: whatever takes longer raises
+        # Later, and a worker does it beside the other targets'.
+        self.first_look = False
+        # A watcher saw this process (pid, start ticks) alive until this moment (boot
+        # clock): it exited then. Without it, a target a watcher watched for an hour
+        # would seem to have lived only until its start was recorded: a young death.
+        self.alive_until: tuple[int, int, float] | None = None
         run.guard = self
 
     # --- the record ---
@@ -133,6 +150,10 @@ class Guard:
         """Read the state file (``again``, under the lock: anew, if another run wrote it)."""
         self.run.step(f"reading its state file {self.store.path}")
         self.st = self.store.load(again=again)
+        c = self.st.current
+        if self.alive_until is not None and c is not None and c[:2] == self.alive_until[:2]:
+            seen = max(c.last_seen, self.alive_until[2])
+            self.st = self.st._replace(current=c._replace(last_seen=seen))
         for text in self.store.warnings:
             self.rebuilt = True
             self.run.warn(self.target, text)
@@ -217,17 +238,24 @@ class Guard:
     # --- the cron check ---
 
     def check(self) -> AuditRecord:
+        hold = self.held()
+        if hold is not None:  # kept down on purpose: nothing looked at, nothing done
+            return self.record("held", hold.describe(), hold=hold.to_dict())
         self.load()
         found = self.discover()
         if isinstance(found, Found):
             self.pid = found.pid
             if not self._needs_adopting(found):
+                if self.first_look and self.target.health.any and not self.run.dry_run:
+                    raise Later
                 return self.alive(found)
         else:
             self.old_pid = found.old_pid
         if self.run.dry_run:
             return self._dry_run(found)
-        return self.locked(self._act)
+        if self.first_look:
+            raise Later
+        return self.locked(self._act, wait=self.lock_wait)
 
     def _needs_adopting(self, found: Found) -> bool:
         """Found by scan, or by memory with a pidfile of guardian's own to rewrite."""
@@ -263,6 +291,9 @@ class Guard:
         self.pid, self.old_pid = None, found.old_pid
         if isinstance(found, Unsure):
             return self.record("error", found.reason)
+        hold = self.held()
+        if hold is not None:  # held since the first look (a stop by hand): left down
+            return self.record("held", f"{hold.describe()}; {found.reason}", hold=hold.to_dict())
         t = state.now()
         died = self._died()
         self.st = state.seen_dead(self.st, t, self.target.restart)
@@ -332,7 +363,7 @@ class Guard:
                                        "probed")  # fmt: skip
                 # It died while it was probed: what a dead target gets, under the lock.
                 self.save()  # when it was last seen alive, for what it left behind
-                return self.locked(self._act)
+                return self.locked(self._act, wait=self.lock_wait)
             if failed:
                 self.st = self.st._replace(probe_failures=self.st.probe_failures + 1)
                 why = f"{'; '.join(failed)} ({self.st.probe_failures} of {health.failures} " \
@@ -345,7 +376,8 @@ class Guard:
                     self.save()
                     return self.record("unhealthy", why)
                 self.save()
-                return self.locked(lambda: self._restart_unhealthy(found, why))
+                return self.locked(lambda: self._restart_unhealthy(found, why),
+                                   wait=self.lock_wait)  # fmt: skip
             self.st = self.st._replace(probe_failures=0)
         self.save()
         return self.record(action, evidence)
@@ -372,6 +404,10 @@ class Guard:
             self.save()
             return self.record("ok", f"running: {again.evidence} (pid {found.pid}, which "
                                f"failed its probes, is gone: {why})")  # fmt: skip
+        hold = self.held()
+        if hold is not None:  # held while it was probed: left as it is
+            return self.record("held", f"{hold.describe()}; unhealthy: {why}; not restarted",
+                               hold=hold.to_dict())  # fmt: skip
         t = state.now()
         verdict = state.decide(self.st, t, self.target.restart)
         self.st = verdict.state
@@ -390,6 +426,36 @@ class Guard:
         if not gone:
             return self.record("error", f"unhealthy: {why}; {how}; not starting another copy")
         return self.start("restarted_unhealthy", f"unhealthy: {why}; {how}")
+
+    def held(self) -> holds.Hold | None:
+        """Its hold, if it is held now (``guardian stop``).
+
+        An expired hold is noted (the start it lets through says so, and removes
+        it); one that cannot be believed is said once, and ignored: keeping the
+        target running is guardian's job, and a forged hold must not stop it.
+        """
+        try:
+            hold = holds.read(self.settings.state_dir, self.target.name)
+        except holds.HoldError as e:
+            if not self.hold_said:
+                self.hold_said = True
+                self.run.warn(self.target, f"{e}; ignored: the target is kept running")
+            return None
+        if hold is None:
+            return None
+        if hold.expired():
+            self.hold_note = f"; its hold has expired ({hold.describe()})"
+            return None
+        return hold
+
+    def _drop_expired_hold(self) -> None:
+        """Under the lock: remove the hold that has expired (a new one set meanwhile stays)."""
+        try:
+            hold = holds.read(self.settings.state_dir, self.target.name)
+            if hold is not None and hold.expired():
+                holds.release(self.settings.state_dir, self.target.name)
+        except (holds.HoldError, OSError):
+            pass  # said already, or left for the next run: it is ignored either way
 
     def held_back(self, verdict: state.Verdict, found: str) -> AuditRecord:
         next_try = _wall(verdict.next_try)
@@ -471,9 +537,19 @@ class Guard:
         *,
         counts: bool = True,
         orphans: tuple[int, ...] | None = None,
+        by_hand: bool = False,
     ) -> AuditRecord:
         """Under the lock: end what the last one left (unless done: ``orphans``), spawn,
-        record that at once, and wait until it is ready."""
+        record that at once, and wait until it is ready. Never a held target, unless by
+        hand (``guardian start`` and ``restart`` release the hold first)."""
+        if not by_hand:
+            hold = self.held()
+            if hold is not None:
+                return self.record("held", f"{hold.describe()}; {reason}; not started",
+                                   hold=hold.to_dict())  # fmt: skip
+            if self.hold_note:
+                reason += self.hold_note
+                self._drop_expired_hold()
         if orphans is None:
             orphans, said = self.leftovers()
             reason += said
@@ -618,44 +694,87 @@ class Guard:
 
     # --- by hand ---
 
-    def by_hand(self, what: str) -> AuditRecord:
-        """``guardian stop``, ``restart`` or ``reset``: under the lock, waiting for it."""
+    def by_hand(self, what: str, hold: holds.Hold | None = None) -> AuditRecord:
+        """``guardian stop`` (holding it: ``hold``), ``start``, ``restart`` or ``reset``:
+        under the lock, waiting for it."""
         # Another run may hold the lock for a while (a start under way): wait for it, but
         # leave time to do the job once it is ours.
         wait = max(0.0, self.run.remaining() - self.target.stop_timeout - 5)
-        return self.locked(lambda: self._by_hand(what), wait=wait)
+        return self.locked(lambda: self._by_hand(what, hold), wait=wait)
 
-    def _by_hand(self, what: str) -> AuditRecord:
+    def _release(self) -> str:
+        """``start`` and ``restart``: the hold goes first; what the record says of it."""
+        try:
+            hold = holds.read(self.settings.state_dir, self.target.name)
+        except holds.HoldError:
+            hold = None
+        try:
+            if not holds.release(self.settings.state_dir, self.target.name):
+                return ""
+        except OSError as e:
+            raise LaunchError(f"cannot remove its hold file: {e.strerror or e}") from None
+        return f"; its hold released ({hold.describe()})" if hold is not None else \
+            "; its hold file removed"  # fmt: skip
+
+    def _by_hand(self, what: str, hold: holds.Hold | None) -> AuditRecord:
         self.load()
         if what == "reset":
             self.st = state.reset(self.st)
             self.save()
             return self.record("reset", "crash-loop history and probe failures cleared by hand")
+        released = ""
+        if what in ("start", "restart"):
+            try:
+                released = self._release()
+            except LaunchError as e:  # still held: starting it would be undone by nothing,
+                return self.record("error", f"{what} by hand: {e}; not started")  # but said
+        elif what == "stop":
+            if hold is None:  # pragma: no cover - a bug in the caller
+                raise ValueError("a stop by hand always holds the target")
+            # The hold first: from now on no check and no watcher starts it, so the stop
+            # below is not undone in between. Without it, a stop would be undone within
+            # the minute: then not stopped at all.
+            try:
+                holds.write(self.settings.state_dir, hold)
+            except OSError as e:
+                return self.record("error", f"stop by hand: cannot write its hold file "
+                                   f"{holds.path_for(self.settings.state_dir, self.target.name)}"
+                                   f": {e.strerror or e}; not stopped, as the next run would "
+                                   "start it again")  # fmt: skip
         found = self.discover()
         if isinstance(found, Unsure):
-            return self.record("error", found.reason)
+            return self.record("error", f"{found.reason}{released}")
         how = "it was not running"
         if isinstance(found, Found):
             self.pid = self.old_pid = found.pid
             # Learn it first, so that what it leaves behind is known.
             self.st = state.seen_alive(self.st, found.pid, found.start_ticks, found.session,
                                        state.now(), self.target.restart, found.exe)  # fmt: skip
+            if what == "start":
+                self.save()
+                return self.record("ok", f"started by hand: already running, "
+                                   f"{found.evidence}{released}")  # fmt: skip
             gone, how = self.stop(found)
             if not gone:
                 return self.record("error", f"{what} by hand: {how}")
         orphans, said = self.leftovers()
         # Stopped by hand is not a crash: it must not count towards a crash loop.
         self.st = state.stopped_by_hand(self.st)
-        if what == "stop":
+        if what == "stop" and hold is not None:
             self.save()
-            return self.record("stopped", f"stopped by hand: {how}{said}", orphans=orphans)
+            return self.record("held", f"stopped by hand: {how}{said}; {hold.describe()}",
+                               orphans=orphans, hold=hold.to_dict())  # fmt: skip
         self.pid = None
-        return self.start("restarted", f"restarted by hand: {how}{said}", counts=False,
-                          orphans=orphans)  # fmt: skip
+        verb = "started" if what == "start" else "restarted"
+        return self.start("restarted" if what == "restart" else "started",
+                          f"{verb} by hand: {how}{said}{released}", counts=False,
+                          orphans=orphans, by_hand=True)  # fmt: skip
 
 
-def run_check(config: Config, targets: tuple[Target, ...], run: Run) -> RunResult:
-    """Check every target in turn, within the run's time.
+def run_check(
+    config: Config, targets: tuple[Target, ...], run: Run, *, lock_wait: float = 0.0
+) -> RunResult:
+    """Check every target, within the run's time.
 
     A target whose own program cannot be run is not checked (it could be neither
     started nor found), and says so. A missing probe or hook program is said, and
@@ -663,9 +782,16 @@ def run_check(config: Config, targets: tuple[Target, ...], run: Run) -> RunResul
     it: a probe that cannot run says nothing of the target, and counting it as
     failing would restart a healthy supervisord every few minutes). Either way
     the others are checked: one uninstalled program must not keep anything down.
-    """
 
-    def job(target: Target) -> AuditRecord:
+    Several targets: each gets a first look in turn (milliseconds for a healthy
+    one); those that need acting or probing are then seen to side by side, each
+    in a worker of its own with the whole of the run's time left, so twenty cold
+    starts take about as long as one.
+    """
+    later: list[Target] = []
+    parallel = run.sink is not None and not run.dry_run and len(targets) > 1
+
+    def job(target: Target) -> AuditRecord | None:
         for key, problem in target.problems:
             if key.endswith(".health.command"):
                 target = target._replace(health=target.health._replace(command=None))
@@ -679,18 +805,123 @@ def run_check(config: Config, targets: tuple[Target, ...], run: Run) -> RunResul
                 return guard.result
             run.emit(AuditRecord(target.name, "warning", f"{CONFIG_ERROR}{problem}; {also}"))
         guard = Guard(run, target, config.settings)
-        guard.result = record = guard.check()
+        guard.lock_wait = lock_wait
+        guard.first_look = parallel
+        try:
+            guard.result = record = guard.check()
+        except Later:
+            later.append(target)  # (as fixed above: without a probe that cannot run)
+            return None
         return record
 
-    return run.execute(targets, job)
+    result = run.execute(targets, job)
+    if not later or result.timed_out or result.interrupted is not None:
+        return result
+    return in_workers(config, tuple(later), run, lock_wait=lock_wait)
 
 
-def by_hand(what: str, config: Config, target: Target, run: Run) -> RunResult:
-    """``guardian stop``, ``restart`` or ``reset`` for one target: under its lock, time-boxed."""
+def in_workers(
+    config: Config, targets: tuple[Target, ...], run: Run, *, lock_wait: float = 0.0
+) -> RunResult:
+    """Check ``targets`` side by side, each in a worker, within what is left of the run."""
+    from guardian import workers
+
+    sink = run.sink
+    if sink is None or run.deadline is None:  # pragma: no cover - a bug in the caller
+        raise RuntimeError("in_workers() needs a run with a sink, inside Run.armed()")
+    # Each worker ends a moment before the run, so that its last record comes in time.
+    seconds = max(0.5, run.deadline.remaining() - 1.0)
+    started = [workers.spawn(t.name, _worker_check(config, t, run, sink, seconds, lock_wait))
+               for t in targets]  # fmt: skip
+
+    def show(record: AuditRecord) -> None:
+        run.records.append(record)
+        sink.show(record)
+
+    interrupted: int | None = None
+    timed_out = False
+    try:
+        run.step(f"waiting for {len(started)} workers")
+        workers.wait(started, show, time.monotonic() + seconds + workers.GRACE)
+    except Interrupted as stop:
+        interrupted = stop.signum
+        with deadline.critical():
+            workers.stop_all(started, stop.signum, show)
+    except RunTimeout:
+        timed_out = True
+        with deadline.critical():
+            workers.stop_all(started, signal.SIGTERM, show)
+    codes = []
+    for worker in started:
+        if worker.status is None:
+            worker.signal(signal.SIGKILL)
+            worker.reap(1.0)
+        codes.append(worker.status)
+        if not any(r.target == worker.target and r.action not in ("warning",)
+                   for r in worker.records):  # fmt: skip
+            with deadline.critical():
+                text = (f"its worker (pid {worker.pid}) ended with status {worker.status} "
+                        "and no record")  # fmt: skip
+                run.emit(AuditRecord(worker.target, "error", text))
+                run.trouble = True
+    return RunResult(
+        tuple(run.records),
+        timed_out or any(c == 124 for c in codes),
+        interrupted,
+        run.trouble or any(c not in (0, 124) and (c or 0) < 128 for c in codes),
+    )
+
+
+def _worker_check(
+    config: Config,
+    target: Target,
+    parent: Run,
+    sink: Sink,
+    seconds: float,
+    lock_wait: float,
+    alive_until: tuple[int, int, float] | None = None,
+) -> Callable[[Callable[[AuditRecord], None]], int]:
+    """What a worker does: a check of ``target`` alone, as a run of its own; its exit code."""
+
+    def body(send: Callable[[AuditRecord], None]) -> int:
+        def emit(record: AuditRecord) -> None:
+            sink.log(record)
+            send(record)
+
+        run = Run(dry_run=False, emit=emit, say=parent.say)
+
+        def job(t: Target) -> AuditRecord:
+            guard = Guard(run, t, config.settings)
+            guard.lock_wait = lock_wait
+            guard.alive_until = alive_until
+            guard.result = record = guard.check()
+            return record
+
+        try:
+            with run.armed(seconds):
+                result = run.execute((target,), job)
+        except RunTimeout:
+            return EXIT_TIMEOUT
+        except Interrupted as stop:
+            return 128 + stop.signum
+        if result.interrupted is not None:
+            return 128 + result.interrupted
+        if result.timed_out:
+            return EXIT_TIMEOUT
+        return EXIT_INTERNAL if result.trouble or sink.failed else 0
+
+    return body
+
+
+def by_hand(
+    what: str, config: Config, target: Target, run: Run, hold: holds.Hold | None = None
+) -> RunResult:
+    """``guardian stop`` (``hold``: and hold it), ``start``, ``restart`` or ``reset`` for
+    one target: under its lock, time-boxed."""
 
     def job(target: Target) -> AuditRecord:
         guard = Guard(run, target, config.settings)
-        guard.result = record = guard.by_hand(what)
+        guard.result = record = guard.by_hand(what, hold)
         return record
 
     return run.execute((target,), job)

@@ -139,7 +139,7 @@ def _out(text: str) -> None:
 
 
 # Quiet when all is well: cron mails whatever a job prints.
-_QUIET = frozenset({"ok", "skipped", "adopted", "backoff"})
+_QUIET = frozenset({"ok", "skipped", "adopted", "backoff", "held", "watch_ended"})
 _WORDS = {"would_start": "would start", "start_failed": "start failed"}
 
 
@@ -226,6 +226,9 @@ not writable; 124 guardian's own timeout.
 @click.option("--timeout", type=Duration(), help="Limit on the whole run (default: the config's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's audit records on stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Say what was found for every target.")
+@click.option("--watch", "watch_for", type=Duration(), metavar="DURATION",
+              help="After the check, keep watching this long (restarting within a second); "
+              "default: the config's `watch`, else no watch.")  # fmt: skip
 def check(
     *,
     config_path: Path,
@@ -234,15 +237,26 @@ def check(
     timeout: float | None,
     as_json: bool,
     verbose: bool,
+    watch_for: float | None,
 ) -> int:
     """Find each target; start it, detached, if it is not running; audit every decision."""
     from guardian.check import run_check
 
+    if dry_run and watch_for:
+        raise click.UsageError("--watch cannot be used with --dry-run (a dry run acts on nothing)")
     out = _Output(as_json=as_json, dry_run=dry_run, verbose=verbose)
     run = Run(dry_run=dry_run, emit=out.emit, say=_err)
+    run.sink = out
 
     def job(config: Config) -> RunResult:
-        return run_check(config, config.select(names), run)
+        targets = config.select(names)
+        checked = run_check(config, targets, run)
+        seconds = watch_for or (None if dry_run else config.settings.watch)
+        if not seconds:
+            return checked
+        from guardian.watch import watch
+
+        return watch(config, targets, run, checked, seconds)
 
     # A real run goes on past one target's missing program; a dry run refuses it (exit 2).
     return _within(run, config_path, timeout, out, job, defer=not dry_run)
@@ -297,7 +311,15 @@ class _Output:
         self.verbose = verbose
         self.audit_failed = False
 
+    @property
+    def failed(self) -> bool:
+        return self.audit_failed
+
     def emit(self, record: AuditRecord) -> None:
+        self.log(record)
+        self.show(record)
+
+    def log(self, record: AuditRecord) -> None:
         try:
             # (Records come only once the config is read: there is always a log to name.)
             audit.append(self.config.settings.audit_log if self.config else Path(), record)
@@ -305,6 +327,8 @@ class _Output:
             # Never lost silently: the record goes to stderr, and so into cron's mail.
             self.audit_failed = True
             _err(f"{e}; the record was: {record.to_json()}")
+
+    def show(self, record: AuditRecord) -> None:
         if self.as_json:
             _out(record.to_json())
         elif self.dry_run:
@@ -339,7 +363,9 @@ class _Output:
         return EXIT_OK
 
 
-def _by_hand(what: str, config_path: Path, name: str, timeout: float | None) -> int:
+def _by_hand(
+    what: str, config_path: Path, name: str, timeout: float | None, hold: Any = None
+) -> int:
     from guardian.check import by_hand
 
     out = _Output(as_json=False, dry_run=False, verbose=True)
@@ -347,19 +373,46 @@ def _by_hand(what: str, config_path: Path, name: str, timeout: float | None) -> 
 
     def job(config: Config) -> RunResult:
         (target,) = config.select([name])
-        return by_hand(what, config, target, run)
+        return by_hand(what, config, target, run, hold)
 
     # A stop (or a reset) needs no program: one removed by an upgrade can still be stopped.
-    return _within(run, config_path, timeout, out, job, starting=what == "restart")
+    return _within(run, config_path, timeout, out, job, starting=what in ("restart", "start"))
 
 
-@cli.command(epilog="\b\nExample:\n  guardian stop supervisord   # the next check starts it again")
+@cli.command(
+    epilog="""\b
+Examples:
+  guardian stop supervisord --for 2h --reason "kernel upgrade, ticket OPS-1234"
+  guardian stop supervisord            # held until: guardian start supervisord
+"""
+)
+@_config_option
+@click.argument("name")
+@click.option("--for", "hold_for", type=Duration(), metavar="DURATION",
+              help="Hold it down this long (30m, 2h, 1d), then checks start it again. "
+              "Default: until `guardian start NAME`.")  # fmt: skip
+@click.option("--reason", default="", metavar="TEXT",
+              help="Why, for the audit log and `guardian status`.")  # fmt: skip
+@click.option("--timeout", type=Duration(), help="Limit on the whole run (default: the config's).")
+def stop(
+    *, config_path: Path, name: str, hold_for: float | None, reason: str, timeout: float | None
+) -> int:
+    """Stop target NAME and hold it down: no check or watcher starts it until `guardian
+    start NAME` (or --for runs out). The hold survives reboots."""
+    from guardian import holds
+
+    return _by_hand("stop", config_path, name, timeout,
+                    holds.make(name, seconds=hold_for, reason=reason))  # fmt: skip
+
+
+@cli.command(epilog="\b\nExample:\n  guardian start supervisord   # after guardian stop")
 @_config_option
 @click.argument("name")
 @click.option("--timeout", type=Duration(), help="Limit on the whole run (default: the config's).")
-def stop(*, config_path: Path, name: str, timeout: float | None) -> int:
-    """Stop target NAME now (stop_signal, stop_timeout, then SIGKILL), under its lock."""
-    return _by_hand("stop", config_path, name, timeout)
+def start(*, config_path: Path, name: str, timeout: float | None) -> int:
+    """Release target NAME's hold and start it now (if it is not running), under its lock;
+    no backoff applies."""
+    return _by_hand("start", config_path, name, timeout)
 
 
 @cli.command(epilog="\b\nExample:\n  guardian restart supervisord")
@@ -367,7 +420,8 @@ def stop(*, config_path: Path, name: str, timeout: float | None) -> int:
 @click.argument("name")
 @click.option("--timeout", type=Duration(), help="Limit on the whole run (default: the config's).")
 def restart(*, config_path: Path, name: str, timeout: float | None) -> int:
-    """Stop target NAME (if it runs) and start it again, under its lock; no backoff applies."""
+    """Stop target NAME (if it runs) and start it again, under its lock; no backoff applies,
+    and a hold is released."""
     return _by_hand("restart", config_path, name, timeout)
 
 
@@ -432,6 +486,7 @@ Examples:
   guardian install --interval 5m --user agents       # the crontab of user agents (as root)
   guardian install --cron-file /etc/cron.d/guardian  # a system cron file, run as root
   guardian install --dry-run                         # print the line and where; change nothing
+  guardian install --interval 1m --watch             # and watch between runs (sub-second)
 """
 )
 @_config_option
@@ -443,6 +498,9 @@ Examples:
 @click.option(
     "--dry-run", is_flag=True, help="Print the line and where it would go; change nothing."
 )
+@click.option("--watch", is_flag=True,
+              help="Each run keeps watching until the next takes over: a target's death is "
+              "acted on within a second, not a minute (check --watch).")  # fmt: skip
 def install(
     *,
     config_path: Path,
@@ -451,6 +509,7 @@ def install(
     cron_file: Path | None,
     log: Path | None,
     dry_run: bool,
+    watch: bool,
 ) -> int:
     """Install (or update in place) the crontab line that runs guardian check."""
     from guardian import cron
@@ -477,7 +536,7 @@ def install(
             f"below {every.seconds}s or choose a longer --interval"
         )
     log = Path(os.path.abspath(log)) if log is not None else None
-    command = cron.guardian_command(config.path, log)
+    command = cron.guardian_command(config.path, log, cron.watch_for(every) if watch else None)
     line = cron.render_line(
         every.schedule, command, config.path, system_user=place.user if place.system else None
     )

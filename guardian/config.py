@@ -101,6 +101,8 @@ class Settings(NamedTuple):
     state_dir: Path
     audit_log: Path
     timeout: float
+    # check --watch: how long a run keeps watching after its check (None: it does not)
+    watch: float | None = None
 
     @property
     def lock_dir(self) -> Path:
@@ -128,6 +130,7 @@ class Health(NamedTuple):
     command: tuple[str, ...] | None = None
     timeout: float = 5.0
     failures: int = 3
+    interval: float = 10.0  # how often a watcher probes it (a cron run probes once a run)
 
     @property
     def any(self) -> bool:
@@ -548,6 +551,7 @@ def _health(t: _Table, path_env: str, *, must_exist: bool) -> Health:
         command=command,
         timeout=t.duration("timeout", "5s", positive=True),
         failures=t.integer("failures", 3, minimum=1),
+        interval=t.duration("interval", "10s", positive=True),
     )
     t.finish()
     return health
@@ -739,7 +743,10 @@ def load(
         state_dir=state_dir,
         audit_log=g.path_value("audit_log") or state_dir / "audit.jsonl",
         timeout=g.duration("timeout", "50s", positive=True),
+        watch=g.duration("watch", "0s", positive=False) or None,
     )
+    if settings.watch is not None and settings.watch < 0:
+        raise g.error("watch", "must not be negative")
     g.finish()
 
     raw_targets = top.get("targets", dict, {})

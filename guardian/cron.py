@@ -162,9 +162,22 @@ def guardian_argv() -> list[str]:
     return [str(entry)] if entry.exists() else [sys.executable, "-m", "guardian"]
 
 
-def guardian_command(config: Path, log: Path | None) -> str:
+# A watcher watches this much longer than the interval: the next cron run (late by a
+# second or two, and slower to start on a busy host) then finds it still watching, and
+# takes over when it ends, with no moment unwatched between them.
+WATCH_OVERLAP = 10
+
+
+def watch_for(every: Interval) -> str:
+    """``install --watch``: how long each run watches (the interval and the overlap)."""
+    return f"{every.seconds + WATCH_OVERLAP}s"
+
+
+def guardian_command(config: Path, log: Path | None, watch: str | None = None) -> str:
     """The command cron runs: quiet unless something fails, so cron mails only failures."""
-    command = " ".join(cron_word(w) for w in [*guardian_argv(), "check", "--config", str(config)])
+    also = ["--watch", watch] if watch else []
+    argv = [*guardian_argv(), "check", *also, "--config", str(config)]
+    command = " ".join(cron_word(w) for w in argv)
     if log is not None:
         command += f" >> {cron_word(str(log))} 2>&1"
     return command

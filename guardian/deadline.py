@@ -62,7 +62,11 @@ class Deadline:
         self.seconds = seconds
         self.end = self.began + seconds
         self.slice(self.end)
+        self._last_resort()
+
+    def _last_resort(self) -> None:
         if _signals.armed:
+            _signals.current = self
             faulthandler.dump_traceback_later(
                 max(0.001, self.end - self._clock()) + HARD_GRACE + LAST_RESORT_GRACE,
                 exit=True,
@@ -84,6 +88,31 @@ class _Signals:
     depth = 0  # critical() sections entered
     pending: BaseException | None = None
     dump_to: int | None = None  # faulthandler's last words: stderr, never blocking
+    current: Deadline | None = None  # the one armed
+
+
+def fork() -> int:
+    """``os.fork()`` inside an armed run: 0 in the child, which starts unarmed.
+
+    faulthandler's watchdog thread does not exist in a child, yet its lock is
+    copied as held: re-arming it there would wait for ever. So it is stopped
+    around the fork, and armed again in the parent. (The alarm itself is not
+    inherited: a child arms its own run.) A signal meanwhile waits for the parent.
+    """
+    with critical():
+        armed = _signals.armed
+        if armed:
+            faulthandler.cancel_dump_traceback_later()
+        pid = os.fork()
+        if pid == 0:
+            _signals.armed = False
+            _signals.depth = 1  # this section's, which ends as fork() returns
+            _signals.pending = None
+            _signals.current = None
+            return 0
+        if armed and _signals.current is not None:
+            _signals.current._last_resort()
+        return pid
 
 
 _signals = _Signals()

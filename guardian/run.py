@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from guardian import deadline
 from guardian.audit import Action, AuditRecord
@@ -30,13 +30,25 @@ RUNNING: frozenset[Action] = frozenset(
     {"ok", "adopted", "started", "skipped", "restarted_unhealthy", "restarted"}
 )
 # Lines about the run rather than a target's outcome: no bearing on the exit code.
-ASIDES: frozenset[Action] = frozenset({"warning", "reset", "stopped"})
+# (A target held on purpose is not a failure of the run: `held` is one of them.)
+ASIDES: frozenset[Action] = frozenset({"warning", "reset", "stopped", "held", "watch_ended"})
 # What each later target is kept of the run's time, at most, so that one slow target
 # cannot keep the next from being checked (a healthy check takes milliseconds).
 RESERVE = 2.0
 DEFAULT_TIMEOUT = 50.0
 # How the reason of a record about a config problem begins: the run then exits 2.
 CONFIG_ERROR = "config error: "
+
+
+class Sink(Protocol):
+    """Where records go, in two halves (a worker logs its own; its parent shows them)."""
+
+    @property
+    def failed(self) -> bool: ...  # a record could not be written to the audit log
+
+    def log(self, record: AuditRecord) -> None: ...
+
+    def show(self, record: AuditRecord) -> None: ...
 
 
 class Interrupted(BaseException):  # a signal from outside, like KeyboardInterrupt
@@ -78,6 +90,9 @@ class Run:
         self.doing = "starting"  # what the run is doing now, in words
         self.trouble = False  # something could not be written: the exit code must say so
         self.records: list[AuditRecord] = []
+        # The audit log and the screen apart: with them, targets can be acted on in
+        # workers side by side (``guardian.workers``); without, one after another.
+        self.sink: Sink | None = None
 
     # --- the run's frame: time limit and signals ---
 
@@ -147,9 +162,10 @@ class Run:
     # --- the jobs ---
 
     def execute(
-        self, targets: tuple[Target, ...], job: Callable[[Target], AuditRecord]
+        self, targets: tuple[Target, ...], job: Callable[[Target], AuditRecord | None]
     ) -> RunResult:
-        """``job`` for each target in turn; see the module's docstring."""
+        """``job`` for each target in turn; see the module's docstring. A job that returns
+        None has left its target to a worker (and its record with it)."""
         if self.deadline is None:  # pragma: no cover - a bug in the caller
             raise RuntimeError("Run.execute() runs inside Run.armed()")
         end = self.deadline.end
@@ -175,6 +191,10 @@ class Run:
                 except Exception as e:  # a bug in one target's check must not spare the next
                     with deadline.critical():
                         record = self._internal_error(target, e)
+                if record is None:
+                    left.remove(target)
+                    in_hand, self.guard = None, None
+                    continue
                 # Its record is written whatever arrives meanwhile (the run's end included):
                 # what was done is never lost to a signal or a time-out that comes after.
                 guard = self.guard

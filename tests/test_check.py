@@ -520,7 +520,7 @@ def test_a_removed_program_is_a_config_error_to_check_but_can_still_be_stopped(
     assert alive(pid)  # nothing was done to it
     stopped = g.run("stop", "agent")
     assert stopped.rc == 0, stopped.stderr
-    assert g.audit()[-1]["action"] == "stopped"
+    assert g.audit()[-1]["action"] == "held"
     wait_for(lambda: not alive(pid), what="the target to stop")
 
 

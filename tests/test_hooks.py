@@ -126,7 +126,9 @@ def test_restart_by_hand_tells_on_start_and_a_stop_by_hand_tells_nothing(g: Guar
     assert g.run("stop", "agent").rc == 0
     assert not alive(old)
     assert len(told(g)) == count  # a stop by hand is not a failure
-    assert g.check().rc == 0  # and the start after it is an ordinary start
+    assert g.check().rc == 0  # held: a check starts nothing, and tells nothing
+    assert (g.actions()[-1], len(told(g))) == ("held", count)
+    assert g.run("start", "agent").rc == 0  # released by hand, and started: told
     assert told(g)[-1][:2] == ["on_start", "started"]
     assert len(told(g)) == count + 1
 

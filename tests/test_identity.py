@@ -63,7 +63,7 @@ def test_exec_a_impostor_is_not_adopted_not_a_duplicate_and_never_stopped(g: Gua
     assert impostor.poll() is None  # never signalled
 
     # Alone, it is still not the target: started again, not adopted, not "2 match".
-    again = g.check()
+    again = g.run("start", "agent")
     assert again.rc == 0, again.stderr
     assert g.actions()[-1] == "started"
     assert impostor.poll() is None

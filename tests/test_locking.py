@@ -163,7 +163,7 @@ def test_stop_by_hand_waits_for_a_run_that_holds_the_lock(g: Guardian) -> None:
     let_go(holder)
     _, err = stop.communicate(timeout=30)
     assert stop.returncode == 0, err
-    assert g.actions()[-1] == "stopped"
+    assert g.actions()[-1] == "held"
     assert not alive(target)
 
 

@@ -1,0 +1,274 @@
+"""check --watch: sub-second recovery, hand-overs between runs, holds, parallel starts.
+
+Real watchers (``guardian check --watch``) as cron would start them, real targets
+killed with SIGKILL, real locks. Each watcher is ended by its pid (or waited for).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Guardian, alive, wait_for, write_config
+
+from guardian.discovery import Matcher, scan
+
+
+class Watch:
+    """A ``guardian check --watch`` run in the background, as cron starts one."""
+
+    def __init__(self, g: Guardian, seconds: str, *args: str, env: dict[str, str] | None = None):
+        self.g = g
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "guardian", "check", "--watch", seconds, *args,
+             "--config", str(g.config_path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        g.reaper.track(self.proc.pid)
+        g.reaper.children.append(self.proc)
+
+    def watching(self, name: str = "agent") -> bool:
+        """Has it taken the watch lock (and said so in the lock file)?"""
+        try:
+            info = json.loads((self.g.state / "locks" / f"{name}.watch.lock").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(info.get("pid") == self.proc.pid)
+
+    def end(self, timeout: float = 30) -> tuple[int, str]:
+        _, err = self.proc.communicate(timeout=timeout)
+        self.g.track()
+        return self.proc.returncode, err
+
+
+def kill_and_time(g: Guardian, pid: int, timeout: float = 10) -> float:
+    """SIGKILL the target; seconds until another process with its command line runs."""
+    matcher = Matcher(tuple(g.command))
+    began = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    while time.monotonic() - began < timeout:
+        if any(f.pid != pid for f in scan(matcher)):
+            return time.monotonic() - began
+        time.sleep(0.002)
+    pytest.fail(f"not restarted within {timeout}s")
+
+
+def started(g: Guardian) -> list[dict[str, Any]]:
+    return [r for r in g.audit() if r["action"] == "started"]
+
+
+def test_a_kill_during_a_watch_is_recovered_well_within_a_second(g: Guardian) -> None:
+    g.configure(start_grace="0.1s", restart={"min_uptime": "0.2s"})
+    watch = Watch(g, "30s")
+    wait_for(watch.watching, what="the watcher to watch")
+    first = g.pid()
+    times = []
+    for _ in range(3):
+        time.sleep(0.4)  # past min_uptime: each death is not a young one
+        times.append(kill_and_time(g, g.pid()))
+        wait_for(lambda: len(g.matches()) == 1 and g.pid() != first, what="the new pidfile")
+        first = g.pid()
+    watch.proc.send_signal(signal.SIGTERM)
+    rc, err = watch.end()
+    assert max(times) < 1.0, times  # typically 0.05s; a second is the promise
+    assert len(started(g)) == 1 + 3
+    assert len(g.matches()) == 1
+    (ended,) = [r for r in g.audit() if r["action"] == "watch_ended"]
+    assert "ended early: guardian got SIGTERM" in ended["reason"]
+    assert "watching through pidfd: 3 exit(s) noticed" in ended["reason"]
+    assert rc == 128 + signal.SIGTERM, err
+
+
+def test_without_pidfds_it_polls_proc_and_says_so(g: Guardian) -> None:
+    g.configure(start_grace="0.1s", restart={"min_uptime": "0.2s"})
+    watch = Watch(g, "3s", env={"GUARDIAN_NO_PIDFD": "1"})
+    wait_for(watch.watching, what="the watcher to watch")
+    time.sleep(0.4)
+    assert kill_and_time(g, g.pid()) < 1.0
+    rc, err = watch.end()
+    assert rc == 0, err
+    (ended,) = [r for r in g.audit() if r["action"] == "watch_ended"]
+    assert "polling /proc every 100 ms (pidfd_open: pidfds turned off" in ended["reason"]
+    assert len(g.matches()) == 1
+
+
+def test_two_watchers_never_watch_one_target_at_once_and_hand_over(g: Guardian) -> None:
+    """The second run waits for the first to end, then watches: a kill at the hand-over
+    and after it is recovered, once each, by exactly one of them."""
+    g.configure(start_grace="0.1s", restart={"min_uptime": "0.2s"})
+    first = Watch(g, "3s")
+    wait_for(first.watching, what="the first watcher")
+    second = Watch(g, "6s")
+    time.sleep(1.0)
+    assert first.watching() and not second.watching()  # waiting, not watching beside it
+    assert kill_and_time(g, g.pid()) < 1.0  # recovered by the first
+    wait_for(second.watching, timeout=10, what="the second to take over")
+    assert first.end()[0] == 0
+    time.sleep(0.3)
+    assert kill_and_time(g, g.pid()) < 1.0  # recovered by the second
+    assert second.end()[0] == 0
+    assert len(g.matches()) == 1
+    assert len(started(g)) == 3
+    ends = {r["guardian_pid"]: r["reason"] for r in g.audit() if r["action"] == "watch_ended"}
+    assert "1 exit(s) noticed" in ends[first.proc.pid]
+    assert "waited" in ends[second.proc.pid] and "1 exit(s) noticed" in ends[second.proc.pid]
+
+
+def test_a_watcher_and_plain_runs_never_both_act(g: Guardian) -> None:
+    g.configure(start_grace="0.5s", restart={"min_uptime": "0.2s"})
+    watch = Watch(g, "20s")
+    wait_for(watch.watching, what="the watcher")
+    for _ in range(3):
+        time.sleep(0.4)
+        old = g.pid()
+        os.kill(old, signal.SIGKILL)
+        runs = [subprocess.Popen([sys.executable, "-m", "guardian", "check", "--config",
+                                  str(g.config_path)], stderr=subprocess.DEVNULL)
+                for _ in range(3)]  # fmt: skip
+        for run in runs:
+            run.wait(timeout=30)
+        wait_for(lambda old=old: g.matches() and g.matches()[0].pid != old, what="a restart")
+        assert len(g.matches()) == 1
+    watch.proc.send_signal(signal.SIGTERM)
+    watch.end()
+    assert len(started(g)) == 1 + 3  # one start per death, whoever made it
+    assert len(g.matches()) == 1
+
+
+def test_a_killed_watcher_leaves_nothing_in_the_next_ones_way(g: Guardian) -> None:
+    g.configure(start_grace="0.1s")
+    first = Watch(g, "60s")
+    wait_for(first.watching, what="the first watcher")
+    first.proc.kill()
+    first.end()
+    began = time.monotonic()
+    second = Watch(g, "5s")
+    wait_for(second.watching, what="the next watcher")
+    assert time.monotonic() - began < 10  # not a minute: the kernel let its lock go
+    time.sleep(0.3)
+    assert kill_and_time(g, g.pid()) < 1.0
+    assert second.end()[0] == 0
+
+
+def test_stop_start_restart_by_hand_work_at_once_and_are_not_undone(g: Guardian) -> None:
+    g.configure(start_grace="0.1s", restart={"min_uptime": "0.2s"})
+    watch = Watch(g, "30s")
+    wait_for(watch.watching, what="the watcher")
+    old = g.pid()
+    stopped = g.run("stop", "agent", "--for", "1h", "--reason", "maintenance")
+    assert stopped.rc == 0, stopped.stderr
+    assert stopped.seconds < 5  # at once, not after the watch
+    assert not alive(old)
+    time.sleep(2)  # the watcher saw it die, and left it down: it is held
+    assert g.matches() == []
+    held = [r for r in g.audit() if r["action"] == "held"]
+    assert held[0]["hold"]["reason"] == "maintenance"
+    assert held[0]["hold"]["until"] is not None
+
+    assert g.run("start", "agent").rc == 0
+    assert len(g.matches()) == 1
+    time.sleep(1.5)  # the watcher finds the new one (within a second of the release)
+    restarted = g.run("restart", "agent")
+    assert restarted.rc == 0, restarted.stderr
+    time.sleep(0.5)
+    assert kill_and_time(g, g.pid()) < 1.0  # and it watches the new one
+    watch.proc.send_signal(signal.SIGTERM)
+    watch.end()
+    assert len(g.matches()) == 1
+
+
+def test_a_hold_outlives_a_watcher_a_reboot_and_ends_by_itself(g: Guardian) -> None:
+    g.configure(start_grace="0.1s")
+    assert g.check().rc == 0
+    assert g.run("stop", "agent", "--for", "4s").rc == 0
+    # A reboot forgets the state file (another boot id): never the hold.
+    state_file = g.state / "state" / "agent.json"
+    data = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**data, "boot_id": "another-boot"}))
+    quiet = g.check()
+    assert (quiet.rc, quiet.stderr, g.actions()[-1]) == (0, "", "held")
+    assert g.matches() == []
+    watch = Watch(g, "8s")
+    wait_for(watch.watching, what="the watcher")
+    wait_for(g.matches, timeout=8, what="the hold to expire and the watcher to start it")
+    rc, err = watch.end()
+    assert rc == 0, err
+    (start,) = [r for r in g.audit() if r["action"] == "started"][-1:]
+    assert "its hold has expired" in start["reason"]
+    assert not (g.state / "holds" / "agent.json").exists()  # removed once it let a start by
+
+
+def test_a_backoff_inside_a_watch_waits_its_time_exactly(g: Guardian) -> None:
+    g.configure("--die-after", "0.2", start_grace="0.05s",
+                restart={"backoff": "2s", "max_backoff": "2s", "min_uptime": "1m",
+                         "burst": 10})  # fmt: skip
+    watch = Watch(g, "7s")
+    rc, _ = watch.end()
+    starts = [r for r in g.audit() if r["action"] == "started"]
+    times = [time.mktime(time.strptime(r["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
+             + float("0." + r["ts"][20:23]) for r in starts]  # fmt: skip
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # First death: at once (0.2s of life + start_grace); then 2s of backoff each time,
+    # not a storm, and not a cron interval.
+    assert gaps and gaps[0] < 1.5, gaps
+    assert all(1.9 < gap < 3.5 for gap in gaps[1:]), gaps
+    assert len(starts) >= 3
+    assert rc == 1  # it kept dying: the run says so
+
+
+def test_probes_run_every_interval_during_a_watch(g: Guardian) -> None:
+    beat = g.tmp / "beat"
+    beat.touch()
+    g.configure(start_grace="0.1s",
+                health={"heartbeat_file": str(beat), "max_age": "1s", "failures": 2,
+                        "interval": "1s"})  # fmt: skip
+    watch = Watch(g, "12s")
+    wait_for(watch.watching, what="the watcher")
+    old = g.pid()
+    # Nobody beats: stale after 1s, two failing rounds a second apart, then replaced.
+    wait_for(lambda: g.matches() and g.matches()[0].pid != old, timeout=10,
+             what="the hung target to be replaced")  # fmt: skip
+    watch.proc.send_signal(signal.SIGTERM)
+    watch.end()
+    assert "restarted_unhealthy" in g.actions()
+
+
+def test_a_cold_start_of_many_targets_is_side_by_side(g: Guardian) -> None:
+    targets = {
+        f"t{i}": {"command": [*g.agent(f"--delay=0.{i}")], "pidfile": str(g.tmp / f"t{i}.pid"),
+                  "start_grace": "1s"}
+        for i in range(8)
+    }  # fmt: skip
+    write_config(g.config_path, {"state_dir": str(g.state), "timeout": "30s"}, targets)
+    began = time.monotonic()
+    result = g.check()
+    took = time.monotonic() - began
+    for i in range(8):
+        g.reaper.track(int((g.tmp / f"t{i}.pid").read_text()))
+    assert result.rc == 0, result.stderr
+    assert g.actions().count("started") == 8
+    assert took < 6, took  # one after another: over 8s (1s of start_grace each, and more)
+    assert len({r["guardian_pid"] for r in g.audit()}) == 8  # each in a worker of its own
+
+
+def test_watch_and_dry_run_do_not_mix(g: Guardian) -> None:
+    result = g.check("--dry-run", "--watch", "5s")
+    assert result.rc == 2
+    assert "--watch cannot be used with --dry-run" in result.stderr
+
+
+def test_the_config_can_ask_for_the_watch(g: Guardian, tmp_path: Path) -> None:
+    g.configure(start_grace="0.1s", guardian={"watch": "2s"})
+    began = time.monotonic()
+    result = g.check()
+    assert result.rc == 0, result.stderr
+    assert time.monotonic() - began >= 2
+    assert g.actions()[-1] == "watch_ended"
