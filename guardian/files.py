@@ -98,11 +98,13 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: a temporary file in the same folder, then rename.
 
     rename(2) replaces a symlink at ``path`` rather than writing through it,
     and a reader sees the old file or the new one, never half of either.
+    ``durable=False`` skips the fsync, for what a power cut (a reboot) makes
+    worthless anyway: a millisecond per write, a hundred on a hundred targets.
     """
     make_dirs(path.parent)
     # What mkstemp does, without importing tempfile (and random) on every run:
@@ -115,7 +117,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -127,21 +130,26 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 
 
 _TMP = re.compile(r"([0-9]+)\.[0-9a-f]{8}\.tmp")
+_listed: dict[Path, list[str]] = {}
 
 
 def _sweep(path: Path) -> None:
     """Remove what a writer killed by SIGKILL (which no handler can catch) left behind:
     temporary files of ``path`` whose writer is gone."""
     prefix = f".{path.name}."
-    with os.scandir(path.parent) as entries:
-        for entry in entries:
-            name = entry.name
-            if not name.startswith(prefix):
-                continue
+    # The folder is listed once a process: a run writing the state files of a hundred
+    # targets in one folder would otherwise list it a hundred times. (What a writer killed
+    # since leaves, the next run sweeps.)
+    names = _listed.get(path.parent)
+    if names is None:
+        with os.scandir(path.parent) as entries:
+            names = _listed[path.parent] = [e.name for e in entries if e.name.endswith(".tmp")]
+    for name in names:
+        if name.startswith(prefix):
             # Exactly what atomic_write names its files: another file's never matches
             # (target "x.json.5" has ".x.json.5.json.PID.HEX.tmp").
             m = _TMP.fullmatch(name[len(prefix) :])
             pid = m[1] if m else None
             if pid is not None and not os.path.exists(f"/proc/{pid}"):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+                    os.unlink(path.parent / name)

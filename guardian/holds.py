@@ -95,10 +95,16 @@ def path_for(state_dir: Path, name: str) -> Path:
     return state_dir / "holds" / f"{name}.json"
 
 
+def _one_line(text: str, most: int) -> str:
+    """``text`` as one line of printable characters: a reason is shown in status, one
+    line per fact, and a newline in it must not pass for another line."""
+    return "".join(c if c.isprintable() else " " for c in text)[:most]
+
+
 def make(target: str, *, seconds: float | None, reason: str) -> Hold:
     at = time.time()
     return Hold(target, who(), at, at + seconds if seconds is not None else None,
-                reason[:MAX_REASON])  # fmt: skip
+                _one_line(reason, MAX_REASON))  # fmt: skip
 
 
 def read(state_dir: Path, name: str, *, owner: int | None = None) -> Hold | None:
@@ -119,8 +125,12 @@ def read(state_dir: Path, name: str, *, owner: int | None = None) -> Hold | None
             mode = stat.S_IMODE(st.st_mode)
             raise HoldError(f"hold file {path} is owned by uid {st.st_uid} with mode {mode:o}, "
                             "so others could have written it")  # fmt: skip
-        if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != me or folder.st_mode & 0o022:
-            raise HoldError(f"hold file {path} is in a folder others can write to")
+        if not stat.S_ISDIR(folder.st_mode):
+            raise HoldError(f"hold file {path} is not in a folder (a symlink?)")
+        if folder.st_uid != me or folder.st_mode & 0o022:
+            mode = stat.S_IMODE(folder.st_mode)
+            raise HoldError(f"hold file {path} is in a folder others could write to (owned "
+                            f"by uid {folder.st_uid}, mode {mode:o})")  # fmt: skip
         data = os.read(fd, _MAX_BYTES + 1)
     except OSError as e:
         raise HoldError(f"hold file {path} cannot be read ({e.strerror or e})") from None
@@ -131,15 +141,19 @@ def read(state_dir: Path, name: str, *, owner: int | None = None) -> Hold | None
     try:
         raw = json.loads(data)
         version = raw.get("version") if isinstance(raw, dict) else None
-        if version != VERSION:
-            return _not_ours(path, f"version {version}")
-        until = raw["until"]
+        if type(version) is not int or version != VERSION:  # (True == 1 in Python)
+            return _not_ours(path, f"version {version!r}")
+        if raw.get("target") != name:
+            return _not_ours(path, f"it names target {raw.get('target')!r}")
+        by, reason, until = raw["by"], raw["reason"], raw["until"]
+        if not isinstance(by, str) or not isinstance(reason, str):
+            return _not_ours(path, "by and reason must be strings")
         hold = Hold(
             name,
-            str(raw["by"])[:200],
+            _one_line(by, 200),
             _parse_wall(raw["at"]),
             None if until is None else _parse_wall(until),
-            str(raw["reason"])[:MAX_REASON],
+            _one_line(reason, MAX_REASON),
         )
     except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as e:
         raise HoldError(f"hold file {path} is not one guardian wrote ({e})") from None

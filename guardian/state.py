@@ -190,7 +190,9 @@ class Store:
             state = fresh
         else:
             try:
-                state = State.from_json(data, now())
+                # Empty: what a power cut can leave of a write that was not synced (it is
+                # not, on purpose: see save); the boot that follows forgets it anyway.
+                state = State.from_json(data, now()) if data else fresh
             except (ValueError, RecursionError) as e:  # RecursionError: nesting too deep
                 problem = "nested too deeply" if isinstance(e, RecursionError) else str(e)
                 self.warnings.append(f"state file {self.path} was corrupt ({problem}); rebuilt")
@@ -225,7 +227,9 @@ class Store:
         """Write ``state`` if it changed; raises OSError (the caller reports it, and goes on)."""
         if state == self._loaded:
             return
-        atomic_write(self.path, state.to_json(), mode=0o600)
+        # No fsync: the file is forgotten at every reboot (its times count from boot), and
+        # a power cut is a reboot; what a crash of guardian leaves is whole either way.
+        atomic_write(self.path, state.to_json(), mode=0o600, durable=False)
         self._loaded = state  # only once written: a failed write is tried again
         self._file = self._identity()
 

@@ -4,18 +4,22 @@ Everything is read, nothing written: /proc (the target, and the cron daemon),
 each target's state file (probe failures, backoff and give-up, put through the
 same pure policy a check applies), the audit log from its end (what happened
 in the last 24 hours, the last failure with its output, when guardian last
-ran) and guardian's crontab line. An operator who is not root may be unable to
-read root's state files: what they would say is then taken from the audit
-log's records, and the report says so. What it cannot see (another user's
-process, where /proc is mounted ``hidepid``) it says it cannot tell.
+ran) and guardian's crontab line; each target's hold (``guardian stop``) and
+its watcher (``guardian check --watch``), if any. An operator who is not root
+may be unable to read root's state files: what they would say is then taken
+from the audit log's records, and the report says so. What it cannot see
+(another user's process, where /proc is mounted ``hidepid``; root's holds and
+watch locks) it says it cannot tell.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import re
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -23,18 +27,31 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-from guardian import state
+from guardian import holds, proc, state
 from guardian.audit import ACTIONS, read_backwards
 from guardian.config import Config, Target
 from guardian.cron import Entry, next_run, step
 from guardian.discovery import Found, Matcher, Missing, Unsure, discover
+from guardian.files import open_regular
+from guardian.locking import lock_path
 from guardian.run import ASIDES
 
 _STARTS = frozenset({"started", "restarted_unhealthy", "restarted"})
 _SUCCESSES = _STARTS | {"ok", "adopted"}  # the target ran after these
 _FAILURES = frozenset({"start_failed", "error", "timeout"})  # records with a failure to show
 _HEALTH = _SUCCESSES | {"unhealthy"}  # records that say how its probes went
-_BY_HAND = frozenset({"stopped", "restarted", "reset"})  # not a run of cron's
+# Not a run of cron's. (A `held` record is the stop's only if it is its hold's first: see
+# _History.run_time. Logs from before holds have `stopped` for a stop.)
+_BY_HAND = frozenset({"stopped", "restarted", "reset", "held"})
+# A stop or reset by hand: the crash loop before it is over (a held target is not started).
+_CLEARS = frozenset({"stopped", "reset", "held"})
+# Records that are no outcome of a check: a watch's end says nothing of the target.
+_ASIDES = ASIDES | {"watch_ended"}
+# The last record says nothing worth a line when it is one of these and nothing started.
+_QUIET = frozenset({"ok", "watch_ended", "held"})
+# A watcher still running this long after the end it set itself, and its run's own time
+# limit (guardian.timeout: its last action may take that long), is stuck.
+WATCH_SLACK = 60.0
 # How much of the audit log, from its end, status reads at most: a log that
 # logrotate never reached must not make status slow (or its memory large).
 HISTORY_BUDGET = 32 << 20
@@ -64,6 +81,7 @@ class _Record(NamedTuple):
     output_tail: tuple[str, ...]
     next_try: datetime | None
     probes: tuple[str, ...]
+    hold_at: str | None = None  # a `held` record's hold: when it was set, as written
 
 
 def _time(value: object) -> datetime | None:
@@ -87,6 +105,17 @@ def _strings(value: object) -> tuple[str, ...] | None:
     return None
 
 
+def _is_hold(value: object) -> bool:
+    """A record's ``hold`` as guardian writes it: by whom, since and until when, and why."""
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("by"), str)
+        and isinstance(value.get("reason"), str)
+        and _time(value.get("at")) is not None
+        and (value.get("until") is None or _time(value.get("until")) is not None)
+    )
+
+
 def _record(raw: dict[str, object]) -> _Record | None:
     """``raw`` if it is a record guardian could have written (None: count it unreadable)."""
     when, action, reason = _time(raw["ts"]), str(raw["action"]), raw.get("reason")
@@ -101,8 +130,12 @@ def _record(raw: dict[str, object]) -> _Record | None:
     next_try = None
     if raw.get("next_try") is not None and (next_try := _time(raw["next_try"])) is None:
         return None
+    hold = raw.get("hold")
+    if hold is not None and not _is_hold(hold):
+        return None
+    hold_at = str(hold["at"]) if isinstance(hold, dict) else None
     target = str(raw["target"])
-    return _Record(when, target, action, reason, dry_run, error, tail, next_try, probes)
+    return _Record(when, target, action, reason, dry_run, error, tail, next_try, probes, hold_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +171,8 @@ class _Seen:
         self.failure_then_ran = False  # it ran after its newest failure
         self.gave_up: _Record | None = None  # its newest give-up not cleared by hand since
         self._ran = False  # a record newer than the one in hand says it ran
-        self._cleared = False  # a reset or stop by hand is newer than the record in hand
+        self._cleared = False  # a reset, stop or hold by hand is newer than the record in hand
+        self.newer_held: _Record | None = None  # the `held` record read before the one in hand
 
     def see(self, r: _Record, recent: bool) -> None:
         self.last = self.last or r
@@ -146,7 +180,7 @@ class _Seen:
             self.starts += 1
         if recent and r.action == "start_failed":  # a start that did not come up
             self.failed_starts += 1
-        if not self._outcome and r.action not in ASIDES:
+        if not self._outcome and r.action not in _ASIDES:
             self._outcome = True
             self.backoff = r if r.action == "backoff" and not self._cleared else None
         if self.health is None and r.action in _HEALTH:
@@ -156,8 +190,9 @@ class _Seen:
         if self.gave_up is None and r.action == "gave_up" and not self._cleared:
             self.gave_up = r
         self._ran = self._ran or r.action in _SUCCESSES
-        # (A reset forgets the crash loop; after a stop, the next check starts it regardless.)
-        self._cleared = self._cleared or r.action in ("reset", "stopped")
+        # (A reset forgets the crash loop; after a stop, the next check starts it regardless,
+        # and after a hold, the check that finds it released or expired.)
+        self._cleared = self._cleared or r.action in _CLEARS
 
 
 class _History:
@@ -175,6 +210,24 @@ class _History:
         self.in_future = 0  # records dated after ``future``
         self.past_in_a_row = 0  # the newest records read in a row dated before ``horizon``
 
+    @staticmethod
+    def run_time(r: _Record, seen: _Seen) -> datetime | None:
+        """When ``r`` says guardian ran (by cron, presumably); None for a record by hand.
+
+        Every run writes a `held` record for a held target (quietly), and so does the
+        `guardian stop` that set the hold, first. Its record is by hand (it says
+        nothing of cron); the others are runs, else a config whose every target is held
+        would look overdue. Read newest first, a `held` record is known to be a run's
+        once an older one of the same hold (its ``at``) comes: then the newer one's time
+        counts. (The stop's, the oldest, never does.)
+        """
+        if r.action != "held":
+            return None if r.action in _BY_HAND else r.when
+        newer, seen.newer_held = seen.newer_held, r
+        if newer is not None and r.hold_at is not None and newer.hold_at == r.hold_at:
+            return newer.when
+        return None
+
     def see(self, raw: dict[str, object]) -> bool:
         """Fold in one record; True once no older record can change the answer."""
         r = _record(raw)
@@ -190,8 +243,9 @@ class _History:
             seen.see(r, recent=r.when >= self.since)
             # The latest time, not the last line's: after a clock set back, a line's
             # time may be older than the one before it.
-            if r.action not in _BY_HAND and (self.last_run is None or r.when > self.last_run):
-                self.last_run = r.when
+            ran = self.run_time(r, seen)
+            if ran is not None and (self.last_run is None or ran > self.last_run):
+                self.last_run = ran
         return (
             self.past_in_a_row >= PAST_IN_A_ROW
             and self.last_run is not None
@@ -476,6 +530,138 @@ def interval_of(schedule: str) -> int | None:
     return every * 60 if every is not None and every <= 60 else None
 
 
+# --- holds and watchers ---
+
+
+class WatcherError(Exception):
+    """A watch lock file that is there but cannot be believed."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"watch lock {path} {why}")
+        self.path = path
+        self.why = why
+
+
+class Watcher(NamedTuple):
+    """A guardian watching a target (``check --watch``), as its watch lock file says."""
+
+    pid: int
+    start_ticks: int  # /proc/PID/stat's: with the pid, the watching process for ever
+    since: datetime  # when it began watching (UTC)
+    until: datetime  # when it means to end (UTC)
+
+    def to_json(self) -> bytes:
+        """The one line a watcher writes into its lock file (what ``read_watcher`` reads)."""
+        return (json.dumps({"pid": self.pid, "start_ticks": self.start_ticks,
+                            "since": _stamp(self.since), "until": _stamp(self.until)})
+                + "\n").encode()  # fmt: skip
+
+
+_WATCH_MAX = 4096  # a watch lock file's line is some 100 bytes
+
+
+def read_watcher(lock_dir: Path, name: str, *, owner: int) -> Watcher | None:
+    """The guardian watching ``name`` now, as its watch lock file tells; None if none does.
+
+    The watcher holds ``<lock_dir>/<name>.watch.lock`` (flock) while it watches and
+    writes its pid, start ticks and times into it. This only reads the file: never
+    creates it, never locks it, never through a symlink, never blocking (a FIFO), at
+    most a few kilobytes. None: no file, nothing in it yet, or it names a process that
+    has ended (a watcher killed by SIGKILL leaves its file; the lock went with it).
+    PermissionError: this user may not look (root's lock folder), so cannot tell.
+    WatcherError: a file that is there but not believed (not ``owner``'s, or others could
+    have written it or its folder; not a watcher's line).
+    """
+    path = lock_path(lock_dir, f"{name}.watch")
+    try:
+        folder = os.lstat(lock_dir)
+        fd = open_regular(path)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise
+    except OSError as e:
+        raise WatcherError(path, f"cannot be read ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != owner or st.st_mode & 0o022:
+            raise WatcherError(path, f"is owned by uid {st.st_uid} with mode "
+                               f"{stat.S_IMODE(st.st_mode):o}, so others could have "
+                               "written it")  # fmt: skip
+        if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != owner or folder.st_mode & 0o022:
+            raise WatcherError(path, f"is in {lock_dir}, owned by uid {folder.st_uid} with "
+                               f"mode {stat.S_IMODE(folder.st_mode):o}, so others could "
+                               "have written it")  # fmt: skip
+        data = os.read(fd, _WATCH_MAX + 1)
+    except OSError as e:
+        raise WatcherError(path, f"cannot be read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > _WATCH_MAX:
+        raise WatcherError(path, f"is larger than {_WATCH_MAX} bytes, so not a watcher's")
+    if not data.strip():
+        return None  # locked, its line not written yet
+    try:
+        watcher = _parse_watcher(data)
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise WatcherError(path, f"is not a watcher's line ({_short(str(e), 100)})") from None
+    found = proc.stat(watcher.pid)  # (PermissionError: /proc hides it from this user)
+    if found is None or found.dead or found.start_ticks != watcher.start_ticks:
+        return None  # that watcher has ended; the pid may be another process's by now
+    return watcher
+
+
+def _parse_watcher(data: bytes) -> Watcher:
+    """A watch lock file's line; ValueError (KeyError, TypeError) if it is none."""
+    raw = json.loads(data)
+    pid, ticks = raw["pid"], raw["start_ticks"]
+    since, until = _time(raw["since"]), _time(raw["until"])
+    if not (type(pid) is int and pid > 0 and type(ticks) is int and ticks >= 0):
+        raise ValueError(f"pid {pid!r}, start_ticks {ticks!r}")
+    if since is None or until is None:
+        raise ValueError(f"since {raw['since']!r}, until {raw['until']!r}")
+    return Watcher(pid, ticks, since, until)
+
+
+class _HoldSeen(NamedTuple):
+    hold: holds.Hold | None = None
+    expired: bool = False
+    file: str = "none"  # "none", "believed", "not believed", "unreadable" (to this user)
+    problem: str | None = None  # why not believed, or not readable
+    path: str | None = None  # where, if there is one (or may be)
+
+
+def _hold_of(state_dir: Path, name: str, runner: int, now: datetime) -> _HoldSeen:
+    """The target's hold as a check (run by ``runner``) sees it."""
+    path = holds.path_for(state_dir, name)
+    try:
+        hold = holds.read(state_dir, name, owner=runner)
+    except holds.HoldError as e:
+        why = str(e).removeprefix(f"hold file {path} ")
+        kind = "unreadable" if why in _UNREADABLE else "not believed"
+        return _HoldSeen(file=kind, problem=why, path=str(path))
+    if hold is None:
+        return _HoldSeen()
+    return _HoldSeen(hold, hold.expired(now.timestamp()), "believed", path=str(path))
+
+
+class _WatcherSeen(NamedTuple):
+    watcher: Watcher | None = None
+    file: str = "none"  # "none", "believed", "not believed", "unreadable" (to this user)
+    problem: str | None = None
+
+
+def _watcher_of(lock_dir: Path, name: str, runner: int) -> _WatcherSeen:
+    try:
+        watcher = read_watcher(lock_dir, name, owner=runner)
+    except PermissionError as e:
+        return _WatcherSeen(file="unreadable", problem=f"cannot read {e.filename or lock_dir} "
+                            f"({e.strerror or e})")  # fmt: skip
+    except WatcherError as e:
+        return _WatcherSeen(file="not believed", problem=e.why)
+    return _WatcherSeen(watcher, "believed" if watcher is not None else "none")
+
+
 # --- the report ---
 
 
@@ -501,19 +687,51 @@ class TargetStatus:
     # "believed"; "none" (not written yet); "unreadable" (to this user: the log tells);
     # "not believed" (corrupt, or others could have written it: the next check rebuilds it)
     state_file: str = "believed"
-    held: str | None = None  # issue 9: a hold put on the target by hand; none exist yet
+    held: holds.Hold | None = None  # its hold (`guardian stop`), expired or not
+    hold_expired: bool = False
+    # "none", "believed", "not believed" (checks ignore it and keep the target running),
+    # "unreadable" (to this user: whether it is held cannot be told)
+    hold_file: str = "none"
+    hold_problem: str | None = None
+    hold_path: str | None = None
+    watcher: Watcher | None = None  # the guardian watching it now (`check --watch`)
+    # "none" (no watcher), "believed" (one runs), "not believed", "unreadable" (to this user)
+    watch_lock: str = "none"
+    watch_problem: str | None = None
+    watcher_stuck: bool = False  # running past its end, guardian.timeout and WATCH_SLACK
+
+    @property
+    def holding(self) -> bool:
+        """A hold keeps it down: no check starts it."""
+        return self.held is not None and not self.hold_expired
 
     @property
     def ok(self) -> bool | None:
-        """Running, and not failing its probes (one failing run below the threshold counts);
-        None when whether it runs cannot be told."""
+        """Running, and not failing its probes (one failing run below the threshold counts),
+        and not held; None when whether it runs cannot be told."""
+        if self.holding:
+            return False  # on purpose, but it must not be forgotten
         if self.running is None:
             return None
         return self.running and self.health != "failing"
 
+    def to_dict(self) -> dict[str, object]:
+        data = {**asdict(self), "ok": self.ok}
+        del data["hold_expired"], data["watcher_stuck"]
+        held, watcher = self.held, self.watcher
+        data["held"] = None if held is None else {**held.to_dict(), "expired": self.hold_expired}
+        data["watcher"] = None if watcher is None else {
+            "pid": watcher.pid, "since": _stamp(watcher.since), "until": _stamp(watcher.until),
+            "stuck": self.watcher_stuck}  # fmt: skip
+        return data
+
     def lines(self) -> list[str]:
         """The verdict, then indented details when there is something to say."""
         out = [f"{self.name}: {self._verdict()}"]
+        if self.holding:
+            out.append(f"  {self._held_state()}")
+        out += self._hold_lines()
+        out += self._watcher_lines()
         if self.running and self.health == "failing":
             out.append(f"  pid {self.pid}, up {_duration(self.uptime_s or 0)}")
         if self.gave_up is not None:
@@ -532,7 +750,9 @@ class TargetStatus:
         return out
 
     def _verdict(self) -> str:
-        # (Issue 9: a held target's verdict goes first, here.)
+        if self.held is not None and self.holding:
+            # First, and loud: a target kept down on purpose must not be forgotten.
+            return "HELD " + self.held.describe().removeprefix("held ")
         if self.running is None:
             return f"cannot tell whether it runs: {self.evidence} (root can tell)"
         if not self.running:
@@ -548,6 +768,43 @@ class TargetStatus:
             return f"running, {up}; health unknown (no record of a probe yet)"
         return f"running, {up}"
 
+    def _held_state(self) -> str:
+        """Whether a held target runs: said quietly (the HELD line says why)."""
+        if self.running is None:
+            return f"cannot tell whether it runs: {self.evidence} (root can tell)"
+        if not self.running:
+            return f"not running (held): {self.evidence}"
+        return f"running though held: pid {self.pid}, up {_duration(self.uptime_s or 0)}"
+
+    def _hold_lines(self) -> list[str]:
+        held, path = self.held, f"hold file {self.hold_path}"
+        if held is not None and self.hold_expired:
+            said = held.to_dict()
+            why = f": {held.reason}" if held.reason else ""
+            then = "; the next run starts it" if self.running is False else ""
+            return [f"  hold expired at {said['until']}{then} (held by {held.by} since "
+                    f"{said['at']}{why})"]  # fmt: skip
+        if self.hold_file == "not believed":
+            return [f"  {path} not believed: {self.hold_problem}; checks ignore it and keep "
+                    "the target running"]  # fmt: skip
+        if self.hold_file == "unreadable":
+            return [f"  cannot tell whether it is held: {path} {self.hold_problem} (root "
+                    "can tell)"]  # fmt: skip
+        return []
+
+    def _watcher_lines(self) -> list[str]:
+        w = self.watcher
+        if w is not None and self.watcher_stuck:
+            return [f"  WARNING: watcher pid {w.pid} should have ended at {_stamp(w.until)} "
+                    f"(watching since {_stamp(w.since)})"]  # fmt: skip
+        if w is not None:
+            return [f"  watched by pid {w.pid} since {_stamp(w.since)} (until {_stamp(w.until)})"]
+        if self.watch_lock == "unreadable":
+            return [f"  watcher unknown: {self.watch_problem} (root can tell)"]
+        if self.watch_lock == "not believed":
+            return [f"  watch lock of {self.name} not believed: {self.watch_problem}"]
+        return []
+
     def _failure_lines(self) -> list[str]:
         f = self.last_failure
         if f is None:
@@ -555,6 +812,9 @@ class TargetStatus:
         action = f.action.replace("_", " ")  # "start failed", as check says it
         what = f"{action}: {f.error} ({f.reason})" if f.error else f"{action}: {f.reason}"
         if not f.current:
+            when = _time(f.ts)
+            if self.held is not None and self.holding and when and when.timestamp() <= self.held.at:
+                return [f"  earlier failure at {f.ts} (before the hold): {_short(what)}"]
             return [f"  earlier failure at {f.ts} (it ran since): {_short(what)}"]
         tail = [f"  | {line}" for line in f.output_tail[-TAIL_SHOWN:]]
         return [f"  last failure at {f.ts}: {what}", *tail]
@@ -562,8 +822,8 @@ class TargetStatus:
     def _history(self) -> str:
         if self.last is None:
             return "no audit record yet"
-        if self.last.action == "ok" and not self.starts_24h and not self.failed_starts_24h:
-            return ""  # nothing to say: a check found it running, as it always has today
+        if self.last.action in _QUIET and not self.starts_24h and not self.failed_starts_24h:
+            return ""  # nothing to say: a check found it running (or held), as all day
         s = f"{self.starts_24h} start{'s' * (self.starts_24h != 1)}"
         if self.failed_starts_24h:
             s += f", {self.failed_starts_24h} failed start{'s' * (self.failed_starts_24h != 1)}"
@@ -626,13 +886,21 @@ class Report:
         """Why status exits 1 (none: 0)."""
         out = []
         for t in self.targets:
-            if t.running is None:
-                continue  # not known to be wrong: said, not counted (root can tell)
-            if not t.running:
+            if t.held is not None and t.holding:
+                out.append(f"{t.name}: {t.held.describe()}")  # not running, on purpose
+            elif t.running is None:
+                pass  # not known to be wrong: said, not counted (root can tell)
+            elif not t.running:
                 out.append(f"{t.name}: not running")
             elif not t.ok:
                 out.append(f"{t.name}: unhealthy (probes failing {t.probe_failures} of "
                            f"{t.probe_threshold})")  # fmt: skip
+            if t.hold_file == "not believed":
+                out.append(f"{t.name}: hold file not believed ({t.hold_problem}); checks "
+                           "keep it running")  # fmt: skip
+            if t.watcher is not None and t.watcher_stuck:
+                out.append(f"{t.name}: watcher pid {t.watcher.pid} should have ended at "
+                           f"{_stamp(t.watcher.until)}")  # fmt: skip
         if self.overdue:
             out.append(self.overdue)
         if self.no_cron_daemon:
@@ -660,7 +928,7 @@ class Report:
             "ok": self.ok,
             "problems": self.problems,
             "all_running": self.all_running,
-            "targets": [{**asdict(t), "ok": t.ok} for t in self.targets],
+            "targets": [t.to_dict() for t in self.targets],
             "last_run": _iso(self.last_run),
             "last_run_age_s": None if age is None else int(age),
             "interval_s": self.interval_s,
@@ -809,13 +1077,17 @@ def _hidden_pid(found: Missing | Unsure, hidden: str | None) -> str | None:
     return None  # pragma: no cover - a process this user may signal is one /proc shows it
 
 
-def _failure(seen: _Seen, ok: bool, since: datetime) -> Failure | None:
-    """The newest failure: current while the target is not up and has not run since it;
-    else shown as a past one if it is less than a day old."""
+def _failure(
+    seen: _Seen, ok: bool, since: datetime, held_at: float | None = None
+) -> Failure | None:
+    """The newest failure: current while the target is not up and has not run since it
+    (nor been held since: ``held_at``, when its hold was set); else shown as a past one if
+    it is less than a day old."""
     f = seen.failure
     if f is None:
         return None
-    current = not ok and not seen.failure_then_ran
+    before_hold = held_at is not None and f.when.timestamp() <= held_at
+    current = not ok and not seen.failure_then_ran and not before_hold
     if not current and f.when < since:
         return None
     return Failure(f.action, _stamp(f.when), f.reason, f.error, f.output_tail, current)
@@ -863,6 +1135,9 @@ def _look(
     """``hidden``: why /proc hides other users' processes from this user, if it does;
     ``runner``: the user guardian runs as (whose state files are believed)."""
     runner = os.geteuid() if runner is None else runner
+    hold = _hold_of(config.settings.state_dir, target.name, runner, clock.wall)
+    held_at = hold.hold.at if hold.hold is not None and not hold.expired else None
+    watch = _watcher_of(config.settings.lock_dir, target.name, runner)
     path = state.path_for(config.settings.state_dir, target.name)
     store = state.Store(path, owner=runner)
     existed = os.path.lexists(path)
@@ -881,16 +1156,21 @@ def _look(
     if not isinstance(found, Found) and (unseen := _hidden_pid(found, hidden)) is not None:
         running, evidence = None, unseen  # not "not running": it may well be
     health = _Health()
-    if running and target.health.any:
+    if running and target.health.any and held_at is None:  # (no check probes a held one)
         # A state file never written yet says nothing of probes: the log may.
         health = _health(st if existed and problem is None else None, seen)
     dead = running is False and isinstance(found, Missing)
-    policy = (
-        _policy_from_log(seen, dead, clock)
-        if kind == "unreadable"
-        else _policy_from_state(st, target, dead, seen, clock)
-    )
+    if held_at is not None:
+        policy = _Policy()  # no check starts it, whatever its crash loop says
+    elif kind == "unreadable":
+        policy = _policy_from_log(seen, dead, clock)
+    else:
+        policy = _policy_from_state(st, target, dead, seen, clock)
     last = seen.last
+    up = running is True and health.verdict != "failing"
+    w = watch.watcher
+    late = config.settings.timeout + WATCH_SLACK
+    stuck = w is not None and (clock.wall - w.until).total_seconds() > late
     return TargetStatus(
         name=target.name,
         running=running,
@@ -907,9 +1187,18 @@ def _look(
         gave_up=policy.gave_up,
         backoff=policy.backoff,
         gives_up_next=policy.gives_up_next,
-        last_failure=_failure(seen, bool(running) and health.verdict != "failing", since),
+        last_failure=_failure(seen, up, since, held_at),
         state_problem=problem,
         state_file=kind,
+        held=hold.hold,
+        hold_expired=hold.expired,
+        hold_file=hold.file,
+        hold_problem=hold.problem,
+        hold_path=hold.path,
+        watcher=w,
+        watch_lock=watch.file,
+        watch_problem=watch.problem,
+        watcher_stuck=stuck,
     )
 
 

@@ -31,13 +31,15 @@ import select
 import signal
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from guardian import deadline, holds, locking, proc, state
 from guardian.audit import AuditRecord
-from guardian.check import _worker_check
+from guardian.check import _worker_check, checkable
 from guardian.config import Config, Target
 from guardian.discovery import Found, Matcher, Missing, discover, inspect
 from guardian.errors import EXIT_INTERNAL, RunTimeout
+from guardian.files import open_regular
 from guardian.run import ASIDES, RUNNING, Interrupted, Run, RunResult, Sink
 from guardian.workers import Worker, spawn, stop_all
 from guardian.workers import wait as wait_workers
@@ -333,13 +335,16 @@ class Watcher:
         return AuditRecord(w.target.name, "watch_ended", text, pid=pid)
 
 
-def _holder(path: os.PathLike[str] | str) -> str:
-    """Who holds a watch lock, as its file says (for the record; never trusted)."""
+def _holder(path: Path) -> str:
+    """Who holds a watch lock, as its file says (for the record only; never trusted)."""
     try:
-        with open(path, "rb") as f:
-            info = json.loads(f.read(4096))
+        fd = open_regular(path)
+        try:
+            info = json.loads(os.read(fd, 4096))
+        finally:
+            os.close(fd)
         return f"pid {int(info['pid'])}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return ""
 
 
@@ -354,7 +359,8 @@ def watch(
         return checked
     # The hard limit: the watch, and the config's timeout after it for a last action.
     run.deadline.limit(run.deadline.seconds + seconds)
-    watcher = Watcher(config, targets, run, sink)
+    usable = tuple(t for t in map(checkable, targets) if t is not None)
+    watcher = Watcher(config, usable, run, sink)
     watcher.hard_end = run.deadline.end
     began = time.monotonic()
     how, interrupted, timed_out = "ended", None, checked.timed_out

@@ -21,15 +21,20 @@ from typing import Any
 
 import pytest
 
+from guardian import files, holds
 from guardian.config import Config, load
 from guardian.cron import Entry
+from guardian.proc import stat as proc_stat
 from guardian.status import (
     HISTORY_BUDGET,
     PAST_IN_A_ROW,
     DaemonNames,
+    Watcher,
+    WatcherError,
     find_cron_daemon,
     gather,
     interval_of,
+    read_watcher,
 )
 
 from conftest import (
@@ -1154,3 +1159,455 @@ def test_a_real_supervisords_probe_failing_below_the_threshold_is_unhealthy(
     (agent,) = data["targets"]
     assert (agent["pid"], agent["health"], agent["probe_failures"]) == (pid, "failing", 1)
     assert data["problems"] == ["agent: unhealthy (probes failing 1 of 3)"]
+
+
+# --- holds (`guardian stop`) and watchers (`guardian check --watch`): issue 9 ---
+
+
+def hold_for(seconds: float | None, reason: str = "kernel upgrade") -> holds.Hold:
+    """A hold as `guardian stop agent --for ...` makes it, read back (to the second)."""
+    hold = holds.make("agent", seconds=seconds, reason=reason)
+    return hold._replace(at=int(hold.at), until=None if seconds is None else int(hold.at) + seconds)
+
+
+def test_a_held_target_is_said_first_and_exits_1_until_released(g: Guardian) -> None:
+    hold = hold_for(7200)
+    holds.write(g.state, hold)
+    shown, data = status(g)
+    assert shown.rc == 1, shown.stdout
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"agent: HELD by {holds.who()} since {hold.to_dict()['at']} until " \
+                       f"{hold.to_dict()['until']}: kernel upgrade"  # fmt: skip
+    assert lines[1].startswith(f"  not running (held): no pidfile at {g.pidfile}")
+    assert "NOT RUNNING" not in shown.stdout  # down on purpose: said, not shouted
+    (agent,) = data["targets"]
+    assert agent["held"] == {**hold.to_dict(), "expired": False}
+    assert (agent["hold_file"], agent["hold_problem"]) == ("believed", None)
+    assert agent["hold_path"] == str(g.state / "holds" / "agent.json")
+    assert (agent["running"], agent["ok"], data["ok"]) == (False, False, False)
+    assert data["problems"] == [f"agent: {hold.describe()}"]
+
+    holds.write(g.state, hold_for(None, reason=""))  # until `guardian start agent`
+    shown, data = status(g)
+    assert shown.stdout.splitlines()[0] == (
+        f"agent: HELD by {holds.who()} since {since_of(shown)} until `guardian start agent` "
+        "(no reason given)"
+    )
+    assert data["targets"][0]["held"]["until"] is None
+
+    assert holds.release(g.state, "agent")
+    shown, data = status(g)
+    assert shown.stdout.startswith("agent: NOT RUNNING: ")
+    assert (data["targets"][0]["held"], data["targets"][0]["hold_file"]) == (None, "none")
+    assert data["problems"] == ["agent: not running"]
+
+
+def since_of(shown: Result) -> str:
+    """The time a HELD line gives as its since."""
+    m = re.search(rf" since ({ISO}) ", shown.stdout)
+    assert m, shown.stdout
+    return m[1]
+
+
+def test_a_held_target_that_runs_is_said_running_though_held(g: Guardian) -> None:
+    g.configure(health={"command": ["/bin/false"], "failures": 3})
+    assert g.check().rc == 0
+    assert g.check().rc == 1  # its probe failed once: no check probes it while held
+    hold = hold_for(600)
+    holds.write(g.state, hold)
+    shown, data = status(g)
+    assert shown.rc == 1
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith(f"agent: HELD by {holds.who()} since ")
+    assert re.fullmatch(rf"  running though held: pid {g.pid()}, up \d+s", lines[1])
+    assert "UNHEALTHY" not in shown.stdout
+    (agent,) = data["targets"]
+    assert (agent["running"], agent["pid"], agent["ok"], agent["health"]) == (
+        True, g.pid(), False, None)  # fmt: skip
+    assert data["problems"] == [f"agent: {hold.describe()}"]
+
+
+def test_a_failure_before_the_hold_is_not_said_as_current(config: Config) -> None:
+    config.settings.audit_log.write_text(
+        line(HOUR * 2, "agent", "start_failed", error="exited with status 3")
+    )
+    at = time.time() - 3600
+    holds.write(config.settings.state_dir, holds.Hold("agent", "root (uid 0)", at, None, "fix"))
+    agent, _ = gather(config, []).targets
+    assert agent.last_failure is not None
+    assert not agent.last_failure.current
+    assert [t for t in agent.lines() if "failure at" in t] == [
+        f"  earlier failure at {agent.last_failure.ts} (before the hold): start failed: "
+        f"exited with status 3 ({agent.last_failure.reason})"
+    ]
+    assert (agent.gave_up, agent.backoff, agent.gives_up_next) == (None, None, None)
+
+
+def test_an_expired_hold_is_said_and_is_no_problem_by_itself(g: Guardian) -> None:
+    now = time.time()
+    expired = holds.Hold("agent", "root (uid 0)", int(now) - 7200, int(now) - 3600, "done")
+    holds.write(g.state, expired)
+    shown, data = status(g)  # not running: the next run starts it
+    said = expired.to_dict()
+    hold_line = (f"  hold expired at {said['until']}; the next run starts it (held by root "
+                 f"(uid 0) since {said['at']}: done)")  # fmt: skip
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("agent: NOT RUNNING: ")
+    assert lines[1] == hold_line
+    assert data["problems"] == ["agent: not running"]  # that, not the hold
+    assert data["targets"][0]["held"] == {**said, "expired": True}
+
+    holds.release(g.state, "agent")
+    assert g.check().rc == 0
+    holds.write(g.state, expired)  # running, and still there: said without "starts it"
+    shown, data = status(g)
+    assert shown.rc == 0, shown.stdout
+    assert hold_line.replace("; the next run starts it", "") in shown.stdout.splitlines()
+    assert (data["ok"], data["problems"], data["targets"][0]["ok"]) == (True, [], True)
+
+
+def test_a_hold_file_that_cannot_be_believed_is_a_problem_and_said(g: Guardian) -> None:
+    assert g.check().rc == 0
+    holds.write(g.state, hold_for(600))
+    path = g.state / "holds" / "agent.json"
+    path.chmod(0o666)
+    shown, data = status(g)
+    assert shown.rc == 1
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("agent: running, pid ")  # the check keeps it running
+    why = "is owned by uid 0 with mode 666, so others could have written it"
+    assert lines[1] == (f"  hold file {path} not believed: {why}; checks ignore it and keep "
+                        "the target running")  # fmt: skip
+    (agent,) = data["targets"]
+    assert (agent["held"], agent["hold_file"], agent["hold_problem"]) == (
+        None, "not believed", why)  # fmt: skip
+    assert data["problems"] == [f"agent: hold file not believed ({why}); checks keep it running"]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "folder"])
+def test_a_hold_file_that_is_no_file_is_not_believed_never_a_hang(g: Guardian, kind: str) -> None:
+    holds.write(g.state, hold_for(600))
+    path = g.state / "holds" / "agent.json"
+    if kind == "symlink":  # to a good hold, even
+        path.rename(g.tmp / "good.json")
+        path.symlink_to(g.tmp / "good.json")
+    elif kind == "fifo":
+        path.unlink()
+        os.mkfifo(path, 0o600)
+    else:
+        path.unlink()
+        path.mkdir(mode=0o700)
+    shown, data = status(g)  # (a hang would time out)
+    assert shown.rc == 1
+    word = {"symlink": "a symlink", "fifo": "a FIFO", "folder": "a folder"}[kind]
+    why = f"cannot be read (is {word}, not a regular file)"
+    assert f"  hold file {path} not believed: {why}; checks ignore it and keep the target " \
+           "running" in shown.stdout.splitlines()  # fmt: skip
+    assert data["targets"][0]["hold_problem"] == why
+    assert "agent: NOT RUNNING: " in shown.stdout  # not held: it should run, and does not
+
+
+@contextlib.contextmanager
+def effective_uid(uid: int) -> Iterator[None]:
+    """The block as ``uid`` (the effective user only: root comes back after it)."""
+    if os.geteuid() != 0:
+        pytest.skip("changing user needs root")
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+def test_one_who_may_not_read_roots_holds_and_locks_cannot_tell(shared_dir: Path) -> None:
+    """Root's guardian, status by a user who is not root: whether it is held, and whether
+    a watcher runs, cannot be told (root's folders are root's alone); neither is a problem."""
+    state_dir = shared_dir / "state"
+    config = load(write_config(shared_dir / "g.toml", {"state_dir": str(state_dir)},
+                               {"agent": {"command": ["/bin/sleep", "3002"]}}))  # fmt: skip
+    holds.write(state_dir, hold_for(600))
+    files.make_dirs(config.settings.lock_dir, 0o700)
+    state_dir.chmod(0o755)
+    with effective_uid(65534):
+        report = gather(config, [], runner=0)
+    (agent,) = report.targets
+    hold_path = state_dir / "holds" / "agent.json"
+    assert (agent.held, agent.hold_file) == (None, "unreadable")
+    assert (agent.watcher, agent.watch_lock) == (None, "unreadable")
+    lines = agent.lines()
+    assert f"  cannot tell whether it is held: hold file {hold_path} cannot be read " \
+           "(Permission denied) (root can tell)" in lines  # fmt: skip
+    lock_dir = config.settings.lock_dir
+    assert f"  watcher unknown: cannot read {lock_dir / 'agent.watch.lock'} (Permission " \
+           "denied) (root can tell)" in lines  # fmt: skip
+    assert report.problems == ["agent: not running"]  # not held, as far as this user knows
+
+
+# A watcher as `guardian check --watch` is one: it holds its watch lock (flock) for as
+# long as it watches, and writes its pid, start ticks and times into it.
+WATCHER = """
+import fcntl, os, sys, time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from guardian import proc
+from guardian.status import Watcher
+path, since, until = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+now = datetime.now(UTC)
+me = Watcher(os.getpid(), proc.stat(os.getpid()).start_ticks,
+             now + timedelta(seconds=since), now + timedelta(seconds=until))
+os.ftruncate(fd, 0)
+os.write(fd, me.to_json())
+print("watching", flush=True)
+time.sleep(120)
+"""
+
+
+def watch_lock(g: Guardian) -> Path:
+    lock_dir = g.state / "locks"
+    files.make_dirs(lock_dir, 0o700)
+    return lock_dir / "agent.watch.lock"
+
+
+def watcher(g: Guardian, since: float = -10, until: float = 60) -> int:
+    """A watcher of the test's own (ended by its pid at teardown), begun ``since`` seconds
+    from now, ending ``until`` seconds from now; its pid."""
+    proc = g.spawn([sys.executable, "-c", WATCHER, str(watch_lock(g)), str(since), str(until)],
+                   stdout=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None
+    with proc.stdout:
+        assert proc.stdout.readline() == b"watching\n"
+    return proc.pid
+
+
+def test_a_running_watcher_is_said_with_its_times(g: Guardian) -> None:
+    assert g.check().rc == 0
+    pid = watcher(g)
+    shown, data = status(g)  # while the watcher holds its lock: status never locks it
+    assert shown.rc == 0, shown.stdout
+    line = next(t for t in shown.stdout.splitlines() if "watched" in t)
+    m = re.fullmatch(rf"  watched by pid {pid} since ({ISO}) \(until ({ISO})\)", line)
+    assert m, line
+    (agent,) = data["targets"]
+    assert agent["watcher"] == {"pid": pid, "since": m[1], "until": m[2], "stuck": False}
+    assert (agent["watch_lock"], agent["watch_problem"]) == ("believed", None)
+    assert data["problems"] == []
+
+
+def test_a_watcher_past_its_end_is_stuck_and_a_problem(g: Guardian) -> None:
+    assert g.check().rc == 0
+    pid = watcher(g, since=-600, until=-100)  # guardian.timeout (30s) and 60s ago
+    shown, data = status(g)
+    assert shown.rc == 1
+    (agent,) = data["targets"]
+    until = agent["watcher"]["until"]
+    assert agent["watcher"]["stuck"] is True
+    assert f"  WARNING: watcher pid {pid} should have ended at {until} (watching since " \
+           f"{agent['watcher']['since']})" in shown.stdout.splitlines()  # fmt: skip
+    assert data["problems"] == [f"agent: watcher pid {pid} should have ended at {until}"]
+
+
+def test_a_watcher_a_little_past_its_end_is_not_stuck(g: Guardian) -> None:
+    assert g.check().rc == 0
+    pid = watcher(g, since=-150, until=-80)  # its last action may take guardian.timeout
+    shown, data = status(g)
+    assert shown.rc == 0, shown.stdout
+    assert f"  watched by pid {pid} since " in shown.stdout
+    assert data["targets"][0]["watcher"]["stuck"] is False
+
+
+def write_watch_lock(g: Guardian, text: str | bytes) -> Path:
+    path = watch_lock(g)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def watcher_line(pid: int, ticks: int) -> bytes:
+    now = datetime.now(UTC)
+    return Watcher(pid, ticks, now - HOUR, now + HOUR).to_json()
+
+
+def no_watcher_said(g: Guardian) -> dict[str, Any]:
+    shown, data = status(g)
+    assert shown.rc == 0, shown.stdout
+    assert "watch" not in shown.stdout
+    (agent,) = data["targets"]
+    assert (agent["watcher"], agent["watch_lock"], agent["watch_problem"]) == (None, "none", None)
+    return agent
+
+
+def test_a_watch_lock_naming_an_ended_process_is_no_watcher(g: Guardian) -> None:
+    """A watcher killed by SIGKILL leaves its file (the lock goes with it): that is
+    normal, and nothing is said."""
+    assert g.check().rc == 0
+    gone = subprocess.Popen(["/bin/true"])
+    gone.wait()
+    write_watch_lock(g, watcher_line(gone.pid, 12345))
+    no_watcher_said(g)
+
+
+def test_a_live_pid_that_started_at_another_time_is_no_watcher(g: Guardian) -> None:
+    assert g.check().rc == 0
+    sleeper = g.spawn(["/bin/sleep", "60"])
+    found = proc_stat(sleeper.pid)
+    assert found is not None
+    write_watch_lock(g, watcher_line(sleeper.pid, found.start_ticks + 1))  # its pid, reused
+    no_watcher_said(g)
+    write_watch_lock(g, watcher_line(sleeper.pid, found.start_ticks))  # the very process
+    _, data = status(g)
+    assert data["targets"][0]["watcher"]["pid"] == sleeper.pid
+
+
+def test_no_watch_lock_or_an_empty_one_is_no_watcher_and_none_is_made(g: Guardian) -> None:
+    assert g.check().rc == 0
+    path = g.state / "locks" / "agent.watch.lock"
+    no_watcher_said(g)
+    assert not path.exists()  # status never creates it
+    write_watch_lock(g, "")  # locked, its line not written yet
+    no_watcher_said(g)
+
+
+SPOILT_WATCH_LOCKS = {
+    "owner": "is owned by uid 65534 with mode 600, so others could have written it",
+    "mode": "is owned by uid 0 with mode 622, so others could have written it",
+    "folder": "mode 777, so others could have written it",
+    "symlink": "cannot be read (is a symlink, not a regular file)",
+    "fifo": "cannot be read (is a FIFO, not a regular file)",
+    "huge": "is larger than 4096 bytes, so not a watcher's",
+    "torn": "is not a watcher's line (",
+    "bool pid": "is not a watcher's line (pid True, start_ticks",
+    "no zone": "is not a watcher's line (since ",
+}
+
+
+@pytest.mark.parametrize("spoil", SPOILT_WATCH_LOCKS)
+def test_a_watch_lock_that_cannot_be_believed_is_said_not_a_problem(
+    g: Guardian, spoil: str
+) -> None:
+    sleeper = g.spawn(["/bin/sleep", "60"])  # a live process it names: still not believed
+    found = proc_stat(sleeper.pid)
+    assert found is not None
+    good = watcher_line(sleeper.pid, found.start_ticks)
+    path = write_watch_lock(g, good)
+    if spoil == "owner":
+        os.chown(path, 65534, 65534)
+    elif spoil == "mode":
+        path.chmod(0o622)
+    elif spoil == "folder":
+        path.parent.chmod(0o777)
+    elif spoil == "symlink":
+        path.rename(g.tmp / "good.lock")
+        path.symlink_to(g.tmp / "good.lock")
+    elif spoil == "fifo":
+        path.unlink()
+        os.mkfifo(path, 0o600)
+    elif spoil == "huge":
+        write_watch_lock(g, good.rstrip() + b" " * 5000)
+    elif spoil == "torn":
+        write_watch_lock(g, good[:30])
+    elif spoil == "bool pid":
+        write_watch_lock(g, good.replace(f'"pid": {sleeper.pid}'.encode(), b'"pid": true'))
+    else:
+        write_watch_lock(g, re.sub(rb'"since": "([^"Z]*)Z"', rb'"since": "\1"', good))
+    shown, data = status(g)  # (a FIFO must not hang it: that would time out)
+    assert data["problems"] == ["agent: not running"]  # that, not the watch lock
+    (agent,) = data["targets"]
+    assert (agent["watcher"], agent["watch_lock"]) == (None, "not believed")
+    assert SPOILT_WATCH_LOCKS[spoil] in agent["watch_problem"]
+    assert f"  watch lock of agent not believed: {agent['watch_problem']}" in shown.stdout
+
+
+def test_read_watcher_raises_permission_error_when_this_user_cannot_tell(g: Guardian) -> None:
+    pid = watcher(g)
+    lock_dir = g.state / "locks"
+    assert read_watcher(lock_dir, "agent", owner=0) == read_watcher(lock_dir, "agent", owner=0)
+    found = read_watcher(lock_dir, "agent", owner=0)
+    assert found is not None
+    assert found.pid == pid
+    with pytest.raises(WatcherError, match="owned by uid 0"):
+        read_watcher(lock_dir, "agent", owner=65534)
+    g.tmp.chmod(0o755)  # (pytest's own folders above are root's: nobody passes them)
+    with effective_uid(65534), pytest.raises(PermissionError):
+        read_watcher(lock_dir, "agent", owner=0)
+
+
+# --- the audit log's records of holds and watches ---
+
+
+def hold_field(at: timedelta, until: timedelta | None = None) -> dict[str, object]:
+    return {"by": "root (uid 0)", "at": ts(at)[:19] + "Z",
+            "until": None if until is None else ts(until)[:19] + "Z", "reason": "r"}  # fmt: skip
+
+
+def test_a_holds_later_held_records_are_runs_its_stops_is_not(config: Config) -> None:
+    """`guardian stop` writes a `held` record (by hand), and every run after it one more,
+    quietly: those are guardian's runs (else a config whose every target is held looks
+    overdue); the stop's is none."""
+    first, second = hold_field(HOUR * 3), hold_field(timedelta(minutes=30))
+    log = config.settings.audit_log
+    log.write_text(line(HOUR * 3, "agent", "held", hold=first))
+    report = gather(config, [])
+    assert report.last_run is None  # only the stop's record: no run of guardian's
+    assert report.unreadable_lines == 0
+    with log.open("a") as f:
+        f.write(line(HOUR * 2, "agent", "held", hold=first))
+        f.write(line(HOUR, "agent", "held", hold=first))
+        f.write(line(timedelta(minutes=30), "agent", "held", hold=second))  # a stop again
+    report = gather(config, [])
+    assert report.last_run is not None
+    assert abs(datetime.now(UTC) - HOUR - report.last_run) < timedelta(minutes=5)
+    agent = report.targets[0]
+    assert agent.last is not None
+    assert (agent.last.action, agent.starts_24h) == ("held", 0)
+    assert not any("last held" in t for t in agent.lines())  # the hold says it (if any)
+
+
+def test_a_hold_clears_a_give_up_and_a_watch_end_hides_no_backoff(
+    shared_dir: Path,
+) -> None:
+    """As one who cannot read root's state files (from the log): a give-up before a hold
+    is over; a backoff before a watch's end still holds (the end is no outcome)."""
+    state_dir = shared_dir / "state"
+    commands = {"agent": ["/bin/sleep", "3003"], "worker": ["/bin/sleep", "3004"]}
+    targets = {name: {"command": argv} for name, argv in commands.items()}
+    config = load(write_config(shared_dir / "g.toml", {"state_dir": str(state_dir)}, targets))
+    (state_dir / "state").mkdir(parents=True)
+    for name in ("agent", "worker"):
+        (state_dir / "state" / f"{name}.json").write_text("{}")  # root's alone (0600)
+        (state_dir / "state" / f"{name}.json").chmod(0o600)
+    ahead = (datetime.now(UTC) + HOUR).isoformat(timespec="seconds").replace("+00:00", "Z")
+    config.settings.audit_log.write_text(
+        line(HOUR * 2, "agent", "gave_up", next_try=ahead)
+        + line(HOUR, "agent", "held", hold=hold_field(HOUR, timedelta(minutes=1)))
+        + line(HOUR, "worker", "backoff", next_try=ahead)
+        + line(timedelta(minutes=5), "worker", "watch_ended")
+    )
+    config.settings.audit_log.chmod(0o644)
+    with effective_uid(65534):
+        report = gather(config, [], runner=0)
+    agent, worker = report.targets
+    assert agent.state_file == worker.state_file == "unreadable"
+    assert agent.gave_up is None
+    assert worker.backoff is not None
+    assert worker.backoff.until == ahead
+    assert report.last_run is not None  # the watch's end: a run's
+    assert abs(datetime.now(UTC) - timedelta(minutes=5) - report.last_run) < timedelta(minutes=2)
+    assert not any("last watch_ended" in t for t in worker.lines())
+
+
+def test_hold_fields_of_the_wrong_shape_are_counted_never_believed(config: Config) -> None:
+    good = json.loads(line(HOUR, "agent", "held", hold=hold_field(HOUR)))
+    hostile = [
+        {**good, "hold": "kernel upgrade"},
+        {**good, "hold": {**good["hold"], "at": "yesterday"}},
+        {**good, "hold": {**good["hold"], "until": 5}},
+        {**good, "hold": {**good["hold"], "by": None}},
+        {k: v for k, v in good.items() if k != "hold"} | {"hold": {"by": "x"}},
+    ]
+    config.settings.audit_log.write_text("".join(json.dumps(r) + "\n" for r in [good, *hostile]))
+    report = gather(config, [])
+    assert report.unreadable_lines == len(hostile)
+    assert report.targets[0].last is not None

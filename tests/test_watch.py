@@ -6,6 +6,7 @@ killed with SIGKILL, real locks. Each watcher is ended by its pid (or waited for
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Guardian, alive, wait_for, write_config
 
 from guardian.discovery import Matcher, scan
+
+from conftest import Guardian, alive, wait_for, write_config
 
 
 class Watch:
@@ -74,7 +76,8 @@ def test_a_kill_during_a_watch_is_recovered_well_within_a_second(g: Guardian) ->
     for _ in range(3):
         time.sleep(0.4)  # past min_uptime: each death is not a young one
         times.append(kill_and_time(g, g.pid()))
-        wait_for(lambda: len(g.matches()) == 1 and g.pid() != first, what="the new pidfile")
+        wait_for(lambda old=first: len(g.matches()) == 1 and g.pid() != old,
+                 what="the new pidfile")  # fmt: skip
         first = g.pid()
     watch.proc.send_signal(signal.SIGTERM)
     rc, err = watch.end()
@@ -108,7 +111,8 @@ def test_two_watchers_never_watch_one_target_at_once_and_hand_over(g: Guardian) 
     wait_for(first.watching, what="the first watcher")
     second = Watch(g, "6s")
     time.sleep(1.0)
-    assert first.watching() and not second.watching()  # waiting, not watching beside it
+    assert first.watching()
+    assert not second.watching()  # waiting, not watching beside it
     assert kill_and_time(g, g.pid()) < 1.0  # recovered by the first
     wait_for(second.watching, timeout=10, what="the second to take over")
     assert first.end()[0] == 0
@@ -119,7 +123,8 @@ def test_two_watchers_never_watch_one_target_at_once_and_hand_over(g: Guardian) 
     assert len(started(g)) == 3
     ends = {r["guardian_pid"]: r["reason"] for r in g.audit() if r["action"] == "watch_ended"}
     assert "1 exit(s) noticed" in ends[first.proc.pid]
-    assert "waited" in ends[second.proc.pid] and "1 exit(s) noticed" in ends[second.proc.pid]
+    assert "waited" in ends[second.proc.pid]
+    assert "1 exit(s) noticed" in ends[second.proc.pid]
 
 
 def test_a_watcher_and_plain_runs_never_both_act(g: Guardian) -> None:
@@ -215,10 +220,11 @@ def test_a_backoff_inside_a_watch_waits_its_time_exactly(g: Guardian) -> None:
     starts = [r for r in g.audit() if r["action"] == "started"]
     times = [time.mktime(time.strptime(r["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
              + float("0." + r["ts"][20:23]) for r in starts]  # fmt: skip
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # First death: at once (0.2s of life + start_grace); then 2s of backoff each time,
     # not a storm, and not a cron interval.
-    assert gaps and gaps[0] < 1.5, gaps
+    assert gaps, starts
+    assert gaps[0] < 1.5, gaps
     assert all(1.9 < gap < 3.5 for gap in gaps[1:]), gaps
     assert len(starts) >= 3
     assert rc == 1  # it kept dying: the run says so
