@@ -820,6 +820,18 @@ def run_check(
     return in_workers(config, tuple(later), run, lock_wait=lock_wait)
 
 
+def checkable(target: Target) -> Target | None:
+    """``target`` as a check sees to it: without a probe whose program is missing; None
+    when its own program is (it can be neither started nor found). ``run_check`` says
+    which; a watcher, after the check, leaves such a target to the next one."""
+    for key, _ in target.problems:
+        if key.endswith(".health.command"):
+            target = target._replace(health=target.health._replace(command=None))
+        elif not key.rsplit(".", 1)[-1].startswith("on_"):
+            return None
+    return target
+
+
 def in_workers(
     config: Config, targets: tuple[Target, ...], run: Run, *, lock_wait: float = 0.0
 ) -> RunResult:
@@ -880,6 +892,7 @@ def _worker_check(
     seconds: float,
     lock_wait: float,
     alive_until: tuple[int, int, float] | None = None,
+    limit_words: str | None = None,
 ) -> Callable[[Callable[[AuditRecord], None]], int]:
     """What a worker does: a check of ``target`` alone, as a run of its own; its exit code."""
 
@@ -889,6 +902,9 @@ def _worker_check(
             send(record)
 
         run = Run(dry_run=False, emit=emit, say=parent.say)
+        run.limit_words = limit_words or (
+            f"guardian's own timeout of {parent.deadline.seconds:g}s" if parent.deadline else None
+        )
 
         def job(t: Target) -> AuditRecord:
             guard = Guard(run, t, config.settings)

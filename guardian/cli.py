@@ -604,10 +604,11 @@ Examples:
 \b
 Exit code 0 when every target is running and not failing its probes, none is
 held (guardian stop), no watcher is stuck, guardian ran when its cron line said
-it would, and (with a cron line) a cron daemon runs; 1 otherwise (the lines say why; --json: "problems"); 2 usage or config
-error; 3 the report could not be written to stdout (a full disk, a closed or
-stuck pipe). Monitoring can call it. What this user cannot see (/proc mounted
-hidepid) is said, not counted: run it as root.
+it would, and (with a cron line) a cron daemon runs; 1 otherwise (the lines say
+why; --json: "problems"); 2 usage or config error; 3 the report could not be
+written to stdout (a full disk, a closed or stuck pipe). Monitoring can call
+it. What this user cannot see (/proc mounted hidepid) is said, not counted: run
+it as root.
 """
 )
 @_config_option

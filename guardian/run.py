@@ -93,6 +93,9 @@ class Run:
         # The audit log and the screen apart: with them, targets can be acted on in
         # workers side by side (``guardian.workers``); without, one after another.
         self.sink: Sink | None = None
+        # How a record names the run's limit when it runs out (a worker's is what was left
+        # of its parent's: named as the parent's, not as an odd fraction of a second).
+        self.limit_words: str | None = None
 
     # --- the run's frame: time limit and signals ---
 
@@ -214,8 +217,8 @@ class Run:
                 elif cut is not None:
                     raise cut  # a hook cut by a signal or the run's end: its record is written
         except RunTimeout:
-            self._finish(left, in_hand, "timeout", "guardian's own timeout "
-                         f"of {self.deadline.seconds:g}s")  # fmt: skip
+            words = self.limit_words or f"guardian's own timeout of {self.deadline.seconds:g}s"
+            self._finish(left, in_hand, "timeout", words)
             return RunResult(tuple(self.records), True, trouble=self.trouble)
         except Interrupted as stop:
             name = signal.Signals(stop.signum).name

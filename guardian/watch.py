@@ -216,8 +216,9 @@ class Watcher:
         if seconds < 0.5:
             return
         lock_wait = max(1.0, seconds / 2)  # a stop or a start by hand may be under way
+        words = f"guardian's own timeout of {self.settings.timeout:g}s (for one action in a watch)"
         body = _worker_check(self.config, w.target, self.run, self.sink, seconds, lock_wait,
-                             alive_until)  # fmt: skip
+                             alive_until, words)  # fmt: skip
         locks = [x.lock.fd for x in self.watched if x.lock is not None]
         w.worker = spawn(w.target.name, body, close=locks)
         w.workers += 1

@@ -127,9 +127,16 @@ def test_stop_escalates_to_sigkill_and_checks_identity(g: Guardian) -> None:
     assert g.run("stop", "agent").rc == 0
     assert "it was not running" in g.audit()[-1]["reason"]
     assert bystander.poll() is None  # never signalled: not the target
-    # Stopped by hand is not a crash: the next check starts it, with no backoff.
+    # Stopped by hand is held: checks leave it down, quietly, until it is started by hand.
+    assert (g.check().rc, g.actions()[-1]) == (0, "held")
+    assert g.run("start", "agent").rc == 0
+    assert g.actions()[-1] == "started"
+    # And a stop that expires is not a crash either: the check then starts it, no backoff.
+    assert g.run("stop", "agent", "--for", "0.5s").rc == 0
+    time.sleep(0.6)
     assert g.check().rc == 0
     assert g.actions()[-1] == "started"
+    assert "its hold has expired" in g.audit()[-1]["reason"]
 
 
 def test_restart_by_hand(g: Guardian) -> None:
@@ -356,8 +363,10 @@ def test_starts_by_hand_and_after_a_stop_by_hand_do_not_count_toward_burst(g: Gu
     for _ in range(3):
         assert g.run("restart", "agent").rc == 0
         g.track()
-    assert g.run("stop", "agent").rc == 0
+    assert g.run("stop", "agent", "--for", "0.2s").rc == 0
+    time.sleep(0.3)  # the hold expires
     assert g.check().rc == 0  # started after the stop by hand: not counted either
+    assert g.actions()[-1] == "started"
     g.track()
     os.kill(g.pid(), signal.SIGKILL)
     wait_for(lambda: not g.matches(), what="the agent to die")

@@ -13,20 +13,51 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from guardian.discovery import Matcher, scan
-
 from conftest import Guardian, alive, wait_for, write_config
+
+_RUNNING: list[Watch] = []
+
+
+@pytest.fixture(autouse=True)
+def _end_watchers(g: Guardian) -> Iterator[None]:
+    """Whatever a test leaves (a failed assertion included): its watchers ended by their
+    pids, then what they started handed to the reaper (which ends it by its pid)."""
+    yield
+    while _RUNNING:
+        watch = _RUNNING.pop()
+        if watch.proc.poll() is None:
+            watch.proc.kill()
+        watch.proc.communicate()
+    # A worker outlives a watcher killed under it, to finish its start: wait for it (it has
+    # its own time limit) before handing what it started to the reaper.
+    config = str(g.config_path).encode()
+
+    def workers() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if entry.isdigit() and b"guardian" in argv and config in argv and alive(int(entry)):
+                found.append(int(entry))
+        return found
+
+    wait_for(lambda: not workers(), timeout=40, what="the watchers' workers to end")
+    g.track()
 
 
 class Watch:
     """A ``guardian check --watch`` run in the background, as cron starts one."""
 
     def __init__(self, g: Guardian, seconds: str, *args: str, env: dict[str, str] | None = None):
+        _RUNNING.append(self)
         self.g = g
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "guardian", "check", "--watch", seconds, *args,
@@ -52,15 +83,26 @@ class Watch:
 
 
 def kill_and_time(g: Guardian, pid: int, timeout: float = 10) -> float:
-    """SIGKILL the target; seconds until another process with its command line runs."""
-    matcher = Matcher(tuple(g.command))
+    """SIGKILL the target; seconds until another process with its command line runs (as
+    its pidfile names it: a scan of /proc per look would itself take longer than that)."""
+    want = ("\0".join(g.command) + "\0").encode()
     began = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     while time.monotonic() - began < timeout:
-        if any(f.pid != pid for f in scan(matcher)):
-            return time.monotonic() - began
+        try:
+            new = int(g.pidfile.read_text())
+            if new != pid and Path(f"/proc/{new}/cmdline").read_bytes() == want:
+                return time.monotonic() - began
+        except (OSError, ValueError):
+            pass
         time.sleep(0.002)
     pytest.fail(f"not restarted within {timeout}s")
+
+
+def new_pid(g: Guardian, old: int) -> int | None:
+    """The pid of the one target running, if it is another than ``old``."""
+    found = g.matches()
+    return found[0].pid if len(found) == 1 and found[0].pid != old else None
 
 
 def started(g: Guardian) -> list[dict[str, Any]]:
@@ -71,14 +113,11 @@ def test_a_kill_during_a_watch_is_recovered_well_within_a_second(g: Guardian) ->
     g.configure(start_grace="0.1s", restart={"min_uptime": "0.2s"})
     watch = Watch(g, "30s")
     wait_for(watch.watching, what="the watcher to watch")
-    first = g.pid()
     times = []
-    for _ in range(3):
+    for n in range(1, 4):
         time.sleep(0.4)  # past min_uptime: each death is not a young one
         times.append(kill_and_time(g, g.pid()))
-        wait_for(lambda old=first: len(g.matches()) == 1 and g.pid() != old,
-                 what="the new pidfile")  # fmt: skip
-        first = g.pid()
+        wait_for(lambda n=n: len(started(g)) == 1 + n, what="its started record")
     watch.proc.send_signal(signal.SIGTERM)
     rc, err = watch.end()
     assert max(times) < 1.0, times  # typically 0.05s; a second is the promise
@@ -131,8 +170,9 @@ def test_a_watcher_and_plain_runs_never_both_act(g: Guardian) -> None:
     g.configure(start_grace="0.5s", restart={"min_uptime": "0.2s"})
     watch = Watch(g, "20s")
     wait_for(watch.watching, what="the watcher")
-    for _ in range(3):
-        time.sleep(0.4)
+    for n in range(3):
+        wait_for(lambda n=n: len(started(g)) == 1 + n, what="its start to be recorded")
+        time.sleep(0.3)  # past min_uptime
         old = g.pid()
         os.kill(old, signal.SIGKILL)
         runs = [subprocess.Popen([sys.executable, "-m", "guardian", "check", "--config",
@@ -140,8 +180,9 @@ def test_a_watcher_and_plain_runs_never_both_act(g: Guardian) -> None:
                 for _ in range(3)]  # fmt: skip
         for run in runs:
             run.wait(timeout=30)
-        wait_for(lambda old=old: g.matches() and g.matches()[0].pid != old, what="a restart")
+        wait_for(lambda old=old: new_pid(g, old), what="a restart")
         assert len(g.matches()) == 1
+    wait_for(lambda: len(started(g)) == 1 + 3, what="the last start to be recorded")
     watch.proc.send_signal(signal.SIGTERM)
     watch.end()
     assert len(started(g)) == 1 + 3  # one start per death, whoever made it
@@ -240,8 +281,7 @@ def test_probes_run_every_interval_during_a_watch(g: Guardian) -> None:
     wait_for(watch.watching, what="the watcher")
     old = g.pid()
     # Nobody beats: stale after 1s, two failing rounds a second apart, then replaced.
-    wait_for(lambda: g.matches() and g.matches()[0].pid != old, timeout=10,
-             what="the hung target to be replaced")  # fmt: skip
+    wait_for(lambda: new_pid(g, old), timeout=10, what="the hung target to be replaced")
     watch.proc.send_signal(signal.SIGTERM)
     watch.end()
     assert "restarted_unhealthy" in g.actions()
