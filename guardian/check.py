@@ -201,9 +201,10 @@ class Guard:
                 self.run.warn(self.target, f"cannot write state file {self.store.path}: "
                               f"{e.strerror or e}")  # fmt: skip
 
-    def discover(self) -> Found | Missing | Unsure:
+    def discover(self, *, scan: bool = True) -> Found | Missing | Unsure:
         self.run.step(f"looking for it (pidfile {self.target.pidfile}, then /proc)")
-        return discover(self.target, remembered=state.remembered(self.st), matcher=self.matcher)
+        return discover(self.target, remembered=state.remembered(self.st), matcher=self.matcher,
+                        allow_scan=scan)  # fmt: skip
 
     # --- the lock ---
 
@@ -242,7 +243,12 @@ class Guard:
         if hold is not None:  # kept down on purpose: nothing looked at, nothing done
             return self.record("held", hold.describe(), hold=hold.to_dict())
         self.load()
-        found = self.discover()
+        # Not proven by its pidfile or by what guardian remembers: the process table is
+        # scanned once, under the lock (where it must be looked at anyway, as another run
+        # may have acted): not once before it too. On a host with thousands of processes
+        # a scan is a tenth of a second, and a watcher's restart waits for it. (A dry run
+        # takes no lock: it scans here.)
+        found = self.discover(scan=self.run.dry_run)
         if isinstance(found, Found):
             self.pid = found.pid
             if not self._needs_adopting(found):

@@ -18,7 +18,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterator
 from typing import NamedTuple
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -122,9 +122,56 @@ def cmdline(pid: int, where: Stat | None = None) -> list[str] | None:
     (Read from ``where.task``, the process's stat, when given.)
     """
     data = _read(f"{_task(pid, where)}/cmdline")
-    if data is None:
-        return None
-    return [os.fsdecode(arg) for arg in data.split(b"\0")[:-1]] if data else []
+    return None if data is None else parse_cmdline(data)
+
+
+def parse_cmdline(data: bytes) -> list[str]:
+    """argv from /proc/PID/cmdline's bytes: each item ends with a NUL (what follows the
+    last one, from a process that wrote over its argv, is no item)."""
+    return [os.fsdecode(arg) for arg in data.split(b"\0")[:-1]]
+
+
+_CHUNK = 16384
+
+
+def cmdlines(owners: Container[int] | None = None) -> Iterator[tuple[int, bytes]]:
+    """Every process's pid and the bytes of its /proc/PID/cmdline, read with as few
+    system calls as can be: the process-table scan's first look at every process.
+
+    With ``owners``, only processes that run as one of them (their effective
+    user): another's memory is never read (a stranger's argv can be made slow
+    to read). The bytes are empty for a kernel thread, a zombie, and a process
+    whose main thread has exited (``cmdline`` reads those through a thread that
+    runs on). This process is among them.
+    """
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        folder = "/proc/" + entry
+        try:
+            # The folder's owner, not the file's: /proc/PID shows the effective user, while
+            # the files in it show root for a process that is not dumpable, which anyone
+            # can make theirs (prctl PR_SET_DUMPABLE; task_dump_owner in fs/proc/base.c).
+            if owners is not None and os.stat(folder).st_uid not in owners:
+                continue
+            fd = os.open(folder + "/cmdline", os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended (ESRCH while it exits); or hidden (hidepid)
+        try:
+            # A short read is the end: the kernel fills a read up to the end of the
+            # command line, or stops where it cannot go on (get_mm_cmdline), where a
+            # read after would stop too. One read is enough for all but the longest.
+            data = os.read(fd, _CHUNK)
+            if len(data) == _CHUNK:
+                chunks = [data]
+                while len(chunks[-1]) == _CHUNK:
+                    chunks.append(os.read(fd, _CHUNK))
+                data = b"".join(chunks)
+        except ProcessLookupError:  # it ended while we looked
+            continue
+        finally:
+            os.close(fd)
+        yield int(entry), data
 
 
 def real_uid(pid: int) -> int | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from guardian import proc
 from guardian.discovery import Found, Matcher, StalePidfile, inspect, read_pidfile, scan
+from guardian.proc import parse_cmdline
 
 from conftest import Reaper, wait_for
 
@@ -127,3 +131,84 @@ def test_any_pidfile_bytes_give_a_pid_or_a_reason(tmp_path_factory: pytest.TempP
     else:
         assert 1 < pid <= 4_194_304
         assert data.strip().decode() == str(int(data.strip()))
+
+
+def unique(tmp_path: Path) -> str:
+    """A number sleep(1) takes, that no other process's command line holds."""
+    return f"300.{os.getpid()}{abs(hash(str(tmp_path))) % 10**6:06d}"
+
+
+def test_the_scan_finds_every_form_of_the_command_line_and_no_impostor(
+    tmp_path: Path, reaper: Reaper
+) -> None:
+    """What ``Matcher.could_be`` lets through to the full check, on real processes: each
+    form ``program`` accepts is found by the scan exactly as ``inspect`` finds it."""
+    sleep = os.path.realpath(shutil.which("sleep") or "/bin/sleep")
+    script = tmp_path / "daemon"
+    script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")
+    env_script = tmp_path / "env-daemon"
+    env_script.write_text("#!/usr/bin/env python3\nimport time\ntime.sleep(300)\n")
+    link = tmp_path / "snooze"
+    link.symlink_to(sleep)
+    for path in (script, env_script):
+        path.chmod(0o755)
+    tag = unique(tmp_path)
+    long = "x" * 40_000  # more than one read of /proc/PID/cmdline
+    forms: dict[str, tuple[list[str], tuple[str, ...], dict[str, object]]] = {
+        "behind its #! interpreter": ([str(script), tag], (str(script), tag), {}),
+        "behind env": ([str(env_script), tag], (str(env_script), tag), {}),
+        "relative argv[0]": (["./snooze", tag + "1"], (str(link), tag + "1"), {"cwd": tmp_path}),
+        "bare argv[0]": (["sleep", tag + "2"], (sleep, tag + "2"), {}),
+        "argv[0] a symlink": ([str(link), tag + "3"], (sleep, tag + "3"), {}),
+        "long command line": (
+            [sys.executable, "-c", "import time; time.sleep(300)", long, tag],
+            (sys.executable, "-c", "import time; time.sleep(300)", long, tag),
+            {},
+        ),
+    }
+    started = {name: run(reaper, argv, **popen) for name, (argv, _, popen) in forms.items()}
+    # exec -a: the script's command line, another program.
+    impostor = run(reaper, [str(script), tag], executable=sleep)
+    wait_for(lambda: cmdline_ready(impostor.pid, str(script)))
+    for name, (_, want, _) in forms.items():
+        pid = started[name].pid
+        matcher = Matcher(want, uid=os.geteuid())
+        # env may pass through a shim before python runs: poll until inspect agrees.
+        wait_for(lambda: isinstance(inspect(pid, matcher), Found), what=name)  # noqa: B023
+        assert [f.pid for f in scan(matcher)] == [pid], name
+    assert not is_target(impostor.pid, [str(script), tag])
+
+
+def test_the_prefilter_only_rules_out_what_the_matcher_would(tmp_path: Path) -> None:
+    """``could_be`` False means ``program`` is None, for every command line near the
+    target's (``after``: what a process that wrote over its argv may leave after its
+    last NUL, which is no item)."""
+    script = tmp_path / "daemon"
+    script.write_text(f"#!{sys.executable} -u\n")
+    matcher = Matcher((str(script), "-c", "conf"))
+    heads = [[], [sys.executable, "-u"], ["python3", "-u"], [sys.executable], ["-u"]]
+    middles = [str(script), "daemon", "./daemon", "x", ""]
+    tails = [["-c", "conf"], ["-c"], ["-c", "conf", "x"], [], ["conf"]]
+    afters = [b"", b"junk", b"\0", b"-c\0conf\0"]
+    matched = 0
+    for head, middle, tail, after in itertools.product(heads, middles, tails, afters):
+        raw = b"".join(os.fsencode(item) + b"\0" for item in [*head, middle, *tail]) + after
+        if matcher.program(parse_cmdline(raw), os.getpid()) is not None:
+            matched += 1
+            assert matcher.could_be(raw), raw
+    assert matched >= 10  # the program itself, and behind its interpreter, in several forms
+
+
+def test_a_strangers_process_is_not_read_even_when_it_is_not_dumpable(reaper: Reaper) -> None:
+    # A process that is not dumpable shows root as the owner of the files in /proc/PID:
+    # the user it runs as is the folder's.
+    if os.geteuid() != 0:
+        pytest.skip("switching to another user needs root")
+    code = "import os, time; os.setuid(65534); time.sleep(300)"
+    stranger = run(reaper, [sys.executable, "-c", code])
+    wait_for(lambda: os.stat(f"/proc/{stranger.pid}").st_uid == 65534, what="the switch")
+    assert os.stat(f"/proc/{stranger.pid}/cmdline").st_uid == 0
+    assert stranger.pid not in dict(proc.cmdlines(frozenset({0})))
+    argv = os.fsencode("\0".join([sys.executable, "-c", code, ""]))
+    assert dict(proc.cmdlines(frozenset({65534})))[stranger.pid] == argv
+    assert dict(proc.cmdlines())[stranger.pid] == argv
