@@ -42,9 +42,12 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS in MiB of one run of ``argv``, which must succeed."""
     began = time.perf_counter()
+    # cwd "/": `python -m guardian` puts the working folder first on sys.path, so run
+    # from a checkout it would import that tree, not the --baseline one.
     proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**ENV, **(env or {})}
-    )
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**ENV, **(env or {})},
+        cwd="/",
+    )  # fmt: skip
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - began
     proc.returncode = os.waitstatus_to_exitcode(status)
