@@ -147,9 +147,12 @@ class Watcher:
             return
         store = state.Store(state.path_for(self.settings.state_dir, target.name))
         st = store.load()
+        # By its pidfile, or as the process guardian remembers; never a scan of the process
+        # table here (a worker scans, under the lock, if it must: once).
         matcher = Matcher.for_target(target)
-        found = discover(target, remembered=state.remembered(st), matcher=matcher)
-        if isinstance(found, Found) and found.via in ("pidfile", "memory"):
+        found = discover(target, remembered=state.remembered(st), matcher=matcher,
+                         allow_scan=False)  # fmt: skip
+        if isinstance(found, Found):
             if self._pin(w, found, now):
                 w.retries, w.tried = 0, None
                 if target.health.any and w.probe_due is None:
