@@ -603,6 +603,7 @@ class Guard:
         except LaunchError:
             # A start that never ran (exec failed): pid 0, never ready: it counts as dying young.
             self.st = state.started(self.st, t, state.Current(0, 0, 0, False, t), counts=counts)
+            self.st = state.seen_dead(self.st, t, self.target.restart)
             self.save()
             raise
         for text in warnings:
@@ -638,6 +639,9 @@ class Guard:
         pid = launch.proc.pid
         self.run.step(f"ending pid {pid}, which did not become ready")
         self.end_launch(wait=2.0)
+        # Its death is counted now, when it failed: a backoff runs from here, exactly
+        # (a watcher waits just that long; without it, every look would count anew).
+        self.st = state.seen_dead(self.st, state.now(), self.target.restart)
         self.save()
         self.hook(self.target.hooks.on_failure, "start_failed", error, pid)
         tail_lines = tuple(tail(self.target.output, since=self.output_since))
@@ -712,12 +716,17 @@ class Guard:
         """``start`` and ``restart``: the hold goes first; what the record says of it."""
         try:
             hold = holds.read(self.settings.state_dir, self.target.name)
-        except holds.HoldError:
-            hold = None
+        except holds.HoldError as e:
+            hold, unbelieved = None, str(e)
+        else:
+            unbelieved = ""
         try:
             if not holds.release(self.settings.state_dir, self.target.name):
                 return ""
         except OSError as e:
+            if unbelieved:  # no check believes it either: it holds nothing down
+                return f"; its hold file could not be removed ({e.strerror or e}), but no " \
+                    f"check believes it ({unbelieved})"  # fmt: skip
             raise LaunchError(f"cannot remove its hold file: {e.strerror or e}") from None
         return f"; its hold released ({hold.describe()})" if hold is not None else \
             "; its hold file removed"  # fmt: skip
@@ -847,9 +856,10 @@ def in_workers(
     sink = run.sink
     if sink is None or run.deadline is None:  # pragma: no cover - a bug in the caller
         raise RuntimeError("in_workers() needs a run with a sink, inside Run.armed()")
-    # Each worker ends a moment before the run, so that its last record comes in time.
-    seconds = max(0.5, run.deadline.remaining() - 1.0)
-    started = [workers.spawn(t.name, _worker_check(config, t, run, sink, seconds, lock_wait))
+    # Each worker's time ends a moment before the run's (counted from the run's clock, not
+    # from its own start: the last of fifty is forked a while after the first).
+    end = run.deadline.end - workers.MARGIN
+    started = [workers.spawn(t.name, _worker_check(config, t, run, sink, end, lock_wait))
                for t in targets]  # fmt: skip
 
     def show(record: AuditRecord) -> None:
@@ -860,15 +870,17 @@ def in_workers(
     timed_out = False
     try:
         run.step(f"waiting for {len(started)} workers")
-        workers.wait(started, show, time.monotonic() + seconds + workers.GRACE)
+        workers.wait(started, show, run.deadline.end)
     except Interrupted as stop:
         interrupted = stop.signum
         with deadline.critical():
             workers.stop_all(started, stop.signum, show)
     except RunTimeout:
         timed_out = True
+    if not all(w.done for w in started):  # the run's time is up: theirs was, a moment ago
+        timed_out = True
         with deadline.critical():
-            workers.stop_all(started, signal.SIGTERM, show)
+            workers.finish(started, show, run.deadline.end)
     codes = []
     for worker in started:
         if worker.status is None:
@@ -895,12 +907,14 @@ def _worker_check(
     target: Target,
     parent: Run,
     sink: Sink,
-    seconds: float,
-    lock_wait: float,
+    end: float,
+    lock_wait: float | None = None,
     alive_until: tuple[int, int, float] | None = None,
     limit_words: str | None = None,
 ) -> Callable[[Callable[[AuditRecord], None]], int]:
-    """What a worker does: a check of ``target`` alone, as a run of its own; its exit code."""
+    """What a worker does: a check of ``target`` alone, as a run of its own, until ``end``
+    (monotonic: every process's clock); its exit code. ``lock_wait``: how long it waits for
+    the target's lock (default: all its time; it has nothing else to do)."""
 
     def body(send: Callable[[AuditRecord], None]) -> int:
         def emit(record: AuditRecord) -> None:
@@ -912,9 +926,11 @@ def _worker_check(
             f"guardian's own timeout of {parent.deadline.seconds:g}s" if parent.deadline else None
         )
 
+        seconds = max(0.1, end - time.monotonic())
+
         def job(t: Target) -> AuditRecord:
             guard = Guard(run, t, config.settings)
-            guard.lock_wait = lock_wait
+            guard.lock_wait = max(0.0, seconds - 1.0) if lock_wait is None else lock_wait
             guard.alive_until = alive_until
             guard.result = record = guard.check()
             return record

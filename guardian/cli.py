@@ -529,6 +529,14 @@ def install(
         config = load(config_path)
         check_writable(config)
     every = cron.parse_interval(interval)
+    longest = every.seconds + cron.WATCH_OVERLAP
+    if not watch and config.settings.watch is not None and config.settings.watch > longest:
+        raise ConfigError(
+            f"{config.path}: guardian.watch: {config.settings.watch:g}s is longer than the "
+            f"interval {interval} and {cron.WATCH_OVERLAP}s of overlap, so runs would pile up "
+            f"(each waiting to watch); set watch to at most {longest}s, or use --watch, "
+            "which watches until the next run takes over"
+        )
     if config.settings.timeout >= every.seconds:
         raise ConfigError(
             f"{config.path}: guardian.timeout: {config.settings.timeout:g}s is not shorter than "

@@ -16,6 +16,7 @@ keep it down.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
@@ -30,14 +31,15 @@ from guardian.files import atomic_write, make_dirs, open_regular
 VERSION = 1
 _MAX_BYTES = 1 << 16
 MAX_REASON = 1000  # characters: a reason is a sentence, not a document
+_FUTURE = 300.0  # seconds a hold's "at" may be ahead of this clock (another host's, over NFS)
 
 
 class HoldError(Exception):
     """A hold file that is there but cannot be believed (the message says why)."""
 
 
-def _wall(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def _wall(ts: float, timespec: str = "seconds") -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def _parse_wall(text: object) -> float:
@@ -75,7 +77,10 @@ class Hold(NamedTuple):
         }
 
     def to_json(self) -> bytes:
-        return json.dumps({"version": VERSION, "target": self.target, **self.to_dict()},
+        # To the millisecond in the file (a hold of 3s lasts 3s); to the second when shown.
+        until = _wall(self.until, "milliseconds") if self.until is not None else None
+        exact = {"at": _wall(self.at, "milliseconds"), "until": until}
+        return json.dumps({"version": VERSION, "target": self.target, **self.to_dict(), **exact},
                           indent=1).encode()  # fmt: skip
 
 
@@ -138,6 +143,10 @@ def read(state_dir: Path, name: str, *, owner: int | None = None) -> Hold | None
         os.close(fd)
     if len(data) > _MAX_BYTES:
         raise HoldError(f"hold file {path} is larger than {_MAX_BYTES} bytes, so not guardian's")
+    return _parse(path, name, data)
+
+
+def _parse(path: Path, name: str, data: bytes) -> Hold:
     try:
         raw = json.loads(data)
         version = raw.get("version") if isinstance(raw, dict) else None
@@ -155,6 +164,8 @@ def read(state_dir: Path, name: str, *, owner: int | None = None) -> Hold | None
             None if until is None else _parse_wall(until),
             _one_line(reason, MAX_REASON),
         )
+        if hold.at > time.time() + _FUTURE:
+            return _not_ours(path, f"it was set in the future, at {_wall(hold.at)}")
     except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as e:
         raise HoldError(f"hold file {path} is not one guardian wrote ({e})") from None
     return hold
@@ -165,8 +176,19 @@ def _not_ours(path: Path, why: str) -> Hold:
 
 
 def write(state_dir: Path, hold: Hold) -> None:
-    """Set the hold (atomically, mode 0600); OSError if it cannot be written."""
-    make_dirs(state_dir / "holds", 0o700)
+    """Set the hold (atomically, mode 0600); OSError if it cannot be written, or if it
+    would not be believed where it would be written (``read``'s rules for the folder):
+    a stop must not say "held" of a target the next check would start."""
+    folder = state_dir / "holds"
+    make_dirs(folder, 0o700)
+    st = os.lstat(folder)
+    me = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != me or st.st_mode & 0o022:
+        raise PermissionError(
+            errno.EACCES, f"{folder} is not a folder of guardian's own that only it can write "
+            f"to (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}), so a hold there would "
+            "not be believed"
+        )  # fmt: skip
     atomic_write(path_for(state_dir, hold.target), hold.to_json(), mode=0o600)
 
 

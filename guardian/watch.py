@@ -41,8 +41,7 @@ from guardian.discovery import Found, Matcher, Missing, discover, inspect
 from guardian.errors import EXIT_INTERNAL, RunTimeout
 from guardian.files import open_regular
 from guardian.run import ASIDES, RUNNING, Interrupted, Run, RunResult, Sink
-from guardian.workers import Worker, spawn, stop_all
-from guardian.workers import wait as wait_workers
+from guardian.workers import MARGIN, Worker, finish, spawn, stop_all
 
 LOCK_POLL = 0.02  # waiting for the watcher before: how often its lock is tried
 PROC_POLL = 0.1  # without pidfds: how often /proc is looked at
@@ -118,7 +117,7 @@ class Watcher:
         except locking.LockError as e:
             w.problem = f"cannot take its watch lock: {e}"
             w.never_locked = False
-            self.run.emit(AuditRecord(w.target.name, "warning", f"not watched: {e}"))
+            self.run.warn(w.target, f"not watched: {e}")  # (exit 3: it needs looking at)
             return False
         w.lock, w.never_locked = lock, False
         w.waited = now - began
@@ -214,19 +213,32 @@ class Watcher:
     def _start_worker(
         self, w: _Watched, now: float, alive_until: tuple[int, int, float] | None = None
     ) -> None:
-        # Its own time: the config's timeout, within what is left of the run.
-        seconds = min(self.settings.timeout, self.hard_end - now - 1.0)
-        if seconds < 0.5:
+        # Its own time: the config's timeout, within what is left of the run. It waits for
+        # the target's lock as long as it must: a stop or a restart by hand may be under way.
+        end = min(now + self.settings.timeout, self.hard_end - MARGIN)
+        if end - now < 0.5:
             return
-        lock_wait = max(1.0, seconds / 2)  # a stop or a start by hand may be under way
+        if w.lock is None or not w.lock.still_held():  # deleted or replaced: another may watch
+            self._give_up(w, "its watch lock file was deleted or replaced while it watched, "
+                          "so another watcher may be watching it")  # fmt: skip
+            return
         words = f"guardian's own timeout of {self.settings.timeout:g}s (for one action in a watch)"
-        body = _worker_check(self.config, w.target, self.run, self.sink, seconds, lock_wait,
+        body = _worker_check(self.config, w.target, self.run, self.sink, end, None,
                              alive_until, words)  # fmt: skip
         locks = [x.lock.fd for x in self.watched if x.lock is not None]
         w.worker = spawn(w.target.name, body, close=locks)
         w.workers += 1
         self.by_fd[w.worker.fd] = ("worker", w)
         self.poller.register(w.worker.fd, select.POLLIN)
+
+    def _give_up(self, w: _Watched, why: str) -> None:
+        """Stop watching ``w`` (said in a warning): the next cron run looks at it anew."""
+        self._unpin(w)
+        if w.lock is not None:
+            w.lock.release()
+            w.lock = None
+        w.problem, w.due, w.probe_due = why, None, None
+        self.run.warn(w.target, f"not watched any more: {why}")
 
     def _show(self, record: AuditRecord) -> None:
         self.sink.show(record)
@@ -380,11 +392,10 @@ def watch(
         ends = [w.pin[0] if w.pin else None for w in watcher.watched]
         watcher.release()  # first: the next watcher is waiting for it
         live = watcher.workers()
-        if interrupted is not None or timed_out:
-            stop_all(live, interrupted or signal.SIGTERM, watcher._show)
-        else:  # a start under way is let finish, within its own time
-            wait_workers(live, watcher._show, watcher.hard_end)
-            stop_all([x for x in live if not x.done], signal.SIGTERM, watcher._show)
+        if interrupted is not None:
+            stop_all(live, interrupted, watcher._show)
+        else:  # a start under way is let finish, within its own time (bounded: MARGIN)
+            finish(live, watcher._show, watcher.hard_end - MARGIN)
         elapsed = time.monotonic() - began
         for w, ended in zip(watcher.watched, ends, strict=True):
             run.emit(watcher.ended(w, elapsed, how, ended))

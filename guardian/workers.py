@@ -30,8 +30,14 @@ from guardian import deadline
 from guardian.audit import AuditRecord
 
 Send = Callable[[AuditRecord], None]
-# After the end of its time, what a worker gets to write its last record and exit.
-GRACE = deadline.HARD_GRACE + 1.0
+# A worker's time ends this long before its parent's: a worker cut short still ends
+# what it started (a second or two) and writes its record, before the parent's end.
+MARGIN = 2.0
+# After the parent's end, what its workers still get (to finish the above), then what a
+# stopped one gets between SIGTERM and SIGKILL: all well inside the parent's own last
+# resort (deadline.HARD_GRACE), so that the parent always writes its records.
+GRACE = 1.5
+KILL_AFTER = 1.0
 
 
 class Worker:
@@ -162,12 +168,21 @@ def wait(
 
 
 def stop_all(workers: list[Worker], sig: int, show: Callable[[AuditRecord], None]) -> None:
-    """Pass ``sig`` on to the workers still running, and let them write their records
-    (each has its own time limit; SIGKILL after it and its grace)."""
+    """Pass ``sig`` on to the workers still running (with SIGCONT: one stopped with
+    SIGSTOP heeds nothing else), let them write their records for ``KILL_AFTER``
+    seconds, then SIGKILL and reap what is left. Bounded: about two seconds."""
     for worker in workers:
         worker.signal(sig)
-    wait(workers, show, time.monotonic() + GRACE)
+        worker.signal(signal.SIGCONT)
+    wait(workers, show, time.monotonic() + KILL_AFTER)
     for worker in workers:
         if worker.status is None:
             worker.signal(signal.SIGKILL)
-            worker.reap(1.0)
+            worker.reap(0.5)
+
+
+def finish(workers: list[Worker], show: Callable[[AuditRecord], None], end: float) -> None:
+    """After the parent's time: its workers (cut short a moment before it) get ``GRACE``
+    more to end what they started and write their records; then ``stop_all``."""
+    wait(workers, show, max(end, time.monotonic()) + GRACE)
+    stop_all([w for w in workers if not w.done], signal.SIGTERM, show)

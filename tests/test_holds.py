@@ -30,14 +30,17 @@ def test_a_hold_written_is_read_back_and_released(tmp_path: Path) -> None:
     assert path == tmp_path / "holds" / "agent.json"
     back = holds.read(tmp_path, "agent")
     assert back is not None
-    # To the second: the file keeps wall-clock times as a person reads them.
-    assert back == hold._replace(at=int(hold.at), until=int(hold.at) + 7200)
+    # To the millisecond: the file keeps wall-clock times (a hold of 3s lasts 3s).
+    assert back == hold._replace(at=round(hold.at, 3), until=round(hold.at, 3) + 7200)
     assert back.by == holds.who()
     assert not back.expired()
     assert back.describe().startswith(f"held by {holds.who()} since ")
     assert back.describe().endswith(": kernel upgrade")
     data = json.loads(path.read_text())
-    assert data == {"version": 1, "target": "agent", **back.to_dict()}
+    assert data == {"version": 1, "target": "agent", **back.to_dict(),
+                    "at": data["at"], "until": data["until"]}  # fmt: skip
+    assert data["at"].endswith("Z")
+    assert len(data["at"]) == len("2026-11-30T01:00:00.000Z")
     assert holds.read(tmp_path, "worker") is None  # another target's: none
     assert holds.release(tmp_path, "agent") is True
     assert holds.read(tmp_path, "agent") is None
@@ -60,14 +63,14 @@ def test_a_hold_until_released_never_expires(tmp_path: Path) -> None:
 
 
 def test_a_hold_expires_at_its_until(tmp_path: Path) -> None:
-    at = 1_900_000_000.0
+    at = 1_700_000_000.0
     holds.write(tmp_path, Hold("agent", "root (uid 0)", at, at + 3600, "window"))
     hold = holds.read(tmp_path, "agent")
     assert hold is not None
     assert not hold.expired(now=at + 3599)
     assert hold.expired(now=at + 3600)
     assert hold.describe() == (
-        "held by root (uid 0) since 2030-03-17T17:46:40Z until 2030-03-17T18:46:40Z: window"
+        "held by root (uid 0) since 2023-11-14T22:13:20Z until 2023-11-14T23:13:20Z: window"
     )
 
 
@@ -337,3 +340,26 @@ def test_a_reason_stays_one_line_of_printable_text(tmp_path: Path) -> None:
     assert hold is not None
     assert hold.reason == "upgrade other: running [2J"
     assert "\n" not in hold.describe()
+
+
+def test_a_hold_set_in_the_future_is_not_believed(tmp_path: Path) -> None:
+    """Year 9999: not a hold anyone set (a few minutes ahead is another host's clock)."""
+    holds.write(tmp_path, holds.Hold("agent", "root (uid 0)", time.time() + 120, None, ""))
+    assert holds.read(tmp_path, "agent") is not None
+    holds.write(tmp_path, holds.Hold("agent", "root (uid 0)", 253_402_300_000.0, None, ""))
+    not_believed(tmp_path, "it was set in the future, at 9999-")
+
+
+@pytest.mark.parametrize("spoil", ["mode 777", "symlink"])
+def test_a_hold_is_never_written_where_it_would_not_be_believed(tmp_path: Path, spoil: str) -> None:
+    """`guardian stop` must not say "held" of a target the next check would start."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    if spoil == "symlink":
+        (tmp_path / "holds").symlink_to(elsewhere)
+    else:
+        (tmp_path / "holds").mkdir()
+        (tmp_path / "holds").chmod(0o777)
+    with pytest.raises(PermissionError, match="so a hold there would not be believed"):
+        holds.write(tmp_path, holds.make("agent", seconds=None, reason=""))
+    assert list(elsewhere.iterdir()) == []

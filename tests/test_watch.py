@@ -319,3 +319,142 @@ def test_the_config_can_ask_for_the_watch(g: Guardian, tmp_path: Path) -> None:
     assert result.rc == 0, result.stderr
     assert time.monotonic() - began >= 2
     assert g.actions()[-1] == "watch_ended"
+
+
+# --- found by the hostile review ---
+
+
+def test_a_target_that_cannot_start_is_tried_again_on_its_backoff_within_the_watch(
+    g: Guardian,
+) -> None:
+    """A failed start is a young death counted when it fails: the watcher waits its
+    backoff from then, exactly, and tries again (it once put it off for ever)."""
+    g.configure("--exit", "3", start_grace="0.1s",
+                restart={"backoff": "1s", "max_backoff": "1s", "burst": 100})  # fmt: skip
+    rc, _ = Watch(g, "6s").end()
+    failed = [r for r in g.audit() if r["action"] == "start_failed"]
+    assert len(failed) >= 4, g.actions()  # at once, then about every second
+    assert rc == 1
+
+
+def test_many_targets_in_a_short_run_each_get_one_record_and_nothing_left_half_started(
+    g: Guardian,
+) -> None:
+    """Fifty workers, the last forked a while after the first: each ends with the run's
+    time, not its own, so each ends what it started (none is told SIGTERM)."""
+    never = g.tmp / "never.pid"
+    targets: dict[str, dict[str, object]] = {}
+    for i in range(50):
+        if i % 2:  # a daemon that never writes its pidfile: never ready
+            targets[f"t{i}"] = {"command": g.agent(f"--delay={i}", "--daemonize", str(never),
+                                                  "--no-pidfile"),
+                                "daemonizes": True, "pidfile": str(never),
+                                "start_timeout": "30s"}  # fmt: skip
+        else:
+            targets[f"t{i}"] = {"command": g.agent(f"--delay=0.0{i}"), "start_grace": "0.1s",
+                                "pidfile": str(g.tmp / f"t{i}.pid")}  # fmt: skip
+    write_config(g.config_path, {"state_dir": str(g.state), "timeout": "6s"}, targets)
+    result = g.check()
+    g.track()
+    assert result.rc == 124, result.stderr
+    assert result.seconds < 6 + 3
+    actions = g.actions()
+    assert len(actions) == 50  # one record each
+    assert actions.count("timeout") == 25, result.stderr
+    assert "interrupted" not in actions
+    ended = [
+        m for m in g.matches() if "--daemonize" in (Path(f"/proc/{m.pid}/cmdline").read_text())
+    ]
+    assert ended == []
+    for i in range(0, 50, 2):
+        g.reaper.track(int((g.tmp / f"t{i}.pid").read_text()))
+
+
+def test_a_stopped_worker_never_costs_the_watchers_records(g: Guardian) -> None:
+    """A worker that hangs (SIGSTOP) is killed in time for the watcher to write its
+    records and exit by the watch and its timeout; it never exits 124 without them."""
+    g.configure("--delay", "0.5", start_grace="3s", guardian={"timeout": "6s"})
+    watch = Watch(g, "3s")
+    wait_for(watch.watching, what="the watcher")
+    os.kill(g.pid(), signal.SIGKILL)
+    worker = wait_for(lambda: workers_of(watch.proc.pid), what="its worker")[0]
+    os.kill(worker, signal.SIGSTOP)
+    began = time.monotonic()
+    rc, err = watch.end(timeout=30)
+    assert time.monotonic() - began < 3 + 6 + 3, err
+    assert rc != 124, err
+    assert "watch_ended" in g.actions()
+    assert not alive(worker)
+
+
+def workers_of(pid: int) -> list[int]:
+    """The watcher's workers: its children running guardian (forked: the same argv)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def test_a_restart_by_hand_longer_than_half_the_timeout_is_waited_for(g: Guardian) -> None:
+    g.configure(start_grace="3s", guardian={"timeout": "6s"})
+    assert g.check().rc == 0  # started before the watch: all is well, so it says nothing
+    watch = Watch(g, "10s")
+    wait_for(watch.watching, what="the watcher")
+    restarted = g.run("restart", "agent")
+    assert restarted.rc == 0, restarted.stderr
+    rc, err = watch.end()
+    assert (rc, err) == (0, ""), err  # no "error: another guardian held its lock"
+    assert "error" not in g.actions()
+    assert len(g.matches()) == 1
+
+
+def test_install_refuses_a_config_watch_that_would_pile_runs_up(g: Guardian) -> None:
+    g.configure(guardian={"watch": "1h", "timeout": "20s"})
+    refused = g.run("install", "--interval", "1m", "--dry-run")
+    assert refused.rc == 2
+    assert "guardian.watch: 3600s is longer than the interval 1m and 10s of overlap" in (
+        refused.stderr
+    )
+    line = g.run("install", "--interval", "1m", "--dry-run", "--watch")
+    assert line.rc == 0, line.stderr
+    assert " check --watch 70s --config " in line.stdout
+    g.configure(guardian={"watch": "70s", "timeout": "20s"})
+    assert g.run("install", "--interval", "1m", "--dry-run").rc == 0
+
+
+def test_a_watch_lock_that_is_not_a_file_is_said_and_the_run_exits_3(g: Guardian) -> None:
+    g.configure(start_grace="0.1s")
+    (g.state / "locks").mkdir(parents=True, mode=0o700)
+    os.mkfifo(g.state / "locks" / "agent.watch.lock")
+    rc, err = Watch(g, "1s").end()
+    assert rc == 3, err
+    assert "not watched: lock" in err
+    assert "is not a regular file" in err
+
+
+def test_stop_refuses_to_hold_where_the_hold_would_not_be_believed(g: Guardian) -> None:
+    assert g.check().rc == 0
+    pid = g.pid()
+    (g.state / "holds").mkdir(mode=0o700)
+    (g.state / "holds").chmod(0o777)
+    refused = g.run("stop", "agent", "--reason", "maintenance")
+    assert refused.rc == 1
+    assert "cannot write its hold file" in refused.stderr
+    assert "not stopped, as the next run would start it again" in refused.stderr
+    assert alive(pid)
+
+
+def test_start_goes_ahead_past_a_hold_file_no_check_believes(g: Guardian) -> None:
+    (g.state / "holds" / "agent.json").mkdir(parents=True)  # a folder: believed by nobody
+    started_by_hand = g.run("start", "agent")
+    assert started_by_hand.rc == 0, started_by_hand.stderr
+    assert g.actions()[-1] == "started"
+    assert "but no check believes it" in g.audit()[-1]["reason"]
+    assert len(g.matches()) == 1
