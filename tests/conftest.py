@@ -256,6 +256,18 @@ def _live_processes_of(uid: int) -> list[int]:
 
 
 @contextlib.contextmanager
+def effective_uid(uid: int) -> Iterator[None]:
+    """The block as ``uid`` (the effective user only: root comes back after it)."""
+    if os.geteuid() != 0:
+        pytest.skip("changing user needs root")
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+@contextlib.contextmanager
 def tmpfs(folder: Path, size: str) -> Iterator[Path]:
     """A tmpfs of ``size`` of the test's own at ``folder``/disk, unmounted after (a disk
     that really fills up); the test is skipped where mounting is not allowed."""

@@ -3,20 +3,21 @@ and every way one can be there without being believable (never a hang, never bel
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from guardian import files, holds
 from guardian.holds import Hold, HoldError
+
+from conftest import effective_uid
 
 
 def hold_file(state_dir: Path, name: str = "agent") -> Path:
@@ -31,7 +32,10 @@ def test_a_hold_written_is_read_back_and_released(tmp_path: Path) -> None:
     back = holds.read(tmp_path, "agent")
     assert back is not None
     # To the millisecond: the file keeps wall-clock times (a hold of 3s lasts 3s).
-    assert back == hold._replace(at=round(hold.at, 3), until=round(hold.at, 3) + 7200)
+    assert back == hold._replace(at=back.at, until=back.until)
+    assert abs(back.at - hold.at) < 0.001
+    assert back.until is not None
+    assert abs(back.until - back.at - 7200) < 0.002
     assert back.by == holds.who()
     assert not back.expired()
     assert back.describe().startswith(f"held by {holds.who()} since ")
@@ -305,18 +309,6 @@ def test_a_hold_file_guardian_did_not_write_is_not_believed(
 def test_a_file_where_the_hold_folder_should_be_is_not_believed(tmp_path: Path) -> None:
     (tmp_path / "holds").write_text("a file where the folder should be")
     not_believed(tmp_path, "cannot be read (Not a directory)")
-
-
-@contextlib.contextmanager
-def effective_uid(uid: int) -> Iterator[None]:
-    """Run the block as ``uid`` (effective only: root comes back after it)."""
-    if os.geteuid() != 0:
-        pytest.skip("changing user needs root")
-    os.seteuid(uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
 
 
 def test_a_hold_this_user_may_not_read_is_an_error_not_no_hold(tmp_path: Path) -> None:

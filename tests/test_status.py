@@ -43,6 +43,7 @@ from conftest import (
     Reaper,
     Result,
     SharedInstall,
+    effective_uid,
     wait_for,
     write_config,
     write_supervisord_conf,
@@ -1305,18 +1306,6 @@ def test_a_hold_file_that_is_no_file_is_not_believed_never_a_hang(g: Guardian, k
            "running" in shown.stdout.splitlines()  # fmt: skip
     assert data["targets"][0]["hold_problem"] == why
     assert "agent: NOT RUNNING: " in shown.stdout  # not held: it should run, and does not
-
-
-@contextlib.contextmanager
-def effective_uid(uid: int) -> Iterator[None]:
-    """The block as ``uid`` (the effective user only: root comes back after it)."""
-    if os.geteuid() != 0:
-        pytest.skip("changing user needs root")
-    os.seteuid(uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
 
 
 def test_one_who_may_not_read_roots_holds_and_locks_cannot_tell(shared_dir: Path) -> None:
