@@ -859,7 +859,7 @@ def in_workers(
     # Each worker's time ends a moment before the run's (counted from the run's clock, not
     # from its own start: the last of fifty is forked a while after the first).
     end = run.deadline.end - workers.MARGIN
-    started = [workers.spawn(t.name, _worker_check(config, t, run, sink, end, lock_wait))
+    started = [workers.spawn(t.name, worker_check(config, t, run, sink, end, lock_wait))
                for t in targets]  # fmt: skip
 
     def show(record: AuditRecord) -> None:
@@ -902,7 +902,7 @@ def in_workers(
     )
 
 
-def _worker_check(
+def worker_check(
     config: Config,
     target: Target,
     parent: Run,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from guardian import deadline, holds, locking, proc, state
 from guardian.audit import AuditRecord
-from guardian.check import _worker_check, checkable
+from guardian.check import checkable, worker_check
 from guardian.config import Config, Target
 from guardian.discovery import Found, Matcher, Missing, discover, inspect
 from guardian.errors import EXIT_INTERNAL, RunTimeout
@@ -223,7 +223,7 @@ class Watcher:
                           "so another watcher may be watching it")  # fmt: skip
             return
         words = f"guardian's own timeout of {self.settings.timeout:g}s (for one action in a watch)"
-        body = _worker_check(self.config, w.target, self.run, self.sink, end, None,
+        body = worker_check(self.config, w.target, self.run, self.sink, end, None,
                              alive_until, words)  # fmt: skip
         locks = [x.lock.fd for x in self.watched if x.lock is not None]
         w.worker = spawn(w.target.name, body, close=locks)
