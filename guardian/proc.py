@@ -73,6 +73,20 @@ def _parse_stat(data: bytes) -> tuple[str, list[bytes]]:
     return data[data.index(b"(") + 1 : close].decode("utf-8", "replace"), data[close + 2 :].split()
 
 
+def _read_raw(path: str) -> bytes | None:
+    """A small /proc file's bytes with the fewest system calls (open, read, close)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    try:
+        return os.read(fd, 4096)
+    except ProcessLookupError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
@@ -323,10 +337,17 @@ def session_members(session: int) -> list[Member]:
     """Every live process (not a zombie, not a kernel thread, not this one) in ``session``."""
     members = []
     me = os.getpid()
+    want = str(session).encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         pid = int(entry)
+        # The session field of its stat first, from the raw bytes (state, ppid, pgrp,
+        # session follow the last ")"): a restart waits for this walk, and on a busy host
+        # nearly every process is in another session. The full look only for its own.
+        raw = _read_raw(f"/proc/{entry}/stat")
+        if raw is None or raw[raw.rfind(b")") + 2 :].split(b" ", 4)[3:4] != [want]:
+            continue
         try:
             st = stat(pid)
             argv = cmdline(pid, st) if st and st.session == session else None

@@ -98,6 +98,8 @@ class Watcher:
         self.end = 0.0
         self.poller = select.poll()
         self.by_fd: dict[int, tuple[str, _Watched]] = {}
+        me = proc.stat(os.getpid())
+        self.my_ticks = me.start_ticks if me is not None else 0
 
     # --- the watch lock ---
 
@@ -111,8 +113,12 @@ class Watcher:
         try:
             lock = locking.acquire(self.settings.lock_dir, name, wait=0.0)
         except locking.Busy:
-            if not w.holder:
-                w.holder = _holder(locking.lock_path(self.settings.lock_dir, name))
+            w.holder, ticks = _holder(locking.lock_path(self.settings.lock_dir, name))
+            if ticks is not None and ticks > self.my_ticks:
+                # A run started after this one holds it (both waited; it won): it watches
+                # longer than this one would, so this one has nothing left to wait for.
+                w.never_locked = False
+                w.problem = f"a later run ({w.holder}) took the watch over while this one waited"
             return False
         except locking.LockError as e:
             w.problem = f"cannot take its watch lock: {e}"
@@ -121,8 +127,7 @@ class Watcher:
             return False
         w.lock, w.never_locked = lock, False
         w.waited = now - began
-        me = proc.stat(os.getpid())
-        info = {"pid": os.getpid(), "start_ticks": me.start_ticks if me else 0,
+        info = {"pid": os.getpid(), "start_ticks": self.my_ticks,
                 "since": _wall(), "until": _wall(self.end - now)}  # fmt: skip
         with contextlib.suppress(OSError):  # read-only: status cannot tell, nothing else
             os.ftruncate(lock.fd, 0)
@@ -284,6 +289,8 @@ class Watcher:
         began = time.monotonic()
         self.end = began + seconds
         while (now := time.monotonic()) < self.end:
+            if all(w.lock is None and not w.never_locked for w in self.watched):
+                return  # nothing (any more) to watch: another run watches them all
             waits = [self.end]
             for w in self.watched:
                 waits += self._tick(w, now, began)
@@ -304,7 +311,9 @@ class Watcher:
             if not w.never_locked:
                 return []  # could not be watched at all (said)
             if not self._try_lock(w, now, began):
-                return [now + LOCK_POLL] if w.never_locked else []
+                # Still waiting: try again soon. Given up: the loop looks again at once
+                # (with nothing left to watch, the run ends).
+                return [now + LOCK_POLL] if w.never_locked else [now]
         if w.worker is not None:
             return []  # its end wakes the loop
         if w.due is not None and w.due <= now:
@@ -351,17 +360,19 @@ class Watcher:
         return AuditRecord(w.target.name, "watch_ended", text, pid=pid)
 
 
-def _holder(path: Path) -> str:
-    """Who holds a watch lock, as its file says (for the record only; never trusted)."""
+def _holder(path: Path) -> tuple[str, int | None]:
+    """Who holds a watch lock, as its file says: in words, and when it started (its start
+    ticks). For the record, and to let a later watcher be; never to signal anything."""
     try:
         fd = open_regular(path)
         try:
             info = json.loads(os.read(fd, 4096))
         finally:
             os.close(fd)
-        return f"pid {int(info['pid'])}"
+        ticks = info["start_ticks"]
+        return f"pid {int(info['pid'])}", ticks if type(ticks) is int else None
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return ""
+        return "", None
 
 
 def watch(

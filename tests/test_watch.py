@@ -458,3 +458,29 @@ def test_start_goes_ahead_past_a_hold_file_no_check_believes(g: Guardian) -> Non
     assert g.actions()[-1] == "started"
     assert "but no check believes it" in g.audit()[-1]["reason"]
     assert len(g.matches()) == 1
+
+
+def test_a_run_that_a_later_run_overtook_stops_waiting(g: Guardian) -> None:
+    """Two runs waiting for one watcher (a check slower than the overlap): should the later
+    win the lock, the earlier has nothing left to wait for, and ends at once."""
+    g.configure(start_grace="0.1s")
+    first = Watch(g, "3s")
+    wait_for(first.watching, what="the first watcher")
+    earlier = Watch(g, "30s")
+    time.sleep(1.0)  # its check done, it waits
+    later = Watch(g, "30s")
+    time.sleep(1.0)
+    earlier.proc.send_signal(signal.SIGSTOP)  # so that the later one wins the lock
+    try:
+        wait_for(later.watching, timeout=15, what="the later run to take over")
+    finally:
+        earlier.proc.send_signal(signal.SIGCONT)
+    began = time.monotonic()
+    rc, err = earlier.end(timeout=20)
+    assert time.monotonic() - began < 5, err  # not its whole watch
+    assert rc == 0, err
+    ends = {r["guardian_pid"]: r["reason"] for r in g.audit() if r["action"] == "watch_ended"}
+    assert f"a later run (pid {later.proc.pid}) took the watch over" in ends[earlier.proc.pid]
+    later.proc.send_signal(signal.SIGTERM)
+    later.end()
+    first.end()
