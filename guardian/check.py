@@ -859,8 +859,7 @@ def in_workers(
     # Each worker's time ends a moment before the run's (counted from the run's clock, not
     # from its own start: the last of fifty is forked a while after the first).
     end = run.deadline.end - workers.MARGIN
-    started = [workers.spawn(t.name, worker_check(config, t, run, sink, end, lock_wait))
-               for t in targets]  # fmt: skip
+    started: list[workers.Worker] = []
 
     def show(record: AuditRecord) -> None:
         run.records.append(record)
@@ -869,6 +868,12 @@ def in_workers(
     interrupted: int | None = None
     timed_out = False
     try:
+        # Forking a hundred takes a while: a signal or the run's end may come meanwhile.
+        for t in targets:
+            run.step(f"starting a worker for {t.name}")
+            body = worker_check(config, t, run, sink, end, lock_wait)
+            with deadline.critical():  # forked is counted: a signal waits for the append
+                started.append(workers.spawn(t.name, body))
         run.step(f"waiting for {len(started)} workers")
         workers.wait(started, show, run.deadline.end)
     except Interrupted as stop:
@@ -877,6 +882,12 @@ def in_workers(
             workers.stop_all(started, stop.signum, show)
     except RunTimeout:
         timed_out = True
+    with deadline.critical():  # those never reached have their records too
+        why: Action = "interrupted" if interrupted is not None else "timeout"
+        cause = f"guardian got {signal.Signals(interrupted).name}" if interrupted is not None \
+            else f"guardian's own timeout of {run.deadline.seconds:g}s ran out"  # fmt: skip
+        for t in targets[len(started) :]:
+            run.emit(AuditRecord(t.name, why, f"not checked: {cause}"))
     if not all(w.done for w in started):  # the run's time is up: theirs was, a moment ago
         timed_out = True
         with deadline.critical():
@@ -892,8 +903,14 @@ def in_workers(
             with deadline.critical():
                 text = (f"its worker (pid {worker.pid}) ended with status {worker.status} "
                         "and no record")  # fmt: skip
-                run.emit(AuditRecord(worker.target, "error", text))
-                run.trouble = True
+                if interrupted is not None and worker.status == 128 + interrupted:
+                    # Passed on before the worker had armed its own handling: ended by it.
+                    name = signal.Signals(interrupted).name
+                    run.emit(AuditRecord(worker.target, "interrupted",
+                                         f"guardian got {name} as it began; {text}"))  # fmt: skip
+                else:
+                    run.emit(AuditRecord(worker.target, "error", text))
+                    run.trouble = True
     return RunResult(
         tuple(run.records),
         timed_out or any(c == 124 for c in codes),

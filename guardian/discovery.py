@@ -324,10 +324,13 @@ def _read_shebang(path: str) -> tuple[str, ...] | None:
         os.close(fd)
     if not head.startswith(b"#!"):
         return None
-    line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-    # Linux passes everything after the interpreter as one argument.
-    interpreter, _, arg = line.partition(" ")
-    arg = arg.strip()
+    # As Linux reads it (fs/binfmt_script.c): the interpreter ends at a space or a tab
+    # (a tab too: "#!/usr/bin/python3<TAB>-u" was once missed, and the target started
+    # twice); everything after it, less the spaces and tabs around it, is one argument.
+    # Bytes decoded as /proc/PID/cmdline's are, so that the two compare.
+    line = head[2:].split(b"\n", 1)[0].strip(b" \t")
+    cut = min((i for i in (line.find(b" "), line.find(b"\t")) if i >= 0), default=len(line))
+    interpreter, arg = os.fsdecode(line[:cut]), os.fsdecode(line[cut:].strip(b" \t"))
     if not interpreter:
         return None
     if os.path.basename(interpreter) == "env" and arg:

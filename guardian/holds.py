@@ -31,7 +31,6 @@ from guardian.files import atomic_write, make_dirs, open_regular
 VERSION = 1
 _MAX_BYTES = 1 << 16
 MAX_REASON = 1000  # characters: a reason is a sentence, not a document
-_FUTURE = 300.0  # seconds a hold's "at" may be ahead of this clock (another host's, over NFS)
 
 
 class HoldError(Exception):
@@ -164,8 +163,7 @@ def _parse(path: Path, name: str, data: bytes) -> Hold:
             None if until is None else _parse_wall(until),
             _one_line(reason, MAX_REASON),
         )
-        if hold.at > time.time() + _FUTURE:
-            return _not_ours(path, f"it was set in the future, at {_wall(hold.at)}")
+
     except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as e:
         raise HoldError(f"hold file {path} is not one guardian wrote ({e})") from None
     return hold

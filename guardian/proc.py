@@ -152,11 +152,14 @@ def cmdlines(owners: Container[int] | None = None) -> Iterator[tuple[int, bytes]
     """Every process's pid and the bytes of its /proc/PID/cmdline, read with as few
     system calls as can be: the process-table scan's first look at every process.
 
-    With ``owners``, only processes that run as one of them (their effective
-    user): another's memory is never read (a stranger's argv can be made slow
-    to read). The bytes are empty for a kernel thread, a zombie, and a process
-    whose main thread has exited (``cmdline`` reads those through a thread that
-    runs on). This process is among them.
+    With ``owners``, only processes whose effective or real user is one of them:
+    another's memory is never read (a stranger's argv can be made slow to read).
+    The target is known by its real user: a root target that took another
+    effective user (seteuid) is still looked at (its /proc/PID/status says so,
+    a read that never touches the process's memory). The bytes are empty for a
+    kernel thread, a zombie, and a process whose main thread has exited
+    (``cmdline`` reads those through a thread that runs on). This process is
+    among them.
     """
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -166,7 +169,8 @@ def cmdlines(owners: Container[int] | None = None) -> Iterator[tuple[int, bytes]
             # The folder's owner, not the file's: /proc/PID shows the effective user, while
             # the files in it show root for a process that is not dumpable, which anyone
             # can make theirs (prctl PR_SET_DUMPABLE; task_dump_owner in fs/proc/base.c).
-            if owners is not None and os.stat(folder).st_uid not in owners:
+            if owners is not None and os.stat(folder).st_uid not in owners \
+                    and _real_uid_raw(folder) not in owners:  # fmt: skip
                 continue
             fd = os.open(folder + "/cmdline", os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, ProcessLookupError, PermissionError):
@@ -186,6 +190,15 @@ def cmdlines(owners: Container[int] | None = None) -> Iterator[tuple[int, bytes]
         finally:
             os.close(fd)
         yield int(entry), data
+
+
+def _real_uid_raw(folder: str) -> int | None:
+    """The real user of the process at ``folder`` (/proc/PID), from its status."""
+    data = _read_raw(folder + "/status")
+    if data is None:
+        return None
+    at = data.find(b"\nUid:")
+    return int(data[at + 5 :].split(None, 1)[0]) if at >= 0 else None
 
 
 def real_uid(pid: int) -> int | None:

@@ -157,7 +157,7 @@ class Watcher:
         found = discover(target, remembered=state.remembered(st), matcher=matcher,
                          allow_scan=False)  # fmt: skip
         if isinstance(found, Found):
-            if self._pin(w, found, now):
+            if self._pin(w, found, now, matcher):
                 w.retries, w.tried = 0, None
                 if target.health.any and w.probe_due is None:
                     w.probe_due = now + target.health.interval
@@ -166,7 +166,8 @@ class Watcher:
         if isinstance(found, Missing):
             t = state.now()
             verdict = state.decide(state.seen_dead(st, t, target.restart), t, target.restart)
-            if verdict.action != "start" and verdict.next_try is not None:
+            # (A give-up not yet recorded is a worker's to record, and to tell on_give_up.)
+            if verdict.action == "backoff" and verdict.next_try is not None:
                 # Exactly when the rules allow it, not a cron interval later.
                 w.due = now + max(0.0, verdict.next_try - t)
                 return
@@ -178,9 +179,12 @@ class Watcher:
             w.retries += 1
         self._start_worker(w, now)
 
-    def _pin(self, w: _Watched, found: Found, now: float) -> bool:
+    def _pin(self, w: _Watched, found: Found, now: float, matcher: Matcher) -> bool:
         """Watch ``found``: open its pidfd first, then check it is still the target, so
-        the pidfd holds the very process that was checked (not one that reused its pid)."""
+        the pidfd holds the very process that was checked (not one that reused its pid).
+        ``matcher``: the one that found it (it knows the process guardian remembers, whose
+        program's symlink may have moved since: a fresh one would call it an impostor,
+        and the loop would look again and again, at full speed)."""
         if w.pin == (found.pid, found.start_ticks):
             return True
         self._unpin(w)
@@ -193,11 +197,11 @@ class Watcher:
                     w.due = now
                     return False
                 w.no_pidfd = f"pidfd_open: {e.strerror or e}"
-        seen = inspect(found.pid, Matcher.for_target(w.target))
+        seen = inspect(found.pid, matcher)
         if not isinstance(seen, Found) or seen.start_ticks != found.start_ticks:
             if fd is not None:
                 os.close(fd)
-            w.due = now  # it changed while we looked: look again
+            w.due = now + LOCK_POLL  # it changed while we looked: look again (not a spin)
             return False
         w.pin = (found.pid, found.start_ticks)
         if fd is not None:

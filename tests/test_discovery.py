@@ -212,3 +212,30 @@ def test_a_strangers_process_is_not_read_even_when_it_is_not_dumpable(reaper: Re
     argv = os.fsencode("\0".join([sys.executable, "-c", code, ""]))
     assert dict(proc.cmdlines(frozenset({65534})))[stranger.pid] == argv
     assert dict(proc.cmdlines())[stranger.pid] == argv
+
+
+def test_a_root_target_with_another_effective_user_is_still_found(
+    tmp_path: Path, reaper: Reaper
+) -> None:
+    """Its real user is root's (what identifies it), its /proc/PID folder shows the
+    effective one: the scan's first look lets it through (it was once missed, and a
+    second copy started)."""
+    if os.geteuid() != 0:
+        pytest.skip("switching the effective user needs root")
+    argv = [sys.executable, "-c", "import os, time; os.seteuid(65534); time.sleep(300)",
+            str(tmp_path)]  # fmt: skip
+    target = run(reaper, argv)
+    wait_for(lambda: os.stat(f"/proc/{target.pid}").st_uid == 65534, what="the seteuid")
+    assert [f.pid for f in scan(Matcher(tuple(argv), uid=0))] == [target.pid]
+
+
+def test_a_shebang_with_a_tab_is_read_as_linux_reads_it(tmp_path: Path, reaper: Reaper) -> None:
+    """`#!/usr/bin/python3<TAB>-u`: Linux ends the interpreter at a tab too."""
+    script = tmp_path / "tabbed"
+    script.write_text(f"#!{sys.executable}\t-u\t\nimport time\ntime.sleep(300)\n")
+    script.chmod(0o755)
+    target = run(reaper, [str(script), "a", "b"])
+    wait_for(lambda: cmdline_ready(target.pid, sys.executable), what="it to start")
+    matcher = Matcher((str(script), "a", "b"))
+    assert matcher.shebang() == (sys.executable, "-u")
+    assert [f.pid for f in scan(matcher)] == [target.pid]

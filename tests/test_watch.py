@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from guardian.discovery import Matcher, scan
+
 from conftest import Guardian, alive, wait_for, write_config
 
 _RUNNING: list[Watch] = []
@@ -329,7 +331,8 @@ def test_a_target_that_cannot_start_is_tried_again_on_its_backoff_within_the_wat
 ) -> None:
     """A failed start is a young death counted when it fails: the watcher waits its
     backoff from then, exactly, and tries again (it once put it off for ever)."""
-    g.configure("--exit", "3", start_grace="0.1s",
+    # (A shell, not Python: it fails within start_grace however busy the machine is.)
+    g.configure(command=["/bin/sh", "-c", "exit 3", str(g.tmp)], start_grace="1s",
                 restart={"backoff": "1s", "max_backoff": "1s", "burst": 100})  # fmt: skip
     rc, _ = Watch(g, "6s").end()
     failed = [r for r in g.audit() if r["action"] == "start_failed"]
@@ -484,3 +487,73 @@ def test_a_run_that_a_later_run_overtook_stops_waiting(g: Guardian) -> None:
     later.proc.send_signal(signal.SIGTERM)
     later.end()
     first.end()
+
+
+# --- found by the second hostile review ---
+
+
+def test_a_watcher_sleeps_on_a_target_whose_program_moved_since_it_started(g: Guardian) -> None:
+    """The symlink to its program moved (a new release): the target guardian remembers is
+    still the target, watched through its pidfd; the watcher once looked again and again."""
+    release = g.tmp / "release"
+    release.symlink_to(sys.executable)
+    g.configure(command=[str(release), *g.agent()[1:]], start_grace="0.1s")
+    assert g.check().rc == 0
+    other = g.tmp / "python-other"
+    other.symlink_to(Path(sys.executable).resolve())
+    os.replace(g.tmp / "python-other", release)  # now another path to the same program...
+    release.unlink()
+    copy = g.tmp / "python-copy"
+    copy.write_bytes(Path(sys.executable).resolve().read_bytes())
+    copy.chmod(0o755)
+    release.symlink_to(copy)  # ...and now another program: the running one moved away
+    watch = Watch(g, "4s")
+    wait_for(watch.watching, what="the watcher")
+    time.sleep(2)
+    fields = Path(f"/proc/{watch.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rc, err = watch.end()
+    assert rc == 0, err
+    assert cpu < 1.0, cpu  # its check and a second of sleeping in poll(2), not a spin
+    (ended,) = [r for r in g.audit() if r["action"] == "watch_ended"]
+    assert "watching through pidfd" in ended["reason"]
+
+
+def test_sigterm_while_the_workers_are_forked_leaves_every_target_its_record(
+    g: Guardian,
+) -> None:
+    targets = {
+        f"t{i}": {"command": g.agent(f"--delay=0.{i:03d}"), "start_grace": "8s",
+                  "pidfile": str(g.tmp / f"t{i}.pid")}
+        for i in range(60)
+    }  # fmt: skip
+    write_config(g.config_path, {"state_dir": str(g.state), "timeout": "20s"}, targets)
+    run = subprocess.Popen([sys.executable, "-m", "guardian", "check", "--config",
+                            str(g.config_path)], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(lambda: any((g.tmp / f"t{i}.pid").exists() for i in range(60)), what="a start")
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=30)
+    for fields in targets.values():  # an interrupted start stays up: the reaper ends it
+        for found in scan(Matcher(tuple(fields["command"]))):  # type: ignore[arg-type]
+            g.reaper.track(found.pid)
+    assert run.returncode == 128 + signal.SIGTERM, err
+    records = g.audit()
+    assert sorted(r["target"] for r in records) == sorted(targets), err  # one each
+    assert {r["action"] for r in records} == {"interrupted"}
+
+
+def test_a_give_up_inside_a_watch_is_recorded_and_told_once(g: Guardian) -> None:
+    told = g.tmp / "told"
+    hook = g.tmp / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$GUARDIAN_ACTION" >> {told}\n')
+    hook.chmod(0o755)
+    g.configure(command=["/bin/sh", "-c", "exit 3", str(g.tmp)], start_grace="1s",
+                on_give_up=[str(hook)],
+                restart={"backoff": "0.2s", "max_backoff": "0.2s", "burst": 3,
+                         "window": "1h"})  # fmt: skip
+    rc, _ = Watch(g, "5s").end()
+    assert rc == 1
+    actions = [a for a in g.actions() if a != "watch_ended"]
+    assert actions.count("start_failed") == 3
+    assert actions.count("gave_up") == 1
+    assert told.read_text() == "gave_up\n"
