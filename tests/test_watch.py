@@ -343,11 +343,11 @@ def test_a_target_that_cannot_start_is_tried_again_on_its_backoff_within_the_wat
 def test_many_targets_in_a_short_run_each_get_one_record_and_nothing_left_half_started(
     g: Guardian,
 ) -> None:
-    """Fifty workers, the last forked a while after the first: each ends with the run's
+    """Thirty workers, the last forked a while after the first: each ends with the run's
     time, not its own, so each ends what it started (none is told SIGTERM)."""
     never = g.tmp / "never.pid"
     targets: dict[str, dict[str, object]] = {}
-    for i in range(50):
+    for i in range(30):
         if i % 2:  # a daemon that never writes its pidfile: never ready
             targets[f"t{i}"] = {"command": g.agent(f"--delay={i}", "--daemonize", str(never),
                                                   "--no-pidfile"),
@@ -356,21 +356,21 @@ def test_many_targets_in_a_short_run_each_get_one_record_and_nothing_left_half_s
         else:
             targets[f"t{i}"] = {"command": g.agent(f"--delay=0.0{i}"), "start_grace": "0.1s",
                                 "pidfile": str(g.tmp / f"t{i}.pid")}  # fmt: skip
-    write_config(g.config_path, {"state_dir": str(g.state), "timeout": "6s"}, targets)
-    result = g.check()
-    g.track()
+    write_config(g.config_path, {"state_dir": str(g.state), "timeout": "8s"}, targets)
+    try:
+        result = g.check()
+    finally:
+        for fields in targets.values():  # whatever runs, ended by its pid after the test
+            for found in scan(Matcher(tuple(fields["command"]))):  # type: ignore[arg-type]
+                g.reaper.track(found.pid)
     assert result.rc == 124, result.stderr
-    assert result.seconds < 6 + 3
+    assert result.seconds < 8 + 3
     actions = g.actions()
-    assert len(actions) == 50  # one record each
-    assert actions.count("timeout") == 25, result.stderr
+    assert len(actions) == 30  # one record each
+    assert actions.count("timeout") == 15, result.stderr
     assert "interrupted" not in actions
-    ended = [
-        m for m in g.matches() if "--daemonize" in (Path(f"/proc/{m.pid}/cmdline").read_text())
-    ]
-    assert ended == []
-    for i in range(0, 50, 2):
-        g.reaper.track(int((g.tmp / f"t{i}.pid").read_text()))
+    daemons = [fields["command"] for name, fields in targets.items() if int(name[1:]) % 2]
+    assert [c for c in daemons if scan(Matcher(tuple(c)))] == []  # type: ignore[arg-type]
 
 
 def test_a_stopped_worker_never_costs_the_watchers_records(g: Guardian) -> None:
