@@ -68,6 +68,7 @@ class _Watched:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.lock: locking.Lock | None = None
+        self.waiter: locking.Waiter | None = None  # trying the watch lock meanwhile
         self.never_locked = True
         self.holder = ""  # who held the watch lock when this run first tried it
         self.waited = 0.0  # how long it waited for the watcher before it
@@ -110,20 +111,24 @@ class Watcher:
     def _try_lock(self, w: _Watched, now: float, began: float) -> bool:
         """Take ``w``'s watch lock if it is free now; whether it is ours."""
         name = f"{w.target.name}.watch"
+        if w.waiter is None:
+            w.waiter = locking.Waiter(self.settings.lock_dir, name)
         try:
-            lock = locking.acquire(self.settings.lock_dir, name, wait=0.0)
-        except locking.Busy:
+            lock = w.waiter.attempt()
+        except locking.LockError as e:
+            w.waiter.close()
+            w.problem = f"cannot take its watch lock: {e}"
+            w.never_locked = False
+            self.run.warn(w.target, f"not watched: {e}")  # (exit 3: it needs looking at)
+            return False
+        if lock is None:
             w.holder, ticks = _holder(locking.lock_path(self.settings.lock_dir, name))
             if ticks is not None and ticks > self.my_ticks:
                 # A run started after this one holds it (both waited; it won): it watches
                 # longer than this one would, so this one has nothing left to wait for.
                 w.never_locked = False
                 w.problem = f"a later run ({w.holder}) took the watch over while this one waited"
-            return False
-        except locking.LockError as e:
-            w.problem = f"cannot take its watch lock: {e}"
-            w.never_locked = False
-            self.run.warn(w.target, f"not watched: {e}")  # (exit 3: it needs looking at)
+                w.waiter.close()
             return False
         w.lock, w.never_locked = lock, False
         w.waited = now - began
@@ -234,7 +239,10 @@ class Watcher:
         words = f"guardian's own timeout of {self.settings.timeout:g}s (for one action in a watch)"
         body = worker_check(self.config, w.target, self.run, self.sink, end, None,
                              alive_until, words)  # fmt: skip
+        # Its own locks only: not the watch locks held or tried here (a flock belongs to
+        # the open file, which a worker would keep after this watcher let it go).
         locks = [x.lock.fd for x in self.watched if x.lock is not None]
+        locks += [x.waiter.fd for x in self.watched if x.waiter and x.waiter.fd is not None]
         w.worker = spawn(w.target.name, body, close=locks)
         w.workers += 1
         self.by_fd[w.worker.fd] = ("worker", w)
@@ -339,6 +347,8 @@ class Watcher:
     def release(self) -> None:
         """Let the next watcher take over (at once: it is waiting)."""
         for w in self.watched:
+            if w.waiter is not None:
+                w.waiter.close()
             self._unpin(w)
             if w.lock is not None:
                 w.lock.release()
