@@ -46,6 +46,7 @@ from guardian.workers import MARGIN, Worker, finish, spawn, stop_all
 LOCK_POLL = 0.02  # waiting for the watcher before: how often its lock is tried
 PROC_POLL = 0.1  # without pidfds: how often /proc is looked at
 HOLD_POLL = 1.0  # a held target: how often its hold is looked at
+HOLDER_EVERY = 0.5  # waiting: how often the lock file is read for who holds it
 # After a worker left the target down (start failed, two copies found...), the next
 # try waits this long, then longer, unless the crash-loop rules say exactly when.
 RETRY = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -70,7 +71,8 @@ class _Watched:
         self.lock: locking.Lock | None = None
         self.waiter: locking.Waiter | None = None  # trying the watch lock meanwhile
         self.never_locked = True
-        self.holder = ""  # who held the watch lock when this run first tried it
+        self.holder = ""  # who holds the watch lock this run waits for
+        self.holder_read = -HOLDER_EVERY  # when that was last read (monotonic)
         self.waited = 0.0  # how long it waited for the watcher before it
         self.pin: tuple[int, int] | None = None  # (pid, start ticks) being watched
         self.pidfd: int | None = None
@@ -122,6 +124,9 @@ class Watcher:
             self.run.warn(w.target, f"not watched: {e}")  # (exit 3: it needs looking at)
             return False
         if lock is None:
+            if now < w.holder_read + HOLDER_EVERY:
+                return False
+            w.holder_read = now
             w.holder, ticks = _holder(locking.lock_path(self.settings.lock_dir, name))
             if ticks is not None and ticks > self.my_ticks:
                 # A run started after this one holds it (both waited; it won): it watches
