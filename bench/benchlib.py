@@ -100,14 +100,6 @@ def pidfile(folder: Path, name: str) -> Path:
     return folder / "state" / "pids" / f"{name}.pid"
 
 
-def cmdline(pid: int) -> tuple[str, ...] | None:
-    """The process's argv, or None (gone, or a zombie: an empty command line)."""
-    data = raw_cmdline(pid, 1 << 16)
-    if not data:
-        return None
-    return tuple(a.decode("utf-8", "replace") for a in data.split(b"\0")[:-1])
-
-
 def runs(pid: int, argv: Sequence[str]) -> bool:
     """Whether ``pid`` runs exactly ``argv`` now (a bounded read: cheap for any process)."""
     want = raw(argv)
