@@ -898,11 +898,8 @@ def in_workers(
             worker.signal(signal.SIGKILL)
             worker.reap(1.0)
         codes.append(worker.status)
-        if not any(r.target == worker.target and r.action not in ("warning",)
-                   for r in worker.records):  # fmt: skip
+        if (text := workers.unrecorded(worker)) is not None:
             with deadline.critical():
-                text = (f"its worker (pid {worker.pid}) ended with status {worker.status} "
-                        "and no record")  # fmt: skip
                 if interrupted is not None and worker.status == 128 + interrupted:
                     # Passed on before the worker had armed its own handling: ended by it.
                     name = signal.Signals(interrupted).name
@@ -915,7 +912,7 @@ def in_workers(
         tuple(run.records),
         timed_out or any(c == 124 for c in codes),
         interrupted,
-        run.trouble or any(c not in (0, 124) and (c or 0) < 128 for c in codes),
+        run.trouble or any(map(workers.troubled, started)),
     )
 
 

@@ -38,10 +38,10 @@ from guardian.audit import AuditRecord
 from guardian.check import checkable, worker_check
 from guardian.config import Config, Target
 from guardian.discovery import Found, Matcher, Missing, discover, inspect
-from guardian.errors import EXIT_INTERNAL, RunTimeout
+from guardian.errors import RunTimeout
 from guardian.files import open_regular
 from guardian.run import ASIDES, RUNNING, Interrupted, Run, RunResult, Sink
-from guardian.workers import MARGIN, Worker, finish, spawn, stop_all
+from guardian.workers import MARGIN, Worker, finish, spawn, stop_all, troubled, unrecorded
 
 LOCK_POLL = 0.02  # waiting for the watcher before: how often its lock is tried
 PROC_POLL = 0.1  # without pidfds: how often /proc is looked at
@@ -278,12 +278,9 @@ class Watcher:
         self.poller.unregister(worker.fd)
         del self.by_fd[worker.fd]
         worker.reap()
-        if not any(r.action != "warning" for r in worker.records):
-            text = f"its worker (pid {worker.pid}) ended with status {worker.status} and no record"
+        if (text := unrecorded(worker)) is not None:
             self.run.emit(AuditRecord(w.target.name, "error", text))
-            self.run.trouble = True
-        elif worker.status in (EXIT_INTERNAL, 70):  # something it could not write
-            self.run.trouble = True
+        self.run.trouble = self.run.trouble or text is not None or troubled(worker)
         w.worker = None
         w.tried = now
         if w.target.health.any:

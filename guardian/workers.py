@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 
 from guardian import deadline
 from guardian.audit import AuditRecord
+from guardian.errors import EXIT_INTERNAL
 
 Send = Callable[[AuditRecord], None]
 # A worker's time ends this long before its parent's: a worker cut short still ends
@@ -43,11 +44,10 @@ KILL_AFTER = 1.0
 class Worker:
     """One forked worker, seen from the parent."""
 
-    def __init__(self, target: str, pid: int, fd: int, began: float) -> None:
+    def __init__(self, target: str, pid: int, fd: int) -> None:
         self.target = target
         self.pid = pid  # our child, unreaped until ``reap``: its pid is ours to signal
         self.fd = fd  # the read end of its record pipe; EOF when it has exited
-        self.began = began
         self.status: int | None = None  # its exit code, once reaped
         self.records: list[AuditRecord] = []
         self._buf = bytearray()
@@ -107,7 +107,6 @@ def spawn(target: str, body: Callable[[Send], int], *, close: Iterable[int] = ()
     still running after its watcher must not keep the next one from taking over).
     """
     read_end, write_end = os.pipe()
-    began = time.monotonic()
     pid = deadline.fork()
     if pid == 0:  # pragma: no cover - the child ends by _exit; coverage sees the parent
         code = 70
@@ -136,7 +135,7 @@ def spawn(target: str, body: Callable[[Send], int], *, close: Iterable[int] = ()
             os._exit(code)
     os.close(write_end)
     os.set_blocking(read_end, False)
-    return Worker(target, pid, read_end, began)
+    return Worker(target, pid, read_end)
 
 
 def wait(
@@ -186,3 +185,15 @@ def finish(workers: list[Worker], show: Callable[[AuditRecord], None], end: floa
     more to end what they started and write their records; then ``stop_all``."""
     wait(workers, show, max(end, time.monotonic()) + GRACE)
     stop_all([w for w in workers if not w.done], signal.SIGTERM, show)
+
+
+def unrecorded(worker: Worker) -> str | None:
+    """Why ``worker`` left its target without a record, in words; None if it did not."""
+    if any(r.action != "warning" for r in worker.records):
+        return None
+    return f"its worker (pid {worker.pid}) ended with status {worker.status} and no record"
+
+
+def troubled(worker: Worker) -> bool:
+    """Could it not write something (3), fail inside (70), or not even be reaped?"""
+    return worker.status is None or worker.status in (EXIT_INTERNAL, 70)
