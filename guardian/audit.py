@@ -8,13 +8,16 @@ one write(2): concurrent runs never interleave within a line.
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import os
+import re
+import stat
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, NamedTuple, get_args
+from typing import BinaryIO, Literal, NamedTuple, get_args
 
 from guardian import __version__
 from guardian.errors import AuditError
@@ -74,6 +77,7 @@ class AuditRecord:
 
     __slots__ = (
         "action",
+        "down_since",
         "dry_run",
         "duration_ms",
         "error",
@@ -81,6 +85,7 @@ class AuditRecord:
         "hold",
         "hooks",
         "host",
+        "last_seen",
         "next_try",
         "old_pid",
         "orphans",
@@ -110,6 +115,8 @@ class AuditRecord:
         hooks: tuple[str, ...] = (),  # what each hook run did
         next_try: str | None = None,  # backoff and gave_up: when it will be started again
         hold: dict[str, object] | None = None,  # held: by whom, since, until, why
+        down_since: str | None = None,  # a start after a death: when first seen dead
+        last_seen: str | None = None,  # ... and when last seen alive (the death is between)
     ) -> None:
         self.ts = now_rfc3339()
         self.host = _HOST
@@ -129,6 +136,8 @@ class AuditRecord:
         self.hooks = hooks
         self.next_try = next_try
         self.hold = hold
+        self.down_since = down_since
+        self.last_seen = last_seen
 
     @classmethod
     def from_json(cls, line: str) -> AuditRecord:
@@ -149,6 +158,8 @@ class AuditRecord:
             hooks=tuple(data.get("hooks", ())),
             next_try=data.get("next_try"),
             hold=data.get("hold"),
+            down_since=data.get("down_since"),
+            last_seen=data.get("last_seen"),
         )
         record.ts, record.guardian_pid = data["ts"], data["guardian_pid"]
         return record
@@ -176,6 +187,8 @@ class AuditRecord:
             "hooks": list(self.hooks),
             "next_try": self.next_try,
             "hold": self.hold,
+            "last_seen": self.last_seen,
+            "down_since": self.down_since,
         }
         data.update((key, value) for key, value in optional.items() if value)
         return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
@@ -249,6 +262,59 @@ def _lock_briefly(fd: int, wait: float = 0.5) -> None:
             return  # a file system without flock: the look is then best effort
         else:
             return
+
+
+# --- the rotated logs ---
+
+_ROTATED = re.compile(r"\.(\d{1,3})(\.gz)?|-\d{8,10}(\.gz)?")  # .1 .2.gz; dateext -20261207
+
+
+def log_files(path: Path) -> list[Path]:
+    """The audit log and its rotated files, newest first: ``path`` itself (if it exists),
+    then ``path.1``, ``path.2.gz``, ... as guardian's own rotation and logrotate leave them
+    (also logrotate's ``dateext`` names, ``path-20261207[.gz]``).
+
+    Numbered files go by their number; dated ones by their date. Only regular files
+    (never through a symlink) are listed; a folder that cannot be listed gives the
+    log alone.
+    """
+    numbered: list[tuple[int, Path]] = []
+    dated: list[tuple[str, Path]] = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        names = []
+    base = path.name
+    for name in names:
+        if not name.startswith(base) or len(name) == len(base):
+            continue
+        m = _ROTATED.fullmatch(name, len(base))
+        if m is None:
+            continue
+        candidate = path.parent / name
+        try:
+            if not stat.S_ISREG(os.lstat(candidate).st_mode):
+                continue
+        except OSError:
+            continue
+        if m[1] is not None:
+            numbered.append((int(m[1]), candidate))
+        else:
+            dated.append((name, candidate))
+    found = [path] if os.path.lexists(path) else []
+    # Dated names sort as their dates (newest first); a plain .N before a .N.gz.
+    found += [p for _, p in sorted(numbered, key=lambda x: (x[0], x[1].suffix == ".gz"))]
+    found += [p for _, p in sorted(dated, reverse=True)]
+    return found
+
+
+def open_log(path: Path) -> BinaryIO:
+    """One of ``log_files``, opened for reading (a ``.gz`` one decompressed on the fly);
+    never through a symlink, never a FIFO or a device. Raises OSError."""
+    f: BinaryIO = os.fdopen(open_regular(path), "rb", buffering=_CHUNK)
+    if path.name.endswith(".gz"):
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    return f
 
 
 # --- reading the log back, newest first ---

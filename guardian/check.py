@@ -57,6 +57,14 @@ def _wall(boottime: float | None) -> str | None:
     return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def wall_ms(boottime: float) -> str:
+    """A boot-clock time as the audit log writes times (RFC 3339, UTC, milliseconds)."""
+    when = time.time() + (boottime - state.now())
+    return (
+        datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
 class Later(Exception):  # a signal to the caller, not an error
     """The first look found work that takes time (acting, probing): a worker does it."""
 
@@ -556,6 +564,14 @@ class Guard:
             if self.hold_note:
                 reason += self.hold_note
                 self._drop_expired_hold()
+        # The outage this start ends, as far as the records can prove it (``report``):
+        # the target died after it was last seen alive and before it was first seen dead.
+        c, dead = self.st.current, self.st.dead_since
+        outage: dict[str, str] = {}
+        if dead is not None and not by_hand:
+            outage["down_since"] = wall_ms(dead)
+            if c is not None and c.pid > 0 and c.last_seen:
+                outage["last_seen"] = wall_ms(min(c.last_seen, dead))
         if orphans is None:
             orphans, said = self.leftovers()
             reason += said
@@ -566,13 +582,13 @@ class Guard:
             launch = self._spawn(counts)
         except LaunchError as e:
             self.hook(self.target.hooks.on_failure, "start_failed", str(e), None)
-            return self.record("start_failed", reason, error=str(e), orphans=orphans)
+            return self.record("start_failed", reason, error=str(e), orphans=orphans, **outage)
         error = self._write_pidfile(launch.proc.pid)
         try:
             self.run.step(f"waiting for pid {launch.proc.pid} to become ready")
             ready = launch.wait_ready(self._alive_meanwhile)
         except LaunchError as e:
-            return self._not_ready(launch, reason, str(e), orphans)
+            return self._not_ready(launch, reason, str(e), orphans, outage)
         self.launch = None
         launch.reap()
         found = ready.found
@@ -581,7 +597,7 @@ class Guard:
         self.save()
         text = f"{reason}; ready after {ready.seconds:.1f}s"
         self.hook(self.target.hooks.on_start, action, text, found.pid)
-        return self.record(action, text, error=error, orphans=orphans)
+        return self.record(action, text, error=error, orphans=orphans, **outage)
 
     def _spawn(self, counts: bool) -> Launch:
         """Spawn the target and record it in one step: a SIGTERM or a time-out waits for
@@ -632,7 +648,12 @@ class Guard:
         self.save()
 
     def _not_ready(
-        self, launch: Launch, reason: str, error: str, orphans: tuple[int, ...]
+        self,
+        launch: Launch,
+        reason: str,
+        error: str,
+        orphans: tuple[int, ...],
+        outage: dict[str, str],
     ) -> AuditRecord:
         from guardian.launch import tail
 
@@ -646,7 +667,7 @@ class Guard:
         self.hook(self.target.hooks.on_failure, "start_failed", error, pid)
         tail_lines = tuple(tail(self.target.output, since=self.output_since))
         return self.record("start_failed", reason, error=error, output_tail=tail_lines,
-                           orphans=orphans)  # fmt: skip
+                           orphans=orphans, **outage)  # fmt: skip
 
     def _start_time(self) -> float:
         """How long a start may take: what a hook run before one must leave it."""

@@ -103,10 +103,47 @@ class Settings(NamedTuple):
     timeout: float
     # check --watch: how long a run keeps watching after its check (None: it does not)
     watch: float | None = None
+    # Prometheus's textfile collector reads this; rewritten after every run (None: none)
+    metrics_file: Path | None = None
+    # The dead-man ping, healthchecks.io's convention: URL, URL/fail, URL/start (None: none)
+    ping_url: str | None = None
+    ping_timeout: float = 3.0  # each ping's limit (at most PING_TIMEOUT_MAX)
+    ping_start: bool = False  # also URL/start when a run begins
+    # Built-in rotation of the audit log (0: none, logrotate's job): past this size the
+    # log becomes audit.jsonl.1, the older ones .2.gz ... .<keep>.gz
+    audit_max_bytes: int = 0
+    audit_keep: int = 5
 
     @property
     def lock_dir(self) -> Path:
         return self.state_dir / "locks"
+
+
+# A ping is a few bytes to a server that answers at once; one that takes longer must
+# not hold a run (and so the next restart) up.
+PING_TIMEOUT_MAX = 10.0
+# The smallest audit_max_bytes: a few hundred records (a smaller one would rotate every run).
+AUDIT_MIN_BYTES = 64 << 10
+_SIZE = re.compile(r"(\d+)\s*(|k|K|M|G|KiB|MiB|GiB|kB|KB|MB|GB)")
+_SIZE_UNITS = {"": 1, "k": 1024, "K": 1024, "KiB": 1024, "kB": 1024, "KB": 1024,
+               "M": 1 << 20, "MiB": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GiB": 1 << 30,
+               "GB": 1 << 30}  # fmt: skip
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``1048576``, ``"512K"``, ``"10M"`` or ``"1G"`` (powers of 1024).
+
+    Raises ValueError with a message fit to follow a key name.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.fullmatch(value.strip())):
+        size = int(m[1]) * _SIZE_UNITS[m[2]]
+    else:
+        raise ValueError(f'{value!r} is not a size (a number of bytes, or "512K", "10M", "1G")')
+    if not 0 <= size < 1 << 50:
+        raise ValueError(f"{value!r} is out of range")
+    return size
 
 
 class Restart(NamedTuple):
@@ -506,10 +543,23 @@ def _address(t: _Table, key: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-def _url(t: _Table, key: str) -> str | None:
-    """An http:// or https:// URL the probe can use as it is: checked here, not at run time.
+def _audit_size(t: _Table) -> int:
+    t.used.add("audit_max_bytes")
+    try:
+        size = parse_size(t.data.get("audit_max_bytes", 0))
+    except ValueError as e:
+        raise t.error("audit_max_bytes", str(e)) from None
+    if 0 < size < AUDIT_MIN_BYTES:
+        raise t.error("audit_max_bytes", f"must be 0 (no rotation) or at least "
+                      f"{AUDIT_MIN_BYTES // 1024}K")  # fmt: skip
+    return size
 
-    The probe sends the path and the query (a fragment is never sent).
+
+def _url(t: _Table, key: str, what: str = "the probe") -> str | None:
+    """An http:// or https:// URL a probe or a ping can use as it is: checked here, not
+    at run time.
+
+    The path and the query are sent (a fragment never is).
     """
     value: str | None = t.get(key, str)
     if value is None:
@@ -528,7 +578,7 @@ def _url(t: _Table, key: str) -> str | None:
     if not url.hostname:
         raise t.error(key, f"{value!r} has no host")
     if url.username is not None or url.password is not None:
-        raise t.error(key, f"{value!r}: the probe sends no credentials (user@ in the URL)")
+        raise t.error(key, f"{value!r}: {what} sends no credentials (user@ in the URL)")
     try:
         port = url.port
     except ValueError as e:  # not a number, or not below 65536
@@ -744,9 +794,20 @@ def load(
         audit_log=g.path_value("audit_log") or state_dir / "audit.jsonl",
         timeout=g.duration("timeout", "50s", positive=True),
         watch=g.duration("watch", "0s", positive=False) or None,
+        metrics_file=g.path_value("metrics_file"),
+        ping_url=_url(g, "ping_url", what="the ping"),
+        ping_timeout=g.duration("ping_timeout", "3s", positive=True),
+        ping_start=g.get("ping_start", bool, False),
+        audit_max_bytes=_audit_size(g),
+        audit_keep=g.integer("audit_keep", 5, minimum=1),
     )
     if settings.watch is not None and settings.watch < 0:
         raise g.error("watch", "must not be negative")
+    if settings.ping_timeout > PING_TIMEOUT_MAX:
+        raise g.error("ping_timeout", f"must be at most {PING_TIMEOUT_MAX:g}s (a ping must "
+                      "never hold a run up)")  # fmt: skip
+    if settings.audit_keep > 100:
+        raise g.error("audit_keep", "must be at most 100")
     g.finish()
 
     raw_targets = top.get("targets", dict, {})
