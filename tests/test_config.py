@@ -191,6 +191,55 @@ def guardian_check(config: Path, *args: str) -> subprocess.CompletedProcess[str]
             GOOD_TARGET + '[targets.a.health]\nhttp = "http://u:p@h/"\n',
             "targets.a.health.http: 'http://u:p@h/': the probe sends no credentials",
         ),
+        (
+            '[guardian]\nping_url = "ftp://h/x"\n' + GOOD_TARGET,
+            "guardian.ping_url: 'ftp://h/x' is not an http:// or https:// URL",
+        ),
+        (
+            '[guardian]\nping_url = "https://u:p@h/x"\n' + GOOD_TARGET,
+            "guardian.ping_url: 'https://u:p@h/x': the ping sends no credentials",
+        ),
+        (
+            '[guardian]\nping_url = "https://h/\\nX-Evil: 1"\n' + GOOD_TARGET,
+            "guardian.ping_url: 'https://h/\\nX-Evil: 1' contains whitespace",
+        ),
+        (
+            "[guardian]\nping_timeout = '30s'\n" + GOOD_TARGET,
+            "guardian.ping_timeout: must be at most 10s",
+        ),
+        (
+            "[guardian]\nping_timeout = 0\n" + GOOD_TARGET,
+            "guardian.ping_timeout: must be more than 0",
+        ),
+        (
+            "[guardian]\nping_start = 'yes'\n" + GOOD_TARGET,
+            "guardian.ping_start: expected true or false, got string 'yes'",
+        ),
+        (
+            "[guardian]\naudit_max_bytes = '10 parsecs'\n" + GOOD_TARGET,
+            "guardian.audit_max_bytes: '10 parsecs' is not a size",
+        ),
+        (
+            "[guardian]\naudit_max_bytes = 1000\n" + GOOD_TARGET,
+            "guardian.audit_max_bytes: must be 0 (no rotation) or at least 64K",
+        ),
+        (
+            "[guardian]\naudit_max_bytes = -1\n" + GOOD_TARGET,
+            "guardian.audit_max_bytes: -1 is out of range",
+        ),
+        (
+            "[guardian]\naudit_max_bytes = true\n" + GOOD_TARGET,
+            "guardian.audit_max_bytes: True is not a size",
+        ),
+        ("[guardian]\naudit_keep = 0\n" + GOOD_TARGET, "guardian.audit_keep: must be at least 1"),
+        (
+            "[guardian]\naudit_keep = 101\n" + GOOD_TARGET,
+            "guardian.audit_keep: must be at most 100",
+        ),
+        (
+            "[guardian]\nmetrics_file = ''\n" + GOOD_TARGET,
+            "guardian.metrics_file: must not be empty",
+        ),
     ],
 )
 def test_bad_config_is_one_clear_line_and_exit_2(tmp_path: Path, text: str, expected: str) -> None:
@@ -202,6 +251,28 @@ def test_bad_config_is_one_clear_line_and_exit_2(tmp_path: Path, text: str, expe
     assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
     assert result.stderr.startswith(f"guardian: {config}: ")
     assert expected in result.stderr
+
+
+def test_the_keys_for_metrics_the_ping_and_rotation_are_read_as_written(tmp_path: Path) -> None:
+    config = tmp_path / "g.toml"
+    config.write_text(
+        "[guardian]\n"
+        'metrics_file = "prom/guardian.prom"\n'
+        'ping_url = "https://hc-ping.com/0f6a3c2e-uuid"\n'
+        'ping_timeout = "2s"\n'
+        "ping_start = true\n"
+        'audit_max_bytes = "10M"\n'
+        "audit_keep = 3\n" + GOOD_TARGET
+    )
+    s = load(config).settings
+    assert s.metrics_file == tmp_path / "prom" / "guardian.prom"
+    assert s.ping_url == "https://hc-ping.com/0f6a3c2e-uuid"
+    assert (s.ping_timeout, s.ping_start) == (2.0, True)
+    assert (s.audit_max_bytes, s.audit_keep) == (10 << 20, 3)
+    config.write_text(GOOD_TARGET)  # none of them: no metrics, no ping, no rotation
+    s = load(config).settings
+    assert (s.metrics_file, s.ping_url, s.ping_start, s.audit_max_bytes) == (None, None, False, 0)
+    assert (s.ping_timeout, s.audit_keep) == (3.0, 5)
 
 
 def test_missing_config_and_bad_options_exit_2(tmp_path: Path) -> None:
