@@ -7,6 +7,8 @@ one write(2): concurrent runs never interleave within a line.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import gzip
 import json
@@ -14,6 +16,7 @@ import os
 import re
 import stat
 import time
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import BinaryIO, Literal, NamedTuple, get_args
 
 from guardian import __version__
 from guardian.errors import AuditError
-from guardian.files import make_dirs, open_regular
+from guardian.files import SAFE, NotRegular, make_dirs, open_regular
 
 # Every action a record can carry, listed once; README.md describes each.
 Action = Literal[
@@ -195,38 +198,89 @@ class AuditRecord:
 
 
 _APPEND = os.O_APPEND | os.O_CREAT
+# Opened, then found moved away (rotated by another run) when locked: opened again, for
+# this long at most; then it is written where it is (in a rotated file, if still there).
+_REOPEN_FOR = 2.0
+# Compressing one rotated log may take this long (it is done while the log is locked,
+# inside the run's time limit); past it, that log is kept plain, as .2 instead of .2.gz.
+COMPRESS_BUDGET = 5.0
+_GZ_LEVEL = 6  # gzip's default: 10 MiB of records in a few tens of milliseconds
+# Processes that have found their log cannot be rotated (said once; not tried again).
+_unrotatable: set[Path] = set()
 
 
-def append(path: Path, record: AuditRecord) -> None:
+class RotationError(AuditError):
+    """The record was written, but the log could not be rotated (it keeps growing)."""
+
+
+def append(path: Path, record: AuditRecord, *, max_bytes: int = 0, keep: int = 5) -> None:
     """Append one record as one line, or raise AuditError.
 
     A record always starts a line of its own: after a short write (a full
     disk) the log ends in a torn line, and a record appended to it would make
     both one unreadable line.
+
+    ``max_bytes`` (0: never): a log that this record would take past it is
+    rotated first (``rotate``), under its lock, and the record starts the new
+    log. A log that cannot be rotated still gets the record; RotationError
+    then says why (once a process).
     """
     # A path that is not UTF-8 (a surrogate escape) is written as its JSON escape,
     # "\\udcff": the line stays valid UTF-8 and valid JSON, never an encoding error.
     line = (record.to_json() + "\n").encode("utf-8", "backslashreplace")
+    problem: str | None = None
+    rotated = False
+    until = time.monotonic() + _REOPEN_FOR
+    while True:
+        fd, readable = _open(path)
+        try:
+            # The look at the last byte and the append are one step among guardian runs
+            # (a look while another run's write is half copied would see a torn line that
+            # is not one). Waited for briefly only: a stuck holder must not hold this one.
+            locked = _lock_briefly(fd)
+            st = os.fstat(fd)
+            if not _still_at(path, st) and time.monotonic() < until:
+                continue  # rotated (or moved by logrotate) since it was opened: the new one
+            if (
+                locked
+                and 0 < max_bytes < st.st_size + len(line)
+                and not rotated
+                and path not in _unrotatable
+            ):
+                rotated = True
+                try:
+                    rotate(path, st, keep)
+                except OSError as e:
+                    _unrotatable.add(path)
+                    problem = f"cannot rotate audit log {path}: {e.strerror or e}"
+                else:
+                    continue  # the record starts the new log
+            _write(fd, path, line, readable, st.st_size)
+        finally:
+            os.close(fd)
+        break
+    if problem is not None:
+        raise RotationError(f"{problem}; the record was written to it, which keeps growing")
+
+
+def _open(path: Path) -> tuple[int, bool]:
+    """The log, opened to append (made if missing); and whether it could be read too."""
     try:
         make_dirs(path.parent, 0o750)
         try:
             # Read access, to look at the last byte (pread on a write-only fd is EBADF).
-            fd = open_regular(path, os.O_RDWR | _APPEND, 0o640)
-            readable = True
+            return open_regular(path, os.O_RDWR | _APPEND, 0o640), True
         except PermissionError:
             # A log this user may append to but not read: write without the look.
-            fd = open_regular(path, os.O_WRONLY | _APPEND, 0o640)
-            readable = False
+            return open_regular(path, os.O_WRONLY | _APPEND, 0o640), False
     except OSError as e:
         raise AuditError(f"cannot write audit log {path}: {e.strerror or e}") from None
+
+
+def _write(fd: int, path: Path, line: bytes, readable: bool, size: int) -> None:
     data = line
     done = 0
     try:
-        # The look at the last byte and the append are one step among guardian runs
-        # (a look while another run's write is half copied would see a torn line that
-        # is not one). Waited for briefly only: a stuck holder must not hold this one.
-        _lock_briefly(fd)
-        size = os.fstat(fd).st_size
         if readable and size > 0 and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + line
         view = memoryview(data)
@@ -242,12 +296,19 @@ def append(path: Path, record: AuditRecord) -> None:
     except OSError as e:
         short = f"short write ({done} of {len(data)} bytes): " if done else ""
         raise AuditError(f"cannot write audit log {path}: {short}{e.strerror or e}") from None
-    finally:
-        os.close(fd)
 
 
-def _lock_briefly(fd: int, wait: float = 0.5) -> None:
-    """flock ``fd`` if it comes within ``wait`` seconds; go on without it if not.
+def _still_at(path: Path, st: os.stat_result) -> bool:
+    """Whether the file open as ``st`` is still the one at ``path``."""
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _lock_briefly(fd: int, wait: float = 0.5) -> bool:
+    """flock ``fd`` if it comes within ``wait`` seconds (True); go on without it if not.
 
     (Dropped when the file is closed.)"""
     deadline = time.monotonic() + wait
@@ -256,12 +317,174 @@ def _lock_briefly(fd: int, wait: float = 0.5) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                return
-            time.sleep(0.005)
+                return False
+            time.sleep(0.002)
         except OSError:
-            return  # a file system without flock: the look is then best effort
+            return False  # a file system without flock: the look is then best effort
         else:
-            return
+            return True
+
+
+# --- rotating it ---
+
+_NUMBERED = re.compile(r"\.(\d{1,3})(\.gz)?")
+_PACKING = re.compile(r"\.[0-9]+\.[0-9a-f]{8}\.tmp")  # after ".audit.jsonl.2.gz"
+
+
+def rotate(path: Path, st: os.stat_result, keep: int) -> None:
+    """Rotate the log at ``path``, whose caller holds its flock and has fstat'ed it as
+    ``st``: ``path.<keep>[.gz]`` and older are removed, ``path.<k>.gz`` becomes
+    ``path.<k+1>.gz``, ``path.1`` is compressed into ``path.2.gz`` (plain ``path.2`` if that
+    takes longer than COMPRESS_BUDGET), and ``path`` becomes ``path.1`` (as logrotate's
+    ``delaycompress``: a run still writing to the log it opened before the rename writes
+    to ``path.1``, never to a file being compressed). A fresh log is made with the old
+    one's group and mode. Raises OSError, having changed nothing, when anything but a
+    regular file of this user's is at one of those names.
+
+    Only a holder of the log's lock rotates it, and every writer checks, once it holds
+    the lock, that what it opened is still at ``path``: so two runs never rotate at
+    once, and no record goes into a file after it was rotated (see ``append``).
+    """
+    found = _numbered(path)
+    source = found.get((1, False)) if keep > 1 else None
+    if source is not None:
+        _check_own(source)
+        if (1, True) in found:  # two files for .2.gz (logrotate's and ours): change nothing
+            raise FileExistsError(errno.EEXIST, f"both {source} and {found[1, True]}")
+    # Compressed first: a failure then (a disk without room for it) has changed nothing.
+    packed = _pack(source, _at(path, 2, True)) if source is not None else None
+    try:
+        for (n, _), p in sorted(found.items(), reverse=True):
+            if n >= keep:
+                os.unlink(p)
+        for n in range(keep - 1, 0, -1):
+            for gz in (True, False):
+                if (n, gz) in found and (n > 1 or gz):
+                    _move(found[n, gz], _at(path, n + 1, gz))
+        if source is not None and packed is not None:
+            _move(packed, _at(path, 2, True))
+            packed = None
+            os.unlink(source)  # (a kill just before this: its records twice, never lost)
+        elif source is not None:
+            _move(source, _at(path, 2, False))  # too slow, or no room, to compress: plain
+    finally:
+        if packed is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(packed)
+    if not _still_at(path, st):
+        return  # moved meanwhile (by logrotate): what is at path now is not ours to move
+    _move(path, _at(path, 1, False))
+    _create_like(path, st)
+
+
+def _at(path: Path, n: int, gz: bool) -> Path:
+    return path.parent / f"{path.name}.{n}{'.gz' if gz else ''}"
+
+
+def _numbered(path: Path) -> dict[tuple[int, bool], Path]:
+    """The rotated files, by number and whether gzipped; OSError if one is not a regular
+    file (never moved, removed or read: someone else's doing)."""
+    found: dict[tuple[int, bool], Path] = {}
+    base = path.name
+    for name in os.listdir(path.parent):
+        if name.startswith(f".{base}.2.gz.") and _PACKING.fullmatch(name, len(base) + 6):
+            # What a rotation killed outright (its hard time-out) left; rotations take
+            # turns under the log's lock, so no other is writing one now.
+            with contextlib.suppress(OSError):
+                os.unlink(path.parent / name)
+            continue
+        m = _NUMBERED.fullmatch(name, len(base)) if name.startswith(base) else None
+        if m is None:
+            continue
+        p = path.parent / name
+        mode = os.lstat(p).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegular(p, mode)
+        found[int(m[1]), m[2] is not None] = p
+    return found
+
+
+def _move(src: Path, dst: Path) -> None:
+    """rename(2), never over something (the names above it were emptied first)."""
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, f"{dst} is in the way", str(dst))
+    os.rename(src, dst)
+
+
+def _check_own(path: Path) -> None:
+    """The file to compress must be this user's own, and have no other name (a hard link
+    planted in the folder must not make root copy another file into a log)."""
+    st = os.lstat(path)
+    if st.st_uid != os.geteuid() or st.st_nlink != 1:
+        raise PermissionError(
+            errno.EPERM,
+            f"{path} is not guardian's own (owner uid {st.st_uid}, {st.st_nlink} links)",
+            str(path),
+        )
+
+
+def _create_like(path: Path, st: os.stat_result) -> None:
+    """A new, empty log with the old one's group and mode (never writable by others): a
+    log shipper in its group reads on. (If it cannot be made, the next record makes it.)"""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | SAFE
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError:
+        return  # someone else's new log, made first (a run's without the lock), is kept
+    try:
+        if st.st_uid == os.geteuid():
+            with contextlib.suppress(OSError):
+                os.fchown(fd, -1, st.st_gid)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o644)
+    finally:
+        os.close(fd)
+
+
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _pack(src: Path, dst: Path, budget: float = COMPRESS_BUDGET) -> Path | None:
+    """``src`` gzipped into a temporary file beside ``dst``, synced (renamed by the
+    caller); None (nothing left behind) if that takes longer than ``budget`` seconds, or
+    the disk has no room for it. Raises OSError."""
+    began = time.monotonic()
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd_in = open_regular(src)
+    try:
+        st = os.fstat(fd_in)
+        fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | SAFE, 0o600)
+        done = False
+        try:
+            with contextlib.suppress(OSError):
+                os.fchown(fd_out, -1, st.st_gid)
+            os.fchmod(fd_out, stat.S_IMODE(st.st_mode) & 0o644)
+            packer = zlib.compressobj(_GZ_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip stream
+            while chunk := os.read(fd_in, 1 << 20):
+                _write_all(fd_out, packer.compress(chunk))
+                if time.monotonic() - began > budget:
+                    return None
+            _write_all(fd_out, packer.flush())
+            os.fsync(fd_out)
+            done = True
+        except OSError as e:
+            if e.errno in _NO_ROOM:
+                return None
+            raise
+        finally:
+            os.close(fd_out)
+            if not done:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+    finally:
+        os.close(fd_in)
+    return tmp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 # --- the rotated logs ---
@@ -313,8 +536,23 @@ def open_log(path: Path) -> BinaryIO:
     never through a symlink, never a FIFO or a device. Raises OSError."""
     f: BinaryIO = os.fdopen(open_regular(path), "rb", buffering=_CHUNK)
     if path.name.endswith(".gz"):
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        return _GzipLog(f)  # type: ignore[return-value]
     return f
+
+
+class _GzipLog(gzip.GzipFile):
+    """A GzipFile that closes the file it reads when closed (one given as ``fileobj``
+    is left open by GzipFile: a descriptor leaked per rotated log read)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        super().__init__(fileobj=raw, mode="rb")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 # --- reading the log back, newest first ---
@@ -369,18 +607,98 @@ def read_backwards(
     """
     fd = open_regular(path)
     try:
-        return _scan(fd, os.fstat(fd).st_size, max_bytes, stop, keep)
+        return _scan(_reader(fd), os.fstat(fd).st_size, max_bytes, stop, keep)[0]
     finally:
         os.close(fd)
 
 
+# A rotated .gz is read forwards to reach its end: at most this many times the budget
+# decompressed (a gzip bomb must not make status slow); past it, it counts as the budget.
+_GZ_WORK = 4
+
+
+def read_history(
+    path: Path,
+    *,
+    max_bytes: int = 32 << 20,
+    stop: Callable[[dict[str, object]], bool] | None = None,
+    keep: Callable[[dict[str, object]], bool] | None = None,
+) -> Tail:
+    """``read_backwards``, going on into the rotated files (``log_files``: ``path.1``,
+    ``path.2.gz``, ...) while ``stop`` has not ended it, within ``max_bytes`` in all (of
+    decompressed records). Just after a rotation the log holds minutes, and the day's
+    history is in ``path.1``. Raises OSError as read_backwards, for any of the files it
+    must read (FileNotFoundError when there is no log at all)."""
+    files = log_files(path)
+    if not files:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    records: list[dict[str, object]] = []
+    unreadable, budget = 0, max_bytes
+    for f in files:
+        try:
+            if f.name.endswith(".gz"):
+                tail, stopped, used = _scan_gz(f, budget, stop, keep)
+            else:
+                fd = open_regular(f)
+                try:
+                    tail, stopped, used = _scan(_reader(fd), os.fstat(fd).st_size, budget,
+                                                stop, keep)  # fmt: skip
+                finally:
+                    os.close(fd)
+        except FileNotFoundError:
+            if f == path:
+                raise
+            continue  # rotated on meanwhile: the next name holds it, or it is gone
+        except (OSError, EOFError, zlib.error) as e:
+            if f == path:
+                raise
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or "damaged"
+            raise OSError(errno.EIO, f"{f.name}: {why}") from None
+        records += tail.records
+        unreadable += tail.unreadable
+        budget -= used
+        if stopped or tail.truncated:
+            return Tail(records, unreadable, tail.truncated)
+    return Tail(records, unreadable, truncated=False)
+
+
+def _scan_gz(
+    path: Path,
+    budget: int,
+    stop: Callable[[dict[str, object]], bool] | None,
+    keep: Callable[[dict[str, object]], bool] | None,
+) -> tuple[Tail, bool, int]:
+    """_scan of a gzipped log: decompressed forwards, its last ``budget`` bytes kept."""
+    buf = bytearray()
+    total = 0
+    with open_log(path) as f:
+        while chunk := f.read(_CHUNK):
+            total += len(chunk)
+            if total > _GZ_WORK * max(budget, _CHUNK):
+                return Tail([], 0, truncated=True), False, budget
+            buf += chunk
+            if len(buf) > budget + 4 * _CHUNK:
+                # Its start dropped: what is kept is longer than the budget, so _scan
+                # stops before it and never takes a cut line for the file's first.
+                del buf[: len(buf) - budget - _CHUNK]
+    view = memoryview(buf)
+    return _scan(lambda at, n: bytes(view[at : at + n]), len(buf), budget, stop, keep)
+
+
+def _reader(fd: int) -> Callable[[int, int], bytes]:
+    return lambda at, n: os.pread(fd, n, at)
+
+
 def _scan(
-    fd: int,
+    read: Callable[[int, int], bytes],
     size: int,
     budget: int,
     stop: Callable[[dict[str, object]], bool] | None,
     keep: Callable[[dict[str, object]], bool] | None,
-) -> Tail:
+) -> tuple[Tail, bool, int]:
+    """The records of what ``read(offset, n)`` reads, of ``size`` bytes, from its end;
+    whether ``stop`` (or a file cut short under it) ended the reading; bytes read."""
+    allowed = budget
     records: list[dict[str, object]] = []
     unreadable = 0
 
@@ -401,11 +719,11 @@ def _scan(
     skipping = False  # inside a line longer than MAX_LINE: drop it until its start
     while pos > 0 and budget > 0:
         n = min(_CHUNK, pos, budget)
-        chunk = os.pread(fd, n, pos - n)
+        chunk = read(pos - n, n)
         if len(chunk) != n:
             # The file shrank under us (copytruncate): what we would read next
             # is gone, and what is there now does not continue our lines.
-            return Tail(records, unreadable, truncated=False)
+            return Tail(records, unreadable, truncated=False), True, allowed - budget
         pos -= n
         budget -= n
         if skipping:
@@ -421,12 +739,12 @@ def _scan(
         carry = lines[0]
         for line in reversed(lines[1:]):
             if take(line):
-                return Tail(records, unreadable, truncated=False)
+                return Tail(records, unreadable, truncated=False), True, allowed - budget
         if len(carry) > MAX_LINE:
             carry, skipping = b"", True
     if skipping:  # a long line runs back to the start of the file or of the budget
-        return Tail(records, unreadable + 1, truncated=pos > 0)
+        return Tail(records, unreadable + 1, truncated=pos > 0), False, allowed - budget
     if pos > 0:  # the budget ran out: carry may be part of a line, so it is not judged
-        return Tail(records, unreadable, truncated=True)
-    take(carry)  # the file's first line
-    return Tail(records, unreadable, truncated=False)
+        return Tail(records, unreadable, truncated=True), False, allowed - budget
+    stopped = take(carry)  # the file's first line
+    return Tail(records, unreadable, truncated=False), stopped, allowed - budget

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from guardian import holds, proc, state
-from guardian.audit import ACTIONS, read_backwards
+from guardian.audit import ACTIONS, read_history
 from guardian.config import Config, Target
 from guardian.cron import Entry, next_run, step
 from guardian.discovery import Found, Matcher, Missing, Unsure, discover
@@ -1224,7 +1224,7 @@ def gather(
     history = _History(names, since, horizon, clock.wall)
     problem, unreadable, truncated = None, 0, False
     try:
-        tail = read_backwards(path, max_bytes=HISTORY_BUDGET, stop=history.see, keep=_keep_none)
+        tail = read_history(path, max_bytes=HISTORY_BUDGET, stop=history.see, keep=_keep_none)
     except FileNotFoundError:
         pass  # no audit log yet: nothing has happened
     except OSError as e:

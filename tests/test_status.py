@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import json
 import os
 import pwd
@@ -1600,3 +1601,36 @@ def test_hold_fields_of_the_wrong_shape_are_counted_never_believed(config: Confi
     report = gather(config, [])
     assert report.unreadable_lines == len(hostile)
     assert report.targets[0].last is not None
+
+
+def test_the_history_goes_on_into_the_rotated_logs_after_a_rotation(config: Config) -> None:
+    log = config.settings.audit_log
+    old = [  # in .2.gz: the day's first start and failure, and what is older
+        line(timedelta(days=3), "worker", "started"),
+        line(timedelta(hours=20), "agent", "start_failed", error="exited with status 3"),
+        line(timedelta(hours=19), "agent", "started"),
+    ]
+    middle = [  # in .1
+        line(timedelta(hours=10), "agent", "start_failed", error="exited with status 4"),
+        line(timedelta(hours=9), "agent", "started"),
+        line(timedelta(hours=8), "worker", "started"),
+    ]
+    Path(f"{log}.2.gz").write_bytes(gzip.compress("".join(old).encode()))
+    Path(f"{log}.1").write_text("".join(middle))
+    log.write_text(line(timedelta(minutes=2), "agent", "ok"))  # rotated a minute ago
+    report = gather(config, [])
+    agent, worker = report.targets
+    assert (agent.starts_24h, agent.failed_starts_24h) == (2, 2)
+    assert agent.last is not None
+    assert agent.last.action == "ok"
+    assert agent.last_failure is not None
+    assert agent.last_failure.error == "exited with status 4"
+    assert (worker.starts_24h, worker.last and worker.last.action) == (1, "started")
+    assert report.last_run is not None
+    assert (datetime.now(UTC) - report.last_run) < timedelta(minutes=3)
+    assert (report.audit_problem, report.history_truncated, report.unreadable_lines) == (
+        None, False, 0)  # fmt: skip
+    # Read only from the live log, as before rotation was read: one start, one failure less.
+    Path(f"{log}.2.gz").unlink()
+    agent = gather(config, []).targets[0]
+    assert (agent.starts_24h, agent.failed_starts_24h) == (1, 1)

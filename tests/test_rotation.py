@@ -1,0 +1,292 @@
+"""Built-in rotation of the audit log: real processes rotating it at once, real guardian
+runs, and whatever may be planted at the rotated names."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from guardian import audit
+from guardian.audit import AuditRecord, log_files, open_log, read_history
+from guardian.errors import AuditError
+
+from conftest import Guardian, effective_uid
+
+SMALL = 16 << 10  # rotates every fifty records or so
+
+# One process appending ``count`` records through audit.append, each naming its writer.
+WRITER = """
+import sys
+from pathlib import Path
+from guardian import audit
+path, who = Path(sys.argv[1]), sys.argv[2]
+count, most, keep = (int(a) for a in sys.argv[3:6])
+for n in range(count):
+    audit.append(path, audit.AuditRecord("agent", "ok", f"{who} {n}"), max_bytes=most, keep=keep)
+"""
+
+
+def read_all(log: Path) -> list[str]:
+    """Every line of the log and its rotated files, oldest file first."""
+    lines: list[str] = []
+    for f in reversed(log_files(log)):
+        with open_log(f) as stream:
+            lines += stream.read().decode().splitlines()
+    return lines
+
+
+def reasons(log: Path) -> Counter[str]:
+    return Counter(json.loads(line)["reason"] for line in read_all(log))
+
+
+def fill(log: Path, records: int, *, most: int = SMALL, keep: int = 5, tag: str = "r") -> None:
+    for n in range(records):
+        audit.append(log, AuditRecord("agent", "ok", f"{tag} {n}"), max_bytes=most, keep=keep)
+
+
+def test_eight_processes_rotating_at_once_lose_and_double_no_record(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    writers, each = 8, 250
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(log), f"w{i}", str(each), str(SMALL), "100"]
+        )
+        for i in range(writers)
+    ]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    files = log_files(log)
+    assert len(files) > 20  # it did rotate, many times, while the others wrote
+    assert all(f.name.endswith(".gz") for f in files[2:])
+    assert files[1].name == "audit.jsonl.1"
+    got = reasons(log)
+    assert got == Counter(f"w{i} {n}" for i in range(writers) for n in range(each))
+    # No torn line, and no file much past its limit (a record started a new one).
+    assert all(json.loads(line) for line in read_all(log))
+    assert all(len(gzip.decompress(f.read_bytes())) <= SMALL for f in files[2:])
+
+
+def test_keep_bounds_the_rotated_files_and_the_oldest_go(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    fill(log, 600, keep=3)
+    names = [f.name for f in log_files(log)]
+    assert names == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2.gz", "audit.jsonl.3.gz"]
+    got = reasons(log)
+    assert "r 599" in got
+    assert "r 0" not in got
+    newest = [json.loads(line)["reason"] for line in read_all(log)]
+    assert newest == sorted(newest, key=lambda r: int(r.split()[1]))  # in order, no gap
+    assert int(newest[-1].split()[1]) - int(newest[0].split()[1]) == len(newest) - 1
+
+
+def test_keep_1_keeps_one_plain_file(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    fill(log, 300, keep=1)
+    assert [f.name for f in log_files(log)] == ["audit.jsonl", "audit.jsonl.1"]
+    assert not list(tmp_path.glob("*.gz"))
+
+
+def test_a_lower_keep_removes_the_rotated_files_above_it(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    fill(log, 500, keep=6)
+    assert len(log_files(log)) == 7
+    fill(log, 60, keep=2, tag="later")
+    assert [f.name for f in log_files(log)] == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2.gz"]
+
+
+def test_every_file_is_0640_whatever_the_umask(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    old = os.umask(0)
+    try:
+        fill(log, 200)
+    finally:
+        os.umask(old)
+    files = log_files(log)
+    assert len(files) >= 3
+    assert {f.stat().st_mode & 0o777 for f in files} == {0o640}
+
+
+def test_a_torn_last_line_ends_its_file_and_the_next_record_is_whole(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b'{"ts": "2026-12-07T00:00:00.000Z", "targ' + b"x" * (SMALL - 100))
+    audit.append(log, AuditRecord("agent", "ok", "after"), max_bytes=SMALL)
+    assert [json.loads(line)["reason"] for line in log.read_text().splitlines()] == ["after"]
+    assert (tmp_path / "audit.jsonl.1").read_bytes().endswith(b"x")  # kept as it was
+    tail = read_history(log)
+    assert [r["reason"] for r in tail.records] == ["after"]
+    assert tail.unreadable == 1
+
+
+@pytest.mark.parametrize("name", ["audit.jsonl.1", "audit.jsonl.2.gz", "audit.jsonl.3.gz"])
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "folder"])
+def test_something_planted_at_a_rotated_name_stops_rotation_never_the_record(
+    tmp_path: Path, name: str, kind: str
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    fill(log, 70)  # just below the limit: not rotated yet
+    before = log.read_bytes()
+    planted, victim = tmp_path / name, tmp_path / "victim"
+    victim.write_text("precious\n")
+    if kind == "fifo":
+        os.mkfifo(planted)
+    elif kind == "symlink":
+        planted.symlink_to(victim)
+    else:
+        planted.mkdir()
+    script = (
+        "import sys; from pathlib import Path; from guardian import audit\n"
+        "rec = lambda n: audit.AuditRecord('agent', 'ok', f'late {n}')\n"
+        "for n in range(30):\n"
+        "    try: audit.append(Path(sys.argv[1]), rec(n), max_bytes=int(sys.argv[2]))\n"
+        "    except audit.RotationError as e: print(e)\n"
+    )
+    # In a process of its own: a FIFO opened by mistake would hang it, and fail the test.
+    done = subprocess.run([sys.executable, "-c", script, str(log), str(SMALL)],
+                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    described = {"fifo": "a FIFO", "symlink": "a symlink", "folder": "a folder"}[kind]
+    assert done.stdout == (f"cannot rotate audit log {log}: is {described}, not a regular file; "
+                           "the record was written to it, which keeps growing\n")  # fmt: skip
+    # Said once a process; every record written, in the live log, none elsewhere.
+    lines = log.read_bytes()
+    assert lines.startswith(before)
+    late = [json.loads(line)["reason"] for line in lines[len(before) :].splitlines()]
+    assert late == [f"late {n}" for n in range(30)]
+    assert victim.read_text() == "precious\n"
+    assert os.path.lexists(planted)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["audit.jsonl", name, "victim"])
+
+
+def test_a_hard_link_at_1_is_not_copied_into_a_log(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    secret = tmp_path / "secret"
+    secret.write_text("not a log\n")
+    os.link(secret, tmp_path / "audit.jsonl.1")
+    fill(log, 40)
+    with pytest.raises(audit.RotationError, match="not guardian's own"):
+        fill(log, 40, tag="more")
+    assert not list(tmp_path.glob("*.gz"))
+    assert secret.read_text() == "not a log\n"
+
+
+def test_a_folder_it_may_not_change_keeps_the_log_and_says_so(
+    shared_dir: Path, system_user: str
+) -> None:
+    import pwd
+
+    uid = pwd.getpwnam(system_user).pw_uid
+    log = shared_dir / "audit.jsonl"
+    log.write_bytes(b"")
+    os.chown(log, uid, -1)  # the user may append to it, not rename it (the folder is root's)
+    errors = []
+    with effective_uid(uid):
+        for n in range(100):
+            try:
+                audit.append(log, AuditRecord("agent", "ok", f"r {n}"), max_bytes=SMALL)
+            except audit.RotationError as e:
+                errors.append((n, str(e)))
+    # Said once (when the log first passed its limit), and every record written.
+    said = f"cannot rotate audit log {log}: Permission denied; the record was written to it"
+    assert [e for _, e in errors] == [f"{said}, which keeps growing"]
+    assert 60 < errors[0][0] < 90
+    assert reasons(log) == Counter(f"r {n}" for n in range(100))
+    assert log_files(log) == [log]
+
+
+def test_a_read_only_log_is_still_an_audit_error(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.mkdir()
+    with pytest.raises(AuditError, match="not a regular file"):
+        audit.append(log, AuditRecord("agent", "ok", "x"), max_bytes=SMALL)
+
+
+def test_real_guardian_runs_rotate_at_once_and_keep_every_record(g: Guardian) -> None:
+    g.configure(guardian={"audit_max_bytes": "64K", "audit_keep": 50})
+    assert g.check().rc == 0
+    log = g.state / "audit.jsonl"
+    # Fill it to just below its limit, so that the runs below rotate it among themselves.
+    while log.stat().st_size < (64 << 10) - 300:
+        fill(log, 1, most=64 << 10, tag=f"fill{log.stat().st_size}")
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "guardian", "check", "--config", str(g.config_path)],
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(6)
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 0, err
+    files = log_files(log)
+    assert [f.name for f in files][:2] == ["audit.jsonl", "audit.jsonl.1"]
+    records = [json.loads(line) for line in read_all(log)]
+    pids = Counter(r["guardian_pid"] for r in records if r["action"] == "ok")
+    assert all(pids[run.pid] == 1 for run in runs)  # each run's record once, none lost
+    assert records[0]["action"] == "started"
+
+
+def test_a_failed_rotation_makes_a_real_run_say_so_and_exit_3(g: Guardian) -> None:
+    g.configure(guardian={"audit_max_bytes": "64K"})
+    assert g.check().rc == 0
+    log = g.state / "audit.jsonl"
+    fill(log, 330, most=0)
+    (g.state / "audit.jsonl.1").mkdir()
+    done = g.check()
+    assert done.rc == 3
+    said = f"cannot rotate audit log {log}: is a folder, not a regular file"
+    assert done.stderr == f"guardian: {said}; the record was written to it, which keeps growing\n"
+    assert g.actions()[-1] == "ok"
+
+
+def test_read_history_goes_on_into_the_rotated_files_within_its_budget(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    fill(log, 400)
+    files = log_files(log)
+    assert len(files) == 6
+    kept = [int(json.loads(line)["reason"].split()[1]) for line in read_all(log)]
+    tail = read_history(log)
+    assert [int(str(r["reason"]).split()[1]) for r in tail.records] == kept[::-1]
+    assert not tail.truncated
+    # A budget that ends inside a .gz: its newest records, then truncated.
+    sizes = []
+    for f in files:
+        with open_log(f) as stream:
+            sizes.append(len(stream.read()))
+    budget = sum(sizes[:3]) + sizes[3] // 2
+    tail = read_history(log, max_bytes=budget)
+    assert tail.truncated
+    assert 0 < len(tail.records) < len(kept)
+    assert [int(str(r["reason"]).split()[1]) for r in tail.records] == kept[::-1][
+        : len(tail.records)
+    ]
+    # stop ends it in any file.
+    tail = read_history(log, stop=lambda r: r["reason"] == f"r {kept[5]}")
+    assert len(tail.records) == len(kept) - 5
+    assert not tail.truncated
+
+
+def test_read_history_of_a_damaged_gz_is_an_error_naming_it(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    fill(log, 200)
+    damaged = tmp_path / "audit.jsonl.2.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-40])
+    with pytest.raises(OSError, match=r"audit\.jsonl\.2\.gz"):
+        read_history(log)
+    with pytest.raises(FileNotFoundError):
+        read_history(tmp_path / "none.jsonl")
+
+
+def test_read_history_of_a_gzip_bomb_stops_at_its_work_limit(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    fill(log, 3, most=0)
+    (tmp_path / "audit.jsonl.1.gz").write_bytes(gzip.compress(b"\n" * (64 << 20), 9))
+    tail = read_history(log, max_bytes=1 << 20)
+    assert tail.truncated
+    assert len(tail.records) == 3
