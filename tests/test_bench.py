@@ -103,3 +103,12 @@ def test_watch_cost() -> None:
     rss = measured(rf"\| 1 target \| {NUMBER} s \| {NUMBER} s \| {NUMBER} s \| {NUMBER} MiB", out)
     assert rss[3] > 1  # MiB at the first sample: a real process was measured
     assert "exit(s) noticed" in out  # each watcher's watch_ended record, shown
+
+
+def test_report_speed() -> None:
+    out = smoke("report_speed.py")
+    wall = measured(rf"\| (?:plain|rotated) \(\d+ lines\) \| {NUMBER} ms \| {NUMBER} MiB \|", out)
+    assert len(wall) == 4
+    assert all(x > 0 for x in wall)
+    assert re.search(r"goal under 2 s \(whole command\): .*: (MET|MISSED)", out), out
+    assert "outages 10," in out  # the month's ten deaths, found in both layouts

@@ -1,0 +1,747 @@
+"""``guardian report``: availability, outages and starts per target, from the audit log.
+
+The log and its rotated files are streamed oldest first, a chunk at a time, and
+folded into a few numbers per target and a fixed number of timeline cells:
+memory stays bounded whatever the log's length (a chunk, the longest line kept,
+``MAX_LINE``, and the cells). Guardian's writer has a fixed field order, so the
+common lines (``ok``, ``adopted``, ``unhealthy``, a plain ``held``) are read by one
+bytes regex; only the rest are decoded as JSON (decoding every line of a year
+takes seconds).
+
+What the records prove, and how it is counted:
+
+- up: ``ok``, ``adopted``, ``unhealthy`` (still running), and a ready start
+  (``started``, ``restarted_unhealthy``, ``restarted``); down: ``start_failed``,
+  ``backoff``, ``gave_up`` (and a dry run's ``would_start``); held: ``held`` and
+  ``stopped`` (down on purpose). Dry runs are observations of the state, never
+  starts. A ``watch_ended`` of a real watch says the state held throughout it.
+  Other records (``error``, ``timeout``, ``warning``, ...) say nothing of the state.
+- Between two observations the state held, unless they are further apart than
+  ``GAP_INTERVALS`` intervals: then the last state is credited one interval, the
+  rest is unknown. The interval is inferred from the records (the median gap of
+  each target's first records, at least a minute).
+- An outage runs from the death to ready again: the death is between
+  ``last_seen`` and ``down_since`` (a start's fields; for older records, the last
+  "up" and the first "down" observations). It is counted from ``last_seen``, the
+  longest the records allow, and its precision is that gap.
+- availability = up / (up + down): held time and unknown time are left out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from guardian.audit import ACTIONS, MAX_LINE, log_files, open_log
+
+UP, DOWN, HELD = 0, 1, 2
+_STATE_NAMES = ("up", "down", "held")
+GAP_INTERVALS = 3  # observations further apart than this many intervals leave a gap
+MIN_INTERVAL = 60.0  # cron runs at most once a minute
+LEARN = 32  # a target's first records, held back until its interval is known
+FUTURE_SLACK = 60.0  # a record dated after now plus this is not believed (as status)
+MAX_FOREIGN_NAMES = 50  # foreign targets named in the report; the rest are counted
+_CHUNK = 1 << 20
+# A death bounded within this is "known to the second or better" (a watcher saw it, through a
+# pidfd: milliseconds); wider ones are known to about the interval (cron's runs).
+_MS_PRECISE = 1.0
+
+_UP_ACTIONS = {"ok": UP, "adopted": UP, "unhealthy": UP, "restarted_unhealthy": UP,
+               "started": UP, "restarted": UP, "start_failed": DOWN, "backoff": DOWN,
+               "gave_up": DOWN, "would_start": DOWN, "held": HELD, "stopped": HELD}  # fmt: skip
+_STARTS = frozenset({"started", "restarted_unhealthy", "restarted"})
+_FAILURES = frozenset({"start_failed", "error", "timeout", "gave_up"})
+_KNOWN_ACTIONS = frozenset(ACTIONS)
+
+# The common line, exactly as guardian's writer lays it out; anything else is decoded.
+_STR = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_FAST = re.compile(
+    rb'\{"ts": "(\d{4}-\d\d-\d\dT\d\d):(\d\d):(\d\d\.\d{3})Z", "host": ' + _STR
+    + rb', "guardian_pid": \d+, "version": ' + _STR
+    + rb', "target": "([A-Za-z0-9._-]+)", "action": "(ok|adopted)", '
+    rb'"reason": ' + _STR + rb', "pid": (?:\d+|null), "old_pid": (?:\d+|null), '
+    rb'"duration_ms": \d+, "dry_run": (?:false|true)\}\r?'
+)  # fmt: skip
+_TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d):(\d\d):(\d\d\.\d{3})Z")
+_NOTICED = re.compile(r"watching through .*: \d+ exit\(s\) noticed")
+
+
+class ReportError(Exception):
+    """The report cannot be made (not a problem with one file: those are said in it)."""
+
+
+class _Clock:
+    """RFC 3339 to epoch seconds, cheaply: the hour is converted once, then cached."""
+
+    def __init__(self) -> None:
+        self.hour = b""
+        self.base = 0.0
+
+    def fast(self, hour: bytes, minute: bytes, second: bytes) -> float | None:
+        if hour != self.hour:
+            try:
+                self.base = datetime.fromisoformat(hour.decode() + ":00:00+00:00").timestamp()
+            except ValueError:
+                return None
+            self.hour = hour
+        sec = float(second)
+        m = int(minute)
+        if m > 59 or sec >= 60:
+            return None
+        return self.base + m * 60 + sec
+
+    def parse(self, text: object) -> float | None:
+        """Any RFC 3339 time with a zone; None for anything else."""
+        if not isinstance(text, str):
+            return None
+        m = _TS.fullmatch(text)
+        if m is not None:
+            return self.fast(m[1].encode(), m[2].encode(), m[3].encode())
+        try:
+            when = datetime.fromisoformat(text)
+            return when.timestamp() if when.tzinfo is not None else None
+        except (ValueError, OverflowError):
+            return None
+
+
+class Failure(NamedTuple):
+    at: float
+    action: str  # start_failed, error, timeout, gave_up; or died / unhealthy (a start after)
+    reason: str
+    error: str | None
+
+
+class _Outage:
+    __slots__ = ("hi", "lo")
+
+    def __init__(self, lo: float, hi: float) -> None:
+        self.lo, self.hi = lo, max(lo, hi)  # the death is between lo and hi
+
+
+class Timeline:
+    """Fixed cells over the period; seconds up, down and held in each, and starts."""
+
+    def __init__(self, start: float, end: float, cells: int) -> None:
+        self.start, self.end, self.cells = start, end, cells
+        self.width = (end - start) / cells
+        self.secs = [[0.0] * cells for _ in range(3)]
+        self.starts = [0] * cells
+
+    def paint(self, a: float, b: float, state: int) -> None:
+        a, b = max(a, self.start), min(b, self.end)
+        if b <= a:
+            return
+        secs, width = self.secs[state], self.width
+        i = min(int((a - self.start) / width), self.cells - 1)
+        while a < b and i < self.cells:
+            edge = self.start + (i + 1) * width
+            upto = b if b < edge or i == self.cells - 1 else edge
+            secs[i] += upto - a
+            a, i = upto, i + 1
+
+    def mark(self, t: float) -> None:
+        if self.start <= t <= self.end:
+            self.starts[min(int((t - self.start) / self.width), self.cells - 1)] += 1
+
+    def cell(self, i: int) -> str:
+        """The worst that happened in cell ``i``: down (a quarter of it or more), restarted
+        (a start, or a shorter outage), held, unknown (half of it or more), up."""
+        up, down, held = (s[i] for s in self.secs)
+        if down >= self.width / 4:
+            return "down"
+        if down > 0 or self.starts[i]:
+            return "restarted"
+        if held > 0:
+            return "held"
+        if up + held + down < self.width / 2:
+            return "unknown"
+        return "up"
+
+    def states(self) -> list[str]:
+        return [self.cell(i) for i in range(self.cells)]
+
+
+class TargetReport:
+    """One target's records, folded in oldest first."""
+
+    def __init__(self, name: str, start: float, end: float, cells: int) -> None:
+        self.name = name
+        self.start, self.end = start, end
+        self.timeline = Timeline(start, end, cells)
+        self.interval: float | None = None
+        self.learning: list[tuple[float, int, dict[str, Any] | None]] | None = []
+        self.state: int | None = None  # the last observed state
+        self.run_from = 0.0  # when the current run of one state began
+        self.last = 0.0  # the last observation's time
+        self.outage: _Outage | None = None
+        self.seconds = [0.0, 0.0, 0.0]
+        self.outages = 0
+        self.recovered = 0
+        self.rec_max_sum = self.rec_min_sum = 0.0
+        self.rec_max = self.rec_min = 0.0
+        self.rec_max_at: float | None = None
+        self.precise = 0  # deaths bounded within _MS_PRECISE
+        self.worst_precision = 0.0
+        self.starts = {"died": 0, "unhealthy": 0, "by_hand": 0, "other": 0}
+        self.failed_starts = 0
+        self.gave_up = 0
+        self.unhealthy_runs = 0
+        self.dry_runs = 0
+        self.out_of_order = 0
+        self.last_failure: Failure | None = None
+        self.records = 0
+
+    # --- the fold ---
+
+    def seen(self, t: float, state: int, raw: dict[str, Any] | None = None) -> None:
+        """An observation at ``t``; ``raw`` the decoded record when it is more than a
+        state (a start, a failure), None for the common lines."""
+        self.records += 1
+        if self.learning is not None:
+            self.learning.append((t, state, raw))
+            if len(self.learning) >= LEARN:
+                self._learnt()
+            return
+        if t < self.last:
+            self.out_of_order += 1  # a clock set back: taken at the last time seen
+            t = self.last
+        if (
+            raw is None
+            and state == self.state
+            and self.interval is not None
+            and t - self.last <= self.interval * GAP_INTERVALS
+        ):
+            self.last = t  # the common case: more of the same
+            return
+        self._step(t, state, raw)
+
+    def _learnt(self) -> None:
+        learning, self.learning = self.learning or [], None
+        times = [t for t, _, _ in learning]
+        gaps = sorted(b - a for a, b in itertools.pairwise(times) if 0 < b - a < 86400)
+        median = gaps[len(gaps) // 2] if gaps else MIN_INTERVAL
+        self.interval = max(MIN_INTERVAL, median)
+        self.records -= len(learning)
+        for t, state, raw in learning:
+            self.seen(t, state, raw)
+
+    def _close_run(self, upto: float) -> None:
+        """The current run of one state, painted up to ``upto`` (bounded by a gap)."""
+        if self.state is not None:
+            self._paint(self.run_from, upto, self.state)
+
+    def _paint(self, a: float, b: float, state: int) -> None:
+        self.timeline.paint(a, b, state)
+        lo, hi = max(a, self.start), min(b, self.end)
+        if hi > lo:
+            self.seconds[state] += hi - lo
+
+    # One decision table, read top to bottom: split, it would be harder to follow.
+    def _step(self, t: float, state: int, raw: dict[str, Any] | None) -> None:  # noqa: PLR0912
+        """A change of state, a gap, or a record with more to say than its state."""
+        interval = self.interval or MIN_INTERVAL
+        prev, last = self.state, self.last
+        action = raw["action"] if raw is not None else None
+        dry = bool(raw.get("dry_run")) if raw is not None else False
+        if raw is not None and dry:
+            self.dry_runs += 1
+        gap = prev is not None and t - last > interval * GAP_INTERVALS
+        # Close the run so far: up to the last observation, plus the span to this one
+        # (or, over a gap, one interval: the rest is unknown).
+        self._close_run(last)
+        lo_hint = _float(raw, "last_seen")
+        hi_hint = _float(raw, "down_since")
+        start = action in _STARTS and not dry
+        by_hand = action == "restarted" or (
+            action == "started" and str(raw.get("reason", "")).startswith("started by hand")
+            if raw is not None
+            else False
+        )
+        died = start and not by_hand and action == "started" and (
+            hi_hint is not None or prev == DOWN or (prev == UP and not gap)
+        )  # fmt: skip
+        failing = state == DOWN or died or (action == "start_failed" and not dry)
+        death_from: float | None = None
+        if prev is not None:
+            if gap:
+                self._paint(last, last + interval, prev)
+            elif prev == UP and failing:
+                # Known alive at last_seen (a moment before its run's record), else at the
+                # last record; down from then: the longest the records allow.
+                death_from = min(lo_hint if lo_hint is not None else last, t)
+                self._paint(last, max(last, death_from), UP)
+                self._paint(max(last, death_from), t, DOWN)
+            else:
+                self._paint(last, t, prev)
+        # Outages: opened by the first sign of death, closed by the next "up".
+        if failing and self.outage is None:
+            lo = death_from if death_from is not None else lo_hint
+            if lo is None:
+                lo = last if prev == UP else (hi_hint if hi_hint is not None else t)
+            elif prev not in (None, UP) and not gap:
+                lo = max(lo, last)  # not before the last record of another state (a hold)
+            self.outage = _Outage(lo, hi_hint if hi_hint is not None else t)
+        if state == UP and self.outage is not None:
+            self._recover(t)
+        elif state == HELD and self.outage is not None:
+            self.outage = None  # held while down: planned from now on, never "recovered"
+            self.outages += t >= self.start
+        if start:
+            self.timeline.mark(t)
+            if t >= self.start:
+                cause = (
+                    "by_hand"
+                    if by_hand
+                    else "unhealthy"
+                    if action == "restarted_unhealthy"
+                    else "died"
+                    if died
+                    else "other"
+                )
+                self.starts[cause] += 1
+        if raw is not None and not dry and t >= self.start:
+            self._count(t, str(action), raw, died)
+        self.state, self.run_from, self.last = state, t, t
+
+    def _recover(self, t: float) -> None:
+        o, self.outage = self.outage, None
+        if o is None or t < self.start:
+            return
+        worst, best = t - o.lo, max(0.0, t - o.hi)
+        self.outages += 1
+        self.recovered += 1
+        self.rec_max_sum += worst
+        self.rec_min_sum += best
+        if worst > self.rec_max:
+            self.rec_max, self.rec_max_at = worst, t
+        self.rec_min = max(self.rec_min, best)
+        precision = o.hi - o.lo
+        self.precise += precision < _MS_PRECISE
+        self.worst_precision = max(self.worst_precision, precision)
+
+    def _count(self, t: float, action: str, raw: dict[str, Any], died: bool) -> None:
+        if action == "start_failed":
+            self.failed_starts += 1
+        elif action == "gave_up":
+            self.gave_up += 1
+        elif action == "unhealthy":
+            self.unhealthy_runs += 1
+        reason, error = str(raw.get("reason", "")), raw.get("error")
+        if action in _FAILURES:
+            self._failed(Failure(t, action, reason, error if isinstance(error, str) else None))
+        elif died or action == "restarted_unhealthy":
+            self._failed(Failure(t, "died" if died else "unhealthy", reason, None))
+
+    def _failure_dict(self) -> dict[str, object] | None:
+        f = self.last_failure
+        if f is None:
+            return None
+        return {"at": _iso(f.at), "action": f.action, "reason": f.reason, "error": f.error}
+
+    def _failed(self, failure: Failure) -> None:
+        if self.last_failure is None or failure.at >= self.last_failure.at:
+            self.last_failure = failure
+
+    def aside(self, t: float, raw: dict[str, Any]) -> None:
+        """A record that is not an observation of the state (error, timeout, ...): it may
+        still be the last failure; a real watch's end says the state held throughout."""
+        self.records += 1
+        action = raw["action"]
+        if (
+            action == "watch_ended"
+            and self.state is not None
+            and self.learning is None
+            and _NOTICED.search(str(raw.get("reason", "")))
+        ):
+            self.records -= 1
+            self.seen(t, self.state)
+            return
+        if action in _FAILURES and not raw.get("dry_run") and t >= self.start:
+            error = raw.get("error")
+            self._failed(Failure(t, action, str(raw.get("reason", "")),
+                                 error if isinstance(error, str) else None))  # fmt: skip
+
+    def finish(self) -> None:
+        if self.learning is not None:
+            self._learnt()
+        if self.state is None:
+            return
+        self._close_run(self.last)
+        # After the last observation: its state, for one interval at most.
+        interval = self.interval or MIN_INTERVAL
+        self._paint(self.last, min(self.end, self.last + interval), self.state)
+        self.run_from = self.last
+
+    # --- what it says ---
+
+    def to_dict(self) -> dict[str, object]:
+        up, down, held = self.seconds
+        period = self.end - self.start
+        unknown = max(0.0, period - up - down - held)
+        o = self.outage
+        rec = self.recovered
+        return {
+            "target": self.name,
+            "interval_s": self.interval,
+            "availability": round(up / (up + down), 6) if up + down > 0 else None,
+            "seconds": {
+                "up": round(up, 3),
+                "down": round(down, 3),
+                "held": round(held, 3),
+                "unknown": round(unknown, 3),
+            },
+            "outages": self.outages + (o is not None),
+            "down_now_since": _iso(o.lo) if o is not None else None,
+            "starts": dict(self.starts),
+            "failed_starts": self.failed_starts,
+            "unhealthy_runs": self.unhealthy_runs,
+            "gave_up": self.gave_up,
+            "recovery_s": {
+                "recovered": rec,
+                "mean": round(self.rec_max_sum / rec, 3) if rec else None,
+                "longest": round(self.rec_max, 3) if rec else None,
+                "longest_at": _iso(self.rec_max_at),
+                "mean_at_least": round(self.rec_min_sum / rec, 3) if rec else None,
+                "longest_at_least": round(self.rec_min, 3) if rec else None,
+                "within_a_second": self.precise,
+                "wider": rec - self.precise,
+                "worst_precision_s": round(self.worst_precision, 3),
+            },
+            "last_failure": self._failure_dict(),
+            "dry_run_records": self.dry_runs,
+            "out_of_order": self.out_of_order,
+            "timeline": draw(self.timeline.states(), colour=False),
+        }
+
+
+def _float(raw: dict[str, Any] | None, key: str) -> float | None:
+    if raw is None:
+        return None
+    return _CLOCK.parse(raw.get(key))
+
+
+_CLOCK = _Clock()
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    when = datetime.fromtimestamp(t, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Report(NamedTuple):
+    start: float
+    end: float
+    targets: list[TargetReport]
+    files: list[str]  # read, oldest first
+    skipped_files: list[str]  # rotated files older than the period, by their mtime
+    unreadable_files: list[str]  # "path: why"
+    unreadable_lines: int  # torn, not JSON, not UTF-8, too long, or not a record
+    future_records: int
+    foreign: dict[str, int]  # records of targets not in the config
+    foreign_other: int  # ... of more names than MAX_FOREIGN_NAMES
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "from": _iso(self.start),
+            "to": _iso(self.end),
+            "cells": self.targets[0].timeline.cells if self.targets else 0,
+            "cell_s": round(self.targets[0].timeline.width, 3) if self.targets else None,
+            "timeline_legend": dict(zip(_PLAIN.values(), _PLAIN, strict=True)),
+            "targets": [t.to_dict() for t in self.targets],
+            "files": self.files,
+            "skipped_files": self.skipped_files,
+            "unreadable_files": self.unreadable_files,
+            "unreadable_lines": self.unreadable_lines,
+            "future_records": self.future_records,
+            "foreign_targets": dict(self.foreign),
+            "foreign_other": self.foreign_other,
+        }
+
+
+def _lines(f: Any, too_long: Callable[[], None]) -> Iterator[bytes]:
+    """The lines of ``f``, a chunk at a time; a line longer than MAX_LINE is dropped
+    (``too_long`` is told) without being held whole."""
+    carry = b""
+    skipping = False
+    read = f.read
+    while True:
+        chunk = read(_CHUNK)
+        if not chunk:
+            break
+        if skipping:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                continue
+            skipping = False
+            too_long()
+            chunk = chunk[cut + 1 :]
+            carry = b""
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()
+        yield from lines
+        if len(carry) > MAX_LINE:
+            carry, skipping = b"", True
+    if skipping:
+        too_long()
+    elif carry:
+        yield carry
+
+
+# One streaming loop, kept in one frame: a function call per line is a tenth of the budget.
+def build(  # noqa: PLR0912, PLR0915
+    log: Path,
+    names: Iterable[str],
+    *,
+    since: float,
+    cells: int,
+    now: float | None = None,
+) -> Report:
+    """The report over the last ``since`` seconds for targets ``names``."""
+    import json
+
+    end = datetime.now(UTC).timestamp() if now is None else now
+    start = end - since
+    targets = {n: TargetReport(n, start, end, cells) for n in names}
+    by_bytes = {n.encode(): t for n, t in targets.items()}
+    future = end + FUTURE_SLACK
+    bad = 0
+    in_future = 0
+    foreign: dict[str, int] = {}
+    foreign_other = 0
+    read: list[str] = []
+    skipped: list[str] = []
+    unreadable_files: list[str] = []
+    decode = json.JSONDecoder().decode
+    fast_match = _FAST.fullmatch
+    clock = _CLOCK
+    kinds = _UP_ACTIONS
+
+    def too_long() -> None:
+        nonlocal bad
+        bad += 1
+
+    for path in reversed(log_files(log)):
+        if path != log:
+            try:
+                if os.lstat(path).st_mtime < start - 86400:
+                    skipped.append(str(path))  # its newest record is older than the period
+                    continue
+            except OSError:
+                pass
+        try:
+            f = open_log(path)
+        except OSError as e:
+            if path == log and isinstance(e, FileNotFoundError):
+                continue
+            unreadable_files.append(f"{path}: {e.strerror or e}")
+            continue
+        read.append(str(path))
+        inner = getattr(f, "fileobj", None)  # a GzipFile does not close the file it reads
+        try:
+            with f:
+                for line in _lines(f, too_long):
+                    m = fast_match(line)
+                    if m is not None:
+                        t = clock.fast(m[1], m[2], m[3])
+                        if t is not None and t <= future:
+                            target = by_bytes.get(m[4])
+                            if target is not None:
+                                target.seen(t, UP)  # ok, adopted
+                                continue
+                    if not line or line == b"\r":
+                        continue
+                    raw = _record(line, decode)
+                    if raw is None:
+                        bad += 1
+                        continue
+                    t = clock.parse(raw["ts"])
+                    if t is None:
+                        bad += 1
+                        continue
+                    if t > future:
+                        in_future += 1
+                        continue
+                    name = raw["target"]
+                    target = targets.get(name)
+                    if target is None:
+                        if name in foreign:
+                            foreign[name] += 1
+                        elif len(foreign) < MAX_FOREIGN_NAMES:
+                            foreign[name] = 1
+                        else:
+                            foreign_other += 1
+                        continue
+                    action = raw["action"]
+                    state = kinds.get(action)
+                    if state is None:
+                        target.aside(t, raw)
+                    else:
+                        target.seen(t, state, raw)
+        except (OSError, EOFError) as e:  # a torn .gz, an I/O error: what was read counts
+            unreadable_files.append(f"{path}: {getattr(e, 'strerror', None) or e}")
+        finally:
+            if inner is not None:
+                inner.close()
+    for target in targets.values():
+        target.finish()
+    return Report(start, end, list(targets.values()), read, skipped, unreadable_files, bad,
+                  in_future, foreign, foreign_other)  # fmt: skip
+
+
+def _record(line: bytes, decode: Callable[[str], Any]) -> dict[str, Any] | None:
+    """A decoded line if it is a record guardian could have written; None if not."""
+    if len(line) > MAX_LINE:
+        return None
+    try:
+        value = decode(line.decode())
+    except (ValueError, RecursionError):
+        return None
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("ts"), str)
+        and isinstance(value.get("target"), str)
+        and value.get("action") in _KNOWN_ACTIONS
+        and isinstance(value.get("reason"), str)
+        and isinstance(value.get("dry_run", False), bool)
+    ):
+        return value
+    return None
+
+
+# --- for a person ---
+
+_PLAIN = {"up": "=", "restarted": "^", "down": "X", "held": "H", "unknown": "."}
+_COLOUR = {"up": "\x1b[32m", "restarted": "\x1b[33m", "down": "\x1b[31;1m",
+           "held": "\x1b[34m", "unknown": "\x1b[2m"}  # fmt: skip
+_RESET = "\x1b[0m"
+
+
+def draw(states: list[str], colour: bool) -> str:
+    if not colour:
+        return "".join(_PLAIN[s] for s in states)
+    out: list[str] = []
+    for s in states:
+        ch = "█" if s == "up" else _PLAIN[s]
+        out.append(f"{_COLOUR[s]}{ch}")
+    return "".join(out) + _RESET
+
+
+def legend(colour: bool) -> str:
+    parts = [f"{draw([s], colour)} {s}" for s in ("up", "restarted", "down", "held", "unknown")]
+    return "   ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    s = round(seconds)
+    days, rest = divmod(s, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    shown = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return " ".join(shown[:2])
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def lines(report: Report, *, colour: bool) -> list[str]:
+    out = [f"guardian report: {_stamp(report.start)} to {_stamp(report.end)} UTC "
+           f"({duration(report.end - report.start)})"]  # fmt: skip
+    for t in report.targets:
+        out += ["", *_target_lines(t, report, colour)]
+    out.append("")
+    notes = []
+    if report.unreadable_lines:
+        notes.append(f"{report.unreadable_lines} line(s) not a record (torn, foreign or too "
+                     "long): skipped")  # fmt: skip
+    if report.future_records:
+        notes.append(f"{report.future_records} record(s) dated in the future: not believed")
+    if report.foreign or report.foreign_other:
+        named = ", ".join(f"{n} ({c})" for n, c in sorted(report.foreign.items()))
+        more = f" and {report.foreign_other} more" if report.foreign_other else ""
+        notes.append(f"records of targets not in this config: {named}{more}")
+    for problem in report.unreadable_files:
+        notes.append(f"could not read {problem}: the report is partial")
+    files = len(report.files)
+    notes.append(f"read {files} file(s)" + (f"; {len(report.skipped_files)} rotated file(s) "
+                 "older than the period skipped" if report.skipped_files else ""))  # fmt: skip
+    out += notes
+    return out
+
+
+def _target_lines(t: TargetReport, report: Report, colour: bool) -> list[str]:
+    d = t.to_dict()
+    up, down, held = t.seconds
+    avail = d["availability"]
+    head = f"{t.name}: " + (
+        f"{float(avail) * 100:.3f}% available" if isinstance(avail, float) else "no observations"
+    )
+    period = report.end - report.start
+    observed = up + down + held
+    head += f" (up {duration(up)}, down {duration(down)}"
+    if held:
+        head += f", held {duration(held)}"
+    head += f"; observed {observed / period * 100:.0f}% of the period)" if period else ")"
+    rows = [head]
+    cells = t.timeline.states()
+    left, right = _stamp(report.start), _stamp(report.end)
+    rows.append(f"  {draw(cells, colour)}")
+    gap = max(1, len(cells) - len(left) - len(right))
+    rows.append(f"  {left}{' ' * gap}{right}")
+    rows.append(f"  {legend(colour)}   (a cell is {duration(t.timeline.width)})")
+    o = d["outages"]
+    starts = t.starts
+    rows.append(f"  outages: {o}; starts: {starts['died']} after a death, "
+                f"{starts['unhealthy']} unhealthy, {starts['by_hand']} by hand, "
+                f"{starts['other']} other; {t.failed_starts} failed; "
+                f"gave up {t.gave_up} time(s)")  # fmt: skip
+    rec = t.recovered
+    if rec:
+        how = (
+            f"{t.precise} known within a second (a watcher, or runs close together)"
+            if t.precise
+            else ""
+        )
+        rest = rec - t.precise
+        if rest:
+            how += ("; " if how else "") + (f"{rest} to the interval (deaths known to "
+                                            f"within {duration(t.worst_precision)})")  # fmt: skip
+        rows.append(f"  time to recovery: mean {duration(t.rec_max_sum / rec)}, longest "
+                    f"{duration(t.rec_max)} (at least {duration(t.rec_min_sum / rec)} and "
+                    f"{duration(t.rec_min)}); {how}")  # fmt: skip
+    if t.outage is not None:
+        rows.append(f"  DOWN since {_iso(t.outage.lo)} at the latest record")
+    if t.dry_runs:
+        rows.append(f"  {t.dry_runs} dry-run record(s): read as observations, never as starts")
+    if t.out_of_order:
+        rows.append(f"  {t.out_of_order} record(s) older than the one before (a clock set "
+                    "back?): taken at the time before")  # fmt: skip
+    f = t.last_failure
+    if f is not None:
+        said = f"{f.error} ({f.reason})" if f.error else f.reason
+        if len(said) > 300:
+            said = said[:300] + "..."
+        rows.append(f"  last failure: {_iso(f.at)}: {f.action}: {said}")
+    return rows
+
+
+def is_colour(fd: int = 1) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return os.isatty(fd) and stat.S_ISCHR(os.fstat(fd).st_mode)
+    except OSError:
+        return False

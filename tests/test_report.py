@@ -1,0 +1,278 @@
+"""guardian report: real runs (starts, kills, holds, probes, a watcher) and the figures the
+report gives for them; synthetic logs for the arithmetic (gaps, torn, rotated, future lines).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from guardian import report
+from guardian.audit import MAX_LINE
+
+from conftest import Guardian, wait_for
+
+
+def _t(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _report(g: Guardian, *args: str) -> dict[str, Any]:
+    r = g.run("report", "--json", "--width", "60", *args)
+    assert r.rc == 0, r.stderr
+    data: dict[str, Any] = json.loads(r.stdout)
+    return data
+
+
+def test_a_kill_a_hold_and_a_start_by_hand_are_counted_as_they_happened(g: Guardian) -> None:
+    assert g.check().rc == 0  # started: the first start ("other")
+    assert g.check().rc == 0  # ok
+    os.kill(g.pid(), signal.SIGKILL)
+    wait_for(lambda: not g.matches(), what="the target to die")
+    assert g.check().rc == 0  # started after a death: last_seen and down_since
+    assert g.run("stop", "agent", "--for", "1m", "--reason", "test").rc == 0
+    time.sleep(1)
+    assert g.check().rc == 0  # held
+    assert g.run("start", "agent").rc == 0  # by hand
+    assert g.check().rc == 0
+    records = g.audit()
+    assert [r["action"] for r in records] == [
+        "started", "ok", "started", "held", "held", "started", "ok"
+    ]  # fmt: skip
+    death = records[2]
+    data = _report(g, "--since", "1h")
+    (t,) = data["targets"]
+    assert t["starts"] == {"died": 1, "unhealthy": 0, "by_hand": 1, "other": 1}
+    assert t["outages"] == 1
+    assert t["down_now_since"] is None
+    rec = t["recovery_s"]
+    assert rec["recovered"] == 1
+    # Counted from when it was last seen alive (the ok run) to ready again.
+    assert abs(rec["longest"] - (_t(death["ts"]) - _t(death["last_seen"]))) < 0.002
+    assert abs(rec["longest_at_least"] - (_t(death["ts"]) - _t(death["down_since"]))) < 0.002
+    # Runs a second apart: the death is known to within that second (cron's: a minute).
+    precision = _t(death["down_since"]) - _t(death["last_seen"])
+    assert abs(rec["worst_precision_s"] - precision) < 0.002
+    assert rec["within_a_second" if precision < 1 else "wider"] == 1
+    held = _t(records[5]["ts"]) - _t(records[3]["ts"])
+    assert abs(t["seconds"]["held"] - held) < 0.002
+    assert abs(t["seconds"]["down"] - rec["longest"]) < 0.05  # from the ok record, not before
+    up, down = t["seconds"]["up"], t["seconds"]["down"]
+    assert abs(t["availability"] - up / (up + down)) < 0.001
+    assert t["last_failure"]["action"] == "died"
+    assert t["last_failure"]["at"] == death["ts"]
+    assert t["timeline"][-1] == "^"  # starts in the last minute
+    assert set(t["timeline"][:-2]) == {"."}  # nothing recorded before: unknown
+    assert data["unreadable_lines"] == 0
+
+
+def test_a_death_a_watcher_saw_is_timed_to_the_millisecond(g: Guardian) -> None:
+    assert g.check().rc == 0
+    watcher = g.spawn(
+        [sys.executable, "-m", "guardian", "check", "--watch", "4s", "--config",
+         str(g.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    lock = g.state / "locks" / "agent.watch.lock"
+    wait_for(lambda: lock.exists() and lock.read_text().strip(), what="the watcher to watch")
+    time.sleep(0.3)
+    os.kill(g.pid(), signal.SIGKILL)
+    wait_for(lambda: g.actions().count("started") == 2, what="the watcher's start")
+    watcher.wait(timeout=30)
+    g.track()
+    death = [r for r in g.audit() if r["action"] == "started"][1]
+    assert _t(death["down_since"]) - _t(death["last_seen"]) < 1.0
+    (t,) = _report(g, "--since", "1h")["targets"]
+    assert t["outages"] == 1
+    assert t["starts"]["died"] == 1
+    rec = t["recovery_s"]
+    assert rec["within_a_second"] == 1
+    assert rec["wider"] == 0
+    assert rec["worst_precision_s"] < 1.0
+    assert rec["longest"] < 5
+
+
+def test_a_failing_probe_restart_is_by_cause_unhealthy_and_no_outage(g: Guardian) -> None:
+    flag = g.tmp / "healthy"
+    flag.touch()
+    g.configure(health={"command": ["/usr/bin/test", "-e", str(flag)], "failures": 2})
+    assert g.check().rc == 0
+    flag.unlink()
+    g.check()  # unhealthy, 1 of 2
+    g.check()  # restarted_unhealthy
+    assert g.actions() == ["started", "unhealthy", "restarted_unhealthy"]
+    (t,) = _report(g, "--since", "1h")["targets"]
+    assert t["starts"] == {"died": 0, "unhealthy": 1, "by_hand": 0, "other": 1}
+    assert t["unhealthy_runs"] == 1
+    assert t["outages"] == 0
+    assert t["seconds"]["down"] == 0
+    assert t["last_failure"]["action"] == "unhealthy"
+
+
+def test_the_text_report_is_plain_when_piped_and_names_the_target(g: Guardian) -> None:
+    assert g.check().rc == 0
+    r = g.run("report", "--since", "2h", "--width", "40")
+    assert r.rc == 0, r.stderr
+    assert "\x1b[" not in r.stdout
+    assert r.stdout.splitlines()[2].startswith("agent: 100.000% available")
+    assert "= up   ^ restarted   X down   H held   . unknown" in r.stdout
+
+
+def test_unknown_target_and_bad_since_are_usage_errors(g: Guardian) -> None:
+    assert g.run("report", "--target", "nope").rc == 2
+    assert g.run("report", "--since", "soon").rc == 2
+
+
+# --- synthetic logs: the arithmetic ---
+
+END = datetime(2026, 12, 7, tzinfo=UTC)
+
+
+def _line(t: datetime, action: str, target: str = "agent", **extra: object) -> str:
+    data: dict[str, object] = {
+        "ts": t.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "host": "h",
+        "guardian_pid": 1, "version": "0.1.0", "target": target, "action": action,
+        "reason": "r", "pid": 5, "old_pid": None, "duration_ms": 0, "dry_run": False,
+    }  # fmt: skip
+    data.update(extra)
+    return json.dumps(data, separators=(", ", ": "))
+
+
+def _oks(start: datetime, minutes: int) -> list[str]:
+    return [_line(start + timedelta(minutes=i), "ok") for i in range(minutes)]
+
+
+def _build(log: Path, since: float = 86400, cells: int = 24) -> report.Report:
+    return report.build(log, ["agent"], since=since, cells=cells, now=END.timestamp())
+
+
+def test_a_gap_longer_than_three_intervals_is_unknown(tmp_path: Path) -> None:
+    day = END - timedelta(days=1)
+    lines = _oks(day, 600) + _oks(day + timedelta(hours=12), 720)  # 2h of nothing between
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    (t,) = _build(log).targets
+    assert t.interval == 60
+    up = t.seconds[report.UP]
+    # 600 + 720 minutes, each ok credited to the next (or one interval at the end).
+    assert abs(up - (600 + 720) * 60) < 1
+    cells = t.timeline.states()
+    assert cells[:10] == ["up"] * 10
+    assert cells[10:12] == ["unknown", "unknown"]
+    assert cells[12:] == ["up"] * 12
+    assert t.to_dict()["availability"] == 1.0
+
+
+def test_torn_foreign_future_and_huge_lines_are_counted_not_fatal(tmp_path: Path) -> None:
+    start = END - timedelta(hours=2)
+    lines = _oks(start, 60)
+    lines.insert(10, lines[10][:40])  # torn
+    lines.insert(20, "not json at all")
+    lines.insert(30, _line(start, "ok", target="stranger"))
+    lines.insert(40, _line(END + timedelta(days=1), "started"))  # in the future
+    lines.insert(50, '{"ts": "' + "x" * (MAX_LINE + 10) + '"}')  # longer than MAX_LINE
+    lines.insert(55, _line(start, "no_such_action"))
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(lines))  # and no newline at the end
+    made = _build(log)
+    assert made.unreadable_lines == 4
+    assert made.future_records == 1
+    assert made.foreign == {"stranger": 1}
+    (t,) = made.targets
+    assert t.starts["other"] == 0  # the future start was not believed
+    assert abs(t.seconds[report.UP] - 60 * 60) < 1
+
+
+def test_rotated_and_gzipped_files_are_read_oldest_first(tmp_path: Path) -> None:
+    start = END - timedelta(hours=3)
+    log = tmp_path / "audit.jsonl"
+    older = _oks(start, 60)
+    dead = start + timedelta(minutes=60, seconds=30)
+    seen = _iso(start + timedelta(minutes=59))
+    started = _line(start + timedelta(minutes=62), "started", last_seen=seen, down_since=_iso(dead))
+    middle = [started, *_oks(start + timedelta(minutes=63), 57)]
+    newest = _oks(start + timedelta(minutes=120), 60)
+    (tmp_path / "audit.jsonl.2.gz").write_bytes(gzip.compress(("\n".join(older) + "\n").encode()))
+    (tmp_path / "audit.jsonl.1").write_text("\n".join(middle) + "\n")
+    log.write_text("\n".join(newest) + "\n")
+    made = _build(log)
+    assert [Path(f).name for f in made.files] == [
+        "audit.jsonl.2.gz",
+        "audit.jsonl.1",
+        "audit.jsonl",
+    ]
+    (t,) = made.targets
+    d = t.to_dict()
+    assert d["outages"] == 1
+    assert t.starts["died"] == 1
+    assert d["recovery_s"]["longest"] == 180.0  # last seen at minute 59, ready at 62
+    assert d["recovery_s"]["longest_at_least"] == 90.0
+    assert abs(t.seconds[report.DOWN] - 180) < 0.01
+
+
+def test_a_rotated_file_older_than_the_period_is_skipped_by_its_mtime(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    old = tmp_path / "audit.jsonl.1"
+    old.write_text(_line(END - timedelta(days=30), "gave_up") + "\n")
+    stamp = (END - timedelta(days=30)).timestamp()
+    os.utime(old, (stamp, stamp))
+    log.write_text("\n".join(_oks(END - timedelta(hours=1), 60)) + "\n")
+    made = _build(log)
+    assert made.skipped_files == [str(old)]
+    assert made.targets[0].gave_up == 0
+
+
+def test_down_held_and_start_failures_shape_the_cells(tmp_path: Path) -> None:
+    start = END - timedelta(hours=4)
+    hold = {"by": "root", "at": _iso(start), "until": None, "reason": "x"}
+    lines = _oks(start, 60)  # hour 0: up
+    lines += [_line(start + timedelta(minutes=60 + i), "start_failed", error="exit 3")
+              for i in range(60)]  # hour 1: down  # fmt: skip
+    lines += [_line(start + timedelta(minutes=120 + i), "held", hold=hold) for i in range(60)]
+    lines += [_line(start + timedelta(minutes=180), "started", reason="started by hand: x")]
+    lines += _oks(start + timedelta(minutes=181), 59)
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    made = report.build(log, ["agent"], since=4 * 3600, cells=4, now=END.timestamp())
+    (t,) = made.targets
+    # The first hour ends with a minute down: a short outage in it.
+    assert t.timeline.states() == ["restarted", "down", "held", "restarted"]
+    assert t.failed_starts == 60
+    assert t.to_dict()["outages"] == 1  # ended by the hold, never recovered
+    assert t.recovered == 0
+    assert t.last_failure is not None
+    assert t.last_failure.action == "start_failed"
+    assert abs(t.seconds[report.HELD] - 3600) < 1
+    # Up 59 + 60 minutes, down 61 (from the last ok): held time is left out.
+    assert abs(t.to_dict()["availability"] - 119 / 180) < 0.001
+
+
+def test_the_timeline_is_coloured_only_when_asked() -> None:
+    states = ["up", "down", "unknown"]
+    assert report.draw(states, colour=False) == "=X."
+    coloured = report.draw(states, colour=True)
+    assert "\x1b[32m█" in coloured
+    assert "\x1b[31;1mX" in coloured
+    assert coloured.endswith("\x1b[0m")
+
+
+def test_no_color_turns_colour_off_even_on_a_terminal(monkeypatch: Any) -> None:
+    primary, secondary = os.openpty()
+    try:
+        assert report.is_colour(secondary)
+        monkeypatch.setenv("NO_COLOR", "1")
+        assert not report.is_colour(secondary)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
