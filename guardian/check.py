@@ -594,6 +594,10 @@ class Guard:
         found = ready.found
         self.pid = found.pid
         self.st = self.st._replace(current=_current(found, ready=True))
+        cause: state.StartCause = (
+            "by_hand" if by_hand else "unhealthy" if action == "restarted_unhealthy" else "died"
+        )
+        self.st = state.counted(self.st, cause, time.time())  # (metrics: starts_total)
         self.save()
         text = f"{reason}; ready after {ready.seconds:.1f}s"
         self.hook(self.target.hooks.on_start, action, text, found.pid)
@@ -619,7 +623,7 @@ class Guard:
         except LaunchError:
             # A start that never ran (exec failed): pid 0, never ready: it counts as dying young.
             self.st = state.started(self.st, t, state.Current(0, 0, 0, False, t), counts=counts)
-            self.st = state.seen_dead(self.st, t, self.target.restart)
+            self.st = state.seen_dead(state.start_failed(self.st), t, self.target.restart)
             self.save()
             raise
         for text in warnings:
@@ -662,7 +666,7 @@ class Guard:
         self.end_launch(wait=2.0)
         # Its death is counted now, when it failed: a backoff runs from here, exactly
         # (a watcher waits just that long; without it, every look would count anew).
-        self.st = state.seen_dead(self.st, state.now(), self.target.restart)
+        self.st = state.seen_dead(state.start_failed(self.st), state.now(), self.target.restart)
         self.save()
         self.hook(self.target.hooks.on_failure, "start_failed", error, pid)
         tail_lines = tuple(tail(self.target.output, since=self.output_since))

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from guardian import __version__, audit
+from guardian import __version__, audit, deadline
 from guardian.audit import AuditRecord
 from guardian.config import Config, check_writable, default_config, load, parse_duration
 from guardian.errors import (
@@ -250,13 +250,20 @@ def check(
 
     def job(config: Config) -> RunResult:
         targets = config.select(names)
+        tell = None if dry_run else _Tell.maybe(config, run, out, start=True)
         checked = run_check(config, targets, run)
         seconds = watch_for or (None if dry_run else config.settings.watch)
+        if tell is not None:
+            tell.checked(checked, final=not seconds)
         if not seconds:
             return checked
         from guardian.watch import watch
 
-        return watch(config, targets, run, checked, seconds)
+        watched = watch(config, targets, run, checked, seconds,
+                        after=tell.acted if tell is not None else None)  # fmt: skip
+        if tell is not None:
+            tell.ended(watched)
+        return watched
 
     # A real run goes on past one target's missing program; a dry run refuses it (exit 2).
     return _within(run, config_path, timeout, out, job, defer=not dry_run)
@@ -310,6 +317,7 @@ class _Output:
         self.dry_run = dry_run
         self.verbose = verbose
         self.audit_failed = False
+        self.latest: dict[str, AuditRecord] = {}
 
     @property
     def failed(self) -> bool:
@@ -322,13 +330,22 @@ class _Output:
     def log(self, record: AuditRecord) -> None:
         try:
             # (Records come only once the config is read: there is always a log to name.)
-            audit.append(self.config.settings.audit_log if self.config else Path(), record)
+            s = self.config.settings if self.config else None
+            audit.append(s.audit_log if s else Path(), record,
+                         max_bytes=s.audit_max_bytes if s else 0,
+                         keep=s.audit_keep if s else 5)  # fmt: skip
+        except audit.RotationError as e:
+            # Written, but the log keeps growing: said (once a run), and the run exits 3.
+            self.audit_failed = True
+            _err(str(e))
         except AuditError as e:
             # Never lost silently: the record goes to stderr, and so into cron's mail.
             self.audit_failed = True
             _err(f"{e}; the record was: {record.to_json()}")
 
     def show(self, record: AuditRecord) -> None:
+        if record.action not in ASIDES or record.action == "held":
+            self.latest[record.target] = record  # each target's outcome (a ping's verdict)
         if self.as_json:
             _out(record.to_json())
         elif self.dry_run:
@@ -363,6 +380,107 @@ class _Output:
         return EXIT_OK
 
 
+class _Tell:
+    """What a run tells the world after it (metrics file, then the dead-man ping), when
+    the config asks for either. Never a failure of the run: a problem is a ``warning``
+    record about ``(guardian)``, said on stderr, and the exit code is unchanged."""
+
+    def __init__(self, config: Config, run: Run, out: _Output, *, start: bool) -> None:
+        from guardian.ping import Pinger
+
+        self.config, self.run, self.out = config, run, out
+        s = config.settings
+        self.pinger = Pinger(s.ping_url, s.ping_timeout) if s.ping_url else None
+        self.began = time.monotonic()
+        self.duration = 0.0
+        self.exit_code: int | None = None  # the check's, while a watch goes on
+        # /start only as a check begins (the monitor's schedule is cron's, not a person's);
+        # never waited for: collected at the end.
+        if self.pinger is not None and s.ping_start and start:
+            self._warn(self.pinger.send("start"))
+
+    @classmethod
+    def maybe(cls, config: Config, run: Run, out: _Output, *, start: bool) -> _Tell | None:
+        s = config.settings
+        return cls(config, run, out, start=start) if s.metrics_file or s.ping_url else None
+
+    def _warn(self, problem: str | None) -> None:
+        from guardian.ping import RUN_TARGET
+
+        if problem:  # (not run.warn: a warning about the run's telling leaves the exit code)
+            self.run.emit(AuditRecord(RUN_TARGET, "warning", problem))
+
+    def _metrics(self, exit_code: int | None, *, watching: bool = False) -> None:
+        if self.config.settings.metrics_file is None:
+            return
+        from guardian import metrics
+
+        facts = metrics.RunFacts(time.time(), self.duration, exit_code, watching)
+        with self.run.aside("writing its metrics file"), deadline.critical():  # milliseconds
+            problem = metrics.update(self.config, facts)
+        self._warn(problem)
+
+    def _verdict(self, result: RunResult | None) -> tuple[str, bytes | None]:
+        from guardian.ping import body
+
+        latest = self.out.latest.values()
+        down = [r for r in latest if r.action not in RUNNING and r.action != "held"]
+        held = [r for r in latest if r.action == "held"]
+        cut = result is not None and (result.timed_out or result.interrupted is not None)
+        kind = "fail" if down or cut else "success"
+        lines = [_line(r) for r in (*down, *held)]
+        if cut and not down:
+            lines.insert(0, "guardian's run was cut short (a time-out or a signal)")
+        return kind, body(lines) if lines else None
+
+    def checked(self, result: RunResult, *, final: bool) -> None:
+        """After the check (or the job by hand): metrics, then the ping (``final``: waited
+        for, within the run's time; else sent and left to run while the watch goes on)."""
+        self.duration = time.monotonic() - self.began
+        if final:
+            self.ended(result)
+            return
+        self.exit_code = self.out.exit_code(result)
+        self._metrics(self.exit_code)
+        if self.pinger is not None:
+            self._warn(self.pinger.send(*self._verdict(result)))
+
+    def acted(self) -> None:
+        """A watcher's action is over: metrics anew, and a ping, without waiting."""
+        try:
+            self._metrics(self.exit_code, watching=True)
+            if self.pinger is not None:
+                for problem in self.pinger.poll():
+                    self._warn(problem)
+                self._warn(self.pinger.send(*self._verdict(None)))
+        except Exception as e:  # a bug here must not end the watch: said, and it goes on
+            self._warn(f"internal error while telling of an action: {type(e).__name__}: {e}")
+
+    def ended(self, result: RunResult) -> None:
+        """The run's end: metrics with its exit code, the last ping, and every ping's result
+        gathered, within the run's time and the ping's timeout; a signal or the run's end
+        arriving meanwhile cuts the wait short, not the run's records or exit code."""
+        self._metrics(self.out.exit_code(result))
+        if self.pinger is None:
+            return
+        self.run.step("sending its ping")
+        try:
+            self._warn(self.pinger.send(*self._verdict(result)))
+            # The child ends itself at its timeout (its own SIGALRM): a moment more for that,
+            # within what is left of the run.
+            wait = self.pinger.timeout + 0.5
+            if self.run.deadline is not None:
+                wait = min(wait, self.run.deadline.remaining())
+            problems = self.pinger.collect(wait)
+        except (Interrupted, RunTimeout) as e:
+            what = ("guardian's own time ran out" if isinstance(e, RunTimeout)
+                    else f"guardian got {signal.Signals(e.signum).name}")  # fmt: skip
+            problems = [f"ping cut short: {what}"]
+        with contextlib.suppress(Interrupted, RunTimeout), deadline.critical():
+            for problem in problems:
+                self._warn(problem)
+
+
 def _by_hand(
     what: str, config_path: Path, name: str, timeout: float | None, hold: Any = None
 ) -> int:
@@ -373,7 +491,11 @@ def _by_hand(
 
     def job(config: Config) -> RunResult:
         (target,) = config.select([name])
-        return by_hand(what, config, target, run, hold)
+        tell = _Tell.maybe(config, run, out, start=False)
+        result = by_hand(what, config, target, run, hold)
+        if tell is not None:
+            tell.checked(result, final=True)
+        return result
 
     # A stop (or a reset) needs no program: one removed by an upgrade can still be stopped.
     return _within(run, config_path, timeout, out, job, starting=what in ("restart", "start"))
@@ -649,6 +771,61 @@ def status(*, config_path: Path, user: str | None, cron_file: Path | None, as_js
         _err(f"cannot write the report to stdout: {_STDOUT.dropped}")
         return EXIT_INTERNAL
     return EXIT_OK if report.ok else EXIT_NOT_RUNNING
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  guardian report                          # the last 7 days, every target
+  guardian report --since 30d --target supervisord
+  guardian report --json | jq '.targets[0].availability'
+
+\b
+Exit codes: 0 the report; 1 some of the audit log could not be read (the report
+says which file, and is partial); 2 usage or config error; 3 the report could
+not be written to stdout.
+"""
+)
+@_config_option
+@click.option("--since", type=Duration(), default="7d", show_default=True,
+              help="The period: this long before now.")  # fmt: skip
+@click.option("--target", "targets", multiple=True, metavar="NAME",
+              help="Only this target (repeatable); default: every one.")  # fmt: skip
+@click.option("--width", type=click.IntRange(10, 1000), default=None,
+              help="Timeline cells (default: the terminal's width).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def report(
+    *,
+    config_path: Path,
+    since: float,
+    targets: tuple[str, ...],
+    width: int | None,
+    as_json: bool,
+) -> int:
+    """Availability, outages, starts by cause and time to recovery per target, and a
+    timeline, from the audit log and its rotated files."""
+    import json
+    import shutil
+
+    from guardian import report as reporting
+    from guardian.status import runner_of
+
+    path = Path(os.path.abspath(config_path))
+    config = load(path, acting=False, runner=runner_of(path, None))
+    chosen = config.select(list(targets))
+    cells = width or max(10, min(1000, shutil.get_terminal_size((80, 24)).columns - 2))
+    made = reporting.build(config.settings.audit_log, [t.name for t in chosen],
+                           since=since, cells=cells)  # fmt: skip
+    if as_json:
+        _out(json.dumps(made.to_dict(), indent=2))
+    else:
+        _out("\n".join(reporting.lines(made, colour=reporting.is_colour(1))))
+    if _STDOUT.dropped is not None:
+        _err(f"cannot write the report to stdout: {_STDOUT.dropped}")
+        return EXIT_INTERNAL
+    for problem in made.unreadable_files:
+        _err(f"cannot read {problem}: the report is partial")
+    return EXIT_NOT_RUNNING if made.unreadable_files else EXIT_OK
 
 
 def _usable_std_streams() -> None:

@@ -729,6 +729,21 @@ def check_writable(config: Config) -> None:
             # replaced by rename: its folder must be writable, not only the file
             places.append((f"targets.{t.name}.pidfile", t.pidfile.parent, True))
         places.append((f"targets.{t.name}.output", t.output, False))
+    if s.metrics_file is not None:
+        # Replaced by rename in its folder, which is node_exporter's: never made by guardian.
+        where = s.metrics_file.parent
+        if not where.is_dir():
+            raise ConfigError(f"{config.path}: guardian.metrics_file: {where} is not a folder "
+                              "(node_exporter's textfile directory?); every run would fail to "
+                              "write there")  # fmt: skip
+        places.append(("guardian.metrics_file", where, True))
+        planted = os.path.islink(s.metrics_file) or (
+            os.path.lexists(s.metrics_file) and not os.path.isfile(s.metrics_file)
+        )
+        if planted:
+            raise ConfigError(f"{config.path}: guardian.metrics_file: {s.metrics_file} is not a "
+                              "regular file, and guardian replaces nothing else; every run "
+                              "would fail to write there")  # fmt: skip
     for key, path, folder in places:
         problem = _cannot_write(path, folder=folder)
         if problem:

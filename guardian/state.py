@@ -31,6 +31,7 @@ since_boot = proc.since_boot
 _MAX_BYTES = 1 << 16  # a few hundred bytes in use; anything much bigger is not ours
 _PID_MAX = 4_194_304
 _MAX_STARTS = 1000  # more than any burst: a longer list is not one guardian wrote
+_MAX_COUNT = 1 << 53  # a counter a float (Prometheus's value) still holds exactly
 
 
 def boot_id() -> str:
@@ -71,6 +72,12 @@ class State(NamedTuple):
     probe_failures: int = 0
     gave_up_at: float | None = None
     stopped_by_hand: bool = False  # the next start follows a stop by hand: it does not count
+    # Counters for metrics (``guardian.metrics``): plain counts, so kept across a reboot.
+    starts_died: int = 0  # automatic starts of a target found not running (``started``)
+    starts_unhealthy: int = 0  # ``restarted_unhealthy``
+    starts_by_hand: int = 0  # ``guardian start`` / ``restart``
+    start_failures: int = 0  # ``start_failed``, whatever the cause
+    last_start_wall: float | None = None  # wall clock (epoch seconds) of the last good start
 
     def to_json(self) -> bytes:
         data = self._asdict()
@@ -115,6 +122,17 @@ class State(NamedTuple):
             "dead_since": self.dead_since is None or is_time(self.dead_since),
             "gave_up_at": self.gave_up_at is None or is_time(self.gave_up_at),
             "stopped_by_hand": isinstance(self.stopped_by_hand, bool),
+            "starts_died": is_count(self.starts_died, _MAX_COUNT),
+            "starts_unhealthy": is_count(self.starts_unhealthy, _MAX_COUNT),
+            "starts_by_hand": is_count(self.starts_by_hand, _MAX_COUNT),
+            "start_failures": is_count(self.start_failures, _MAX_COUNT),
+            # Wall clock, which may step back: only a possible time, not one before now.
+            "last_start_wall": self.last_start_wall is None
+            or (
+                isinstance(self.last_start_wall, float | int)
+                and not isinstance(self.last_start_wall, bool)
+                and 0 <= self.last_start_wall < 1e11
+            ),
             "current": c is None
             or (
                 is_count(c.pid, _PID_MAX)
@@ -198,7 +216,9 @@ class Store:
                 self.warnings.append(f"state file {self.path} was corrupt ({problem}); rebuilt")
                 state = fresh
             if state.boot_id != fresh.boot_id:
-                state = fresh  # the machine rebooted: history from before means nothing now
+                # The machine rebooted: history from before means nothing now, but the
+                # counters are plain counts (metrics), and carry on.
+                state = carry(state, fresh)
         self._loaded = state
         return state
 
@@ -325,4 +345,27 @@ def stopped_by_hand(state: State) -> State:
 
 
 def reset(state: State) -> State:
-    return State(state.boot_id, current=state.current, stable=state.stable)
+    return carry(state, State(state.boot_id, current=state.current, stable=state.stable))
+
+
+_COUNTERS = ("starts_died", "starts_unhealthy", "starts_by_hand", "start_failures",
+             "last_start_wall")  # fmt: skip
+
+
+def carry(old: State, new: State) -> State:
+    """``new`` with ``old``'s counters: they never go back while the file is believed."""
+    return new._replace(**{name: getattr(old, name) for name in _COUNTERS})
+
+
+StartCause = Literal["died", "unhealthy", "by_hand"]
+
+
+def counted(state: State, cause: StartCause, wall: float) -> State:
+    """A start that became ready, counted by its cause, at ``wall`` (epoch seconds)."""
+    field = f"starts_{cause}"
+    return state._replace(**{field: getattr(state, field) + 1, "last_start_wall": wall})
+
+
+def start_failed(state: State) -> State:
+    """A start that failed (never ran, or never became ready)."""
+    return state._replace(start_failures=state.start_failures + 1)

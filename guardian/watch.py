@@ -30,6 +30,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,6 +104,8 @@ class Watcher:
         self.by_fd: dict[int, tuple[str, _Watched]] = {}
         me = proc.stat(os.getpid())
         self.my_ticks = me.start_ticks if me is not None else 0
+        # Called after each action (a worker's end): the metrics file and the ping.
+        self.after: Callable[[], None] | None = None
 
     # --- the watch lock ---
 
@@ -286,6 +289,8 @@ class Watcher:
         if w.target.health.any:
             w.probe_due = now + w.target.health.interval
         self._look(w, now)
+        if self.after is not None:
+            self.after()
 
     def _died(self, w: _Watched, now: float) -> None:
         w.deaths += 1
@@ -392,7 +397,13 @@ def _holder(path: Path) -> tuple[str, int | None]:
 
 
 def watch(
-    config: Config, targets: tuple[Target, ...], run: Run, checked: RunResult, seconds: float
+    config: Config,
+    targets: tuple[Target, ...],
+    run: Run,
+    checked: RunResult,
+    seconds: float,
+    *,
+    after: Callable[[], None] | None = None,
 ) -> RunResult:
     """Watch ``targets`` for ``seconds`` after the check that gave ``checked``."""
     sink = run.sink
@@ -405,6 +416,7 @@ def watch(
     usable = tuple(t for t in map(checkable, targets) if t is not None)
     watcher = Watcher(config, usable, run, sink)
     watcher.hard_end = run.deadline.end
+    watcher.after = after
     began = time.monotonic()
     how, interrupted, timed_out = "ended", None, checked.timed_out
     try:

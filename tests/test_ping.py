@@ -1,0 +1,268 @@
+"""The dead-man ping: real guardian runs against real local HTTP servers, good and bad."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
+
+import pytest
+from test_watch import Watch
+
+from guardian import __version__, ping
+
+from conftest import Guardian, wait_for
+
+
+class Request(NamedTuple):
+    method: str
+    path: str
+    agent: str
+    body: bytes
+
+
+class Monitor:
+    """A healthchecks.io stand-in: answers 200 and remembers each request."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        monitor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(size) if size else b""
+                monitor.requests.append(
+                    Request(self.command, self.path, self.headers["User-Agent"], body)
+                )
+                if self.path.endswith("/elsewhere"):
+                    self.send_response(302)
+                    self.send_header("Location", "ftp://127.0.0.1/ping")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            do_GET = do_POST = answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ping/abc"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def paths(self) -> list[str]:
+        return [r.path for r in self.requests]
+
+
+@pytest.fixture
+def monitor() -> Iterator[Monitor]:
+    m = Monitor()
+    yield m
+    m.server.shutdown()
+    m.server.server_close()
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """A server that accepts connections (its backlog does) and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/ping"
+
+
+@pytest.fixture
+def trickle() -> Iterator[str]:
+    """A server that answers one byte a second: every read succeeds, none ends."""
+    stop = threading.Event()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    s.settimeout(0.2)
+
+    def serve() -> None:
+        conns = []
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                conn, _ = s.accept()
+                conns.append(conn)
+            for c in conns:
+                with contextlib.suppress(OSError):
+                    c.send(b"H")
+            stop.wait(1.0)
+        for c in conns:
+            c.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{s.getsockname()[1]}/ping"
+    stop.set()
+    thread.join()
+    s.close()
+
+
+def refused_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/ping"
+
+
+def configure(
+    g: Guardian, url: str, *, start: bool = False, timeout: str = "1s", **t: object
+) -> None:
+    g.configure(guardian={"ping_url": url, "ping_timeout": timeout, "ping_start": start}, **t)
+
+
+def ping_warnings(g: Guardian) -> list[str]:
+    return [
+        r["reason"] for r in g.audit() if r["action"] == "warning" and r["target"] == "(guardian)"
+    ]
+
+
+def test_a_healthy_run_pings_the_url_and_start_first(g: Guardian, monitor: Monitor) -> None:
+    configure(g, monitor.url, start=True)
+    assert g.check().rc == 0
+    assert g.check().rc == 0
+    assert monitor.paths() == ["/ping/abc/start", "/ping/abc"] * 2
+    assert {r.agent for r in monitor.requests} == {f"guardian/{__version__}"}
+    assert ping_warnings(g) == []
+
+
+def test_a_target_not_running_pings_fail_with_the_reasons(g: Guardian, monitor: Monitor) -> None:
+    configure(g, monitor.url, command=g.agent("--exit", "3"))
+    result = g.check()
+    assert result.rc == 1  # the target's failure, not the ping's
+    (req,) = monitor.requests
+    assert (req.method, req.path) == ("POST", "/ping/abc/fail")
+    text = req.body.decode()
+    assert text.startswith("agent: start failed: exited with status 3")
+    assert text.endswith("\n")
+    assert len(req.body) <= ping.BODY_MAX
+
+
+def test_a_held_target_is_no_failure_but_is_said(g: Guardian, monitor: Monitor) -> None:
+    configure(g, monitor.url)
+    assert g.check().rc == 0
+    assert g.run("stop", "agent", "--reason", "kernel upgrade").rc == 0
+    assert g.check().rc == 0
+    assert monitor.paths() == ["/ping/abc"] * 3
+    assert b"kernel upgrade" in monitor.requests[-1].body
+
+
+@pytest.mark.parametrize("server", ["silent", "trickle", "refused"])
+def test_a_bad_ping_server_never_delays_the_run_nor_fails_it(
+    g: Guardian, request: pytest.FixtureRequest, server: str
+) -> None:
+    url = refused_url() if server == "refused" else request.getfixturevalue(server)
+    g.configure()
+    assert g.check().rc == 0  # started, without a ping
+    began = time.monotonic()
+    assert g.check().rc == 0
+    healthy = time.monotonic() - began
+    configure(g, url, start=True, timeout="1s")
+    result = g.check()
+    assert result.rc == 0, result.stderr
+    # One second of ping (both pings side by side), and whatever the machine adds.
+    assert result.seconds < healthy + 1.0 + 2.0, (result.seconds, healthy)
+    said = ping_warnings(g)
+    assert len(said) == 2, said
+    why = "Connection refused" if server == "refused" else "no answer within 1s"
+    assert said[0] == f"start ping to {url}/start failed: {why}"
+    assert said[1] == f"success ping to {url} failed: {why}"
+    assert "(guardian): warning: success ping" in result.stderr
+
+
+def test_a_slow_start_ping_never_delays_a_restart(g: Guardian, silent: str) -> None:
+    configure(g, silent, start=True, timeout="3s")
+    began = datetime.now().astimezone()
+    assert g.check().rc == 0
+    (started,) = [r for r in g.audit() if r["action"] == "started"]
+    at = datetime.fromisoformat(started["ts"].replace("Z", "+00:00"))
+    # Started (0.3s of start_grace) long before the /start ping's 3 seconds were up.
+    assert (at - began).total_seconds() < 2.0
+
+
+def test_a_redirect_to_another_scheme_is_not_followed(g: Guardian, monitor: Monitor) -> None:
+    configure(g, monitor.url.replace("/abc", "/elsewhere"))
+    assert g.check().rc == 0
+    assert monitor.paths() == ["/ping/elsewhere"]
+    (said,) = ping_warnings(g)
+    assert said.endswith("failed: the server answered HTTP 302 Found")
+
+
+def test_a_signal_during_the_ping_keeps_the_runs_records_and_exit_code(
+    g: Guardian, silent: str
+) -> None:
+    g.configure()
+    assert g.check().rc == 0
+    configure(g, silent, timeout="10s")
+    argv = [sys.executable, "-m", "guardian", "check", "--config", str(g.config_path)]
+    proc = g.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: any(r["action"] == "ok" for r in g.audit()), what="its ok record")
+    time.sleep(0.3)  # waiting for the ping now
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=10)
+    assert proc.returncode == 0
+    assert ping_warnings(g) == ["ping cut short: guardian got SIGTERM"]
+    # The ping's process went with it: nothing of guardian's is left (its own children).
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _child_of(int(p), proc.pid)]
+
+
+def _child_of(pid: int, parent: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1]) == parent
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def test_the_body_is_bounded_and_cut_at_a_character() -> None:
+    data = ping.body(["é" * 3000] * 10)
+    assert len(data) <= ping.BODY_MAX
+    assert data.decode().endswith("[... cut short]\n")
+    assert ping.body(["a", "b"]) == b"a\nb\n"
+
+
+def test_pings_sent_without_waiting_are_gathered_by_poll(monitor: Monitor) -> None:
+    pinger = ping.Pinger(monitor.url, 3.0)
+    assert pinger.send("success") is None
+    assert pinger.send("fail", b"agent: start failed\n") is None
+    assert len(pinger.pending) == 2
+    wait_for(lambda: len(monitor.requests) == 2, what="both pings")
+    problems: list[str] = []
+    wait_for(lambda: problems.extend(pinger.poll()) or not pinger.pending, what="both reaped")
+    assert problems == []
+    assert sorted(monitor.paths()) == ["/ping/abc", "/ping/abc/fail"]
+    assert pinger.collect(1.0) == []  # nothing left
+
+
+def test_a_watcher_pings_after_its_check_and_after_each_restart(
+    g: Guardian, monitor: Monitor
+) -> None:
+    configure(g, monitor.url, start_grace="0.1s", restart={"min_uptime": "0.2s"})
+    watch = Watch(g, "20s")
+    wait_for(watch.watching, what="the watcher to watch")
+    wait_for(lambda: monitor.paths() == ["/ping/abc"], what="the ping after its check")
+    os.kill(g.pid(), signal.SIGKILL)
+    wait_for(lambda: len(monitor.paths()) == 2, what="the ping after the restart")
+    watch.proc.send_signal(signal.SIGTERM)
+    rc, err = watch.end()
+    assert rc == 128 + signal.SIGTERM, err
+    # Its end: cut short by a signal, which the monitor hears as a failure.
+    assert monitor.paths() == ["/ping/abc", "/ping/abc", "/ping/abc/fail"]
+    assert b"cut short" in monitor.requests[-1].body
+    assert ping_warnings(g) == []
