@@ -380,6 +380,10 @@ class _Output:
         return EXIT_OK
 
 
+PING_OVERTIME = 2.0  # see _Tell.ended
+assert PING_OVERTIME < deadline.HARD_GRACE / 2  # noqa: S101  # a constant's relation, at import
+
+
 class _Tell:
     """What a run tells the world after it (metrics file, then the dead-man ping), when
     the config asks for either. Never a failure of the run: a problem is a ``warning``
@@ -390,19 +394,21 @@ class _Tell:
 
         self.config, self.run, self.out = config, run, out
         s = config.settings
-        self.pinger = Pinger(s.ping_url, s.ping_timeout) if s.ping_url else None
+        # Only a check pings (``start``): the monitor hears from cron's runs. A stop or a
+        # start by hand, of one target, must not tell it all is well (or not) meanwhile.
+        self.pinger = Pinger(s.ping_url, s.ping_timeout) if s.ping_url and start else None
         self.began = time.monotonic()
         self.duration = 0.0
         self.exit_code: int | None = None  # the check's, while a watch goes on
-        # /start only as a check begins (the monitor's schedule is cron's, not a person's);
-        # never waited for: collected at the end.
-        if self.pinger is not None and s.ping_start and start:
+        # /start as a check begins, if asked; never waited for: collected at the end.
+        if self.pinger is not None and s.ping_start:
             self._warn(self.pinger.send("start"))
 
     @classmethod
     def maybe(cls, config: Config, run: Run, out: _Output, *, start: bool) -> _Tell | None:
         s = config.settings
-        return cls(config, run, out, start=start) if s.metrics_file or s.ping_url else None
+        wanted = s.metrics_file or (s.ping_url and start)
+        return cls(config, run, out, start=start) if wanted else None
 
     def _warn(self, problem: str | None) -> None:
         from guardian.ping import RUN_TARGET
@@ -467,10 +473,12 @@ class _Tell:
         try:
             self._warn(self.pinger.send(*self._verdict(result)))
             # The child ends itself at its timeout (its own SIGALRM): a moment more for that,
-            # within what is left of the run.
+            # within what is left of the run; and a run that used up its time (the one whose
+            # /fail matters most) still gets PING_OVERTIME, well inside the hard time-out's
+            # grace (deadline.HARD_GRACE).
             wait = self.pinger.timeout + 0.5
             if self.run.deadline is not None:
-                wait = min(wait, self.run.deadline.remaining())
+                wait = min(wait, max(self.run.deadline.remaining(), PING_OVERTIME))
             problems = self.pinger.collect(wait)
         except (Interrupted, RunTimeout) as e:
             what = ("guardian's own time ran out" if isinstance(e, RunTimeout)

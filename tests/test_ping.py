@@ -158,8 +158,9 @@ def test_a_held_target_is_no_failure_but_is_said(g: Guardian, monitor: Monitor) 
     configure(g, monitor.url)
     assert g.check().rc == 0
     assert g.run("stop", "agent", "--reason", "kernel upgrade").rc == 0
+    assert monitor.paths() == ["/ping/abc"]  # a stop by hand pings nothing: checks do
     assert g.check().rc == 0
-    assert monitor.paths() == ["/ping/abc"] * 3
+    assert monitor.paths() == ["/ping/abc"] * 2
     assert b"kernel upgrade" in monitor.requests[-1].body
 
 
@@ -266,3 +267,18 @@ def test_a_watcher_pings_after_its_check_and_after_each_restart(
     assert monitor.paths() == ["/ping/abc", "/ping/abc", "/ping/abc/fail"]
     assert b"cut short" in monitor.requests[-1].body
     assert ping_warnings(g) == []
+
+
+def test_a_run_that_used_up_its_time_still_pings_fail(g: Guardian, monitor: Monitor) -> None:
+    # A target that never becomes ready (it writes no pidfile): the run's own 2 s run out.
+    g.configure(
+        command=["/bin/sleep", "30"],
+        daemonizes=True,
+        guardian={"ping_url": monitor.url, "ping_timeout": "3s", "timeout": "2s"},
+    )
+    result = g.check()
+    assert result.rc == 124, result
+    # The /fail went out after the time-out, within PING_OVERTIME, well inside the hard grace.
+    assert monitor.paths() == ["/ping/abc/fail"]
+    assert b"timeout" in monitor.requests[0].body
+    assert result.seconds < 2 + 2 + 1.5
