@@ -7,7 +7,9 @@ A synthetic year for one target, one record a minute as guardian writes them
 down_since), a two-hour hold every ~2 weeks (`held` records each minute, then a
 start by hand), a burst of unhealthy runs ending in a restart, and some torn,
 foreign (another target, not JSON) lines. Two layouts of the same records: one
-plain log, and logrotate's (`audit.jsonl`, `.1`, then `.2.gz` ...). Each is
+plain log, and logrotate's (`audit.jsonl`, `.1`, then `.2.gz` ...); and a third log,
+a year of nothing but `held` (with its `hold`) and `unhealthy` (with its `probes`)
+records, by the week, the common lines that are not `ok`. Each is
 reported on by the real command (`guardian report --since 366d --json`, a whole
 process, bytecode cached), interleaved; the median wall time and the peak RSS
 (ru_maxrss from wait4). The goal (issue 10): under 2 s, bounded memory.
@@ -95,16 +97,33 @@ def generate(minutes: int, end: datetime) -> tuple[list[str], dict[str, int]]:
     return lines, put
 
 
-def write_layouts(folder: Path, lines: list[str]) -> dict[str, Path]:
+def not_ok(minutes: int, end: datetime) -> list[str]:
+    """A week held, a week unhealthy, and so on: every line a held or unhealthy one."""
+    t0 = end - timedelta(minutes=minutes)
+    lines = []
+    for i in range(minutes):
+        t = t0 + timedelta(minutes=i, milliseconds=100 + i * 37 % 800)
+        if i // 10080 % 2:
+            hold = {"by": "root", "at": _ts(t0), "until": None, "reason": "maintenance"}
+            lines.append(_line(t, "held", "held by root: maintenance", hold=hold, pid=None))
+        else:
+            lines.append(_line(t, "unhealthy", "command: exited 1 (1 of 3 failing runs)",
+                               probes=["command: FAILED: exited 1 (12 ms)"]))  # fmt: skip
+    return lines
+
+
+def write_layouts(folder: Path, lines: list[str], others: list[str]) -> dict[str, Path]:
     """One plain log; and the same rotated: the live log the newest 10%, `.1` the
     next, and the rest in `.2.gz` (mtimes as logrotate would leave them)."""
     configs = {}
-    for name in ("plain", "rotated"):
+    for name in ("plain", "rotated", "held+unhealthy"):
         state = folder / name / "state"
         state.mkdir(parents=True)
         log = state / "audit.jsonl"
         if name == "plain":
             log.write_text("\n".join(lines) + "\n")
+        elif name == "held+unhealthy":
+            log.write_text("\n".join(others) + "\n")
         else:
             n = len(lines)
             parts = [(log.with_name("audit.jsonl.2.gz"), lines[: n * 8 // 10]),
@@ -133,7 +152,7 @@ def main() -> int:
     if args.write:
         end = datetime.now(UTC).replace(second=0, microsecond=0)
         lines, put = generate(args.minutes, end)
-        write_layouts(Path(args.write), lines)
+        write_layouts(Path(args.write), lines, not_ok(args.minutes, end))
         print(json.dumps([len(lines), put]))
         return 0
     minutes = 30 * 1440 if args.smoke else 365 * 1440
@@ -146,7 +165,8 @@ def main() -> int:
         write = [sys.executable, __file__, "--write", tmp, "--minutes", str(minutes)]
         said = subprocess.run(write, check=True, capture_output=True, text=True)
         count, put = json.loads(said.stdout)
-        configs = {name: Path(tmp) / name / "guardian.toml" for name in ("plain", "rotated")}
+        configs = {name: Path(tmp) / name / "guardian.toml"
+                   for name in ("plain", "rotated", "held+unhealthy")}  # fmt: skip
         size = (Path(tmp) / "plain" / "state" / "audit.jsonl").stat().st_size
         print(f"log: {count} lines, {size / 2**20:.1f} MiB ({minutes} minutes); "
               f"written in {time.perf_counter() - began:.1f}s; put in: {put}")  # fmt: skip
@@ -172,6 +192,10 @@ def main() -> int:
           f"{benchlib.verdict(worst < GOAL_S)}")  # fmt: skip
     for name, data in last.items():
         (t,) = data["targets"]  # type: ignore[misc]
+        if name == "held+unhealthy":
+            print(f"{name}: availability {t['availability']}, unhealthy runs "
+                  f"{t['unhealthy_runs']}, held {t['seconds']['held']:.0f}s")  # fmt: skip
+            continue
         print(f"{name}: availability {t['availability']}, outages {t['outages']}, starts "
               f"{t['starts']}, unreadable lines {data['unreadable_lines']}, foreign "
               f"{data['foreign_targets']}")  # fmt: skip

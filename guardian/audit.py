@@ -198,12 +198,15 @@ class AuditRecord:
 
 
 _APPEND = os.O_APPEND | os.O_CREAT
-# Opened, then found moved away (rotated by another run) when locked: opened again, for
-# this long at most; then it is written where it is (in a rotated file, if still there).
-_REOPEN_FOR = 2.0
+# Opened, then found moved away (rotated by another run) when locked, or gone once written
+# to: opened again, this many times at most; then AuditError (the record goes to stderr).
+# A record is never written into a file that is not at the log's path when it is looked at.
+_REOPENS = 20
 # Compressing one rotated log may take this long (it is done while the log is locked,
 # inside the run's time limit); past it, that log is kept plain, as .2 instead of .2.gz.
+# Never longer than what the run has left (less _TIME_AFTER, for the rest of its records).
 COMPRESS_BUDGET = 5.0
+_TIME_AFTER = 1.0
 _GZ_LEVEL = 6  # gzip's default: 10 MiB of records in a few tens of milliseconds
 # Processes that have found their log cannot be rotated (said once; not tried again).
 _unrotatable: set[Path] = set()
@@ -230,8 +233,7 @@ def append(path: Path, record: AuditRecord, *, max_bytes: int = 0, keep: int = 5
     line = (record.to_json() + "\n").encode("utf-8", "backslashreplace")
     problem: str | None = None
     rotated = False
-    until = time.monotonic() + _REOPEN_FOR
-    while True:
+    for _ in range(_REOPENS):
         fd, readable = _open(path)
         try:
             # The look at the last byte and the append are one step among guardian runs
@@ -239,8 +241,11 @@ def append(path: Path, record: AuditRecord, *, max_bytes: int = 0, keep: int = 5
             # is not one). Waited for briefly only: a stuck holder must not hold this one.
             locked = _lock_briefly(fd)
             st = os.fstat(fd)
-            if not _still_at(path, st) and time.monotonic() < until:
-                continue  # rotated (or moved by logrotate) since it was opened: the new one
+            if not _still_at(path, st):
+                # Rotated (or moved by logrotate) since it was opened, however long ago (a
+                # run stopped or swapped out meanwhile): the file at the path now. What was
+                # opened may be gone already, or be compressed and removed after this write.
+                continue
             if (
                 locked
                 and 0 < max_bytes < st.st_size + len(line)
@@ -249,18 +254,48 @@ def append(path: Path, record: AuditRecord, *, max_bytes: int = 0, keep: int = 5
             ):
                 rotated = True
                 try:
-                    rotate(path, st, keep)
+                    rotate(path, st, keep, budget=_compress_budget())
                 except OSError as e:
                     _unrotatable.add(path)
-                    problem = f"cannot rotate audit log {path}: {e.strerror or e}"
+                    problem = f"cannot rotate audit log {path}: {_why(e, path)}"
                 else:
                     continue  # the record starts the new log
             _write(fd, path, line, readable, st.st_size)
+            # Written without the lock (another run held it longer than we wait), a run
+            # may have rotated it meanwhile, and, had this one been stopped between its
+            # look and its write for two rotations, removed it: then it is written again.
+            if os.fstat(fd).st_nlink == 0:
+                continue  # (its record perhaps twice, in the compressed copy: never lost)
         finally:
             os.close(fd)
         break
+    else:
+        raise AuditError(
+            f"cannot write audit log {path}: it was moved away {_REOPENS} times while "
+            "being opened (something keeps renaming it)"
+        )
     if problem is not None:
         raise RotationError(f"{problem}; the record was written to it, which keeps growing")
+
+
+def _why(e: OSError, path: Path) -> str:
+    """What is wrong, naming the file it is wrong with when that is not ``path``."""
+    why = e.strerror or str(e)
+    if e.filename and str(e.filename) != str(path) and str(e.filename) not in why:
+        return f"{e.filename} {why}" if isinstance(e, NotRegular) else f"{e.filename}: {why}"
+    return why
+
+
+def _compress_budget() -> float:
+    """How long compressing a rotated log may take: COMPRESS_BUDGET, within the time the
+    run has left (a rotation is inside a record's critical step, where the run's own
+    time-out waits for it: it must never be what makes the run overrun)."""
+    from guardian import deadline
+
+    left = deadline.run_remaining()
+    if left is None:
+        return COMPRESS_BUDGET
+    return max(0.0, min(COMPRESS_BUDGET, left - _TIME_AFTER))
 
 
 def _open(path: Path) -> tuple[int, bool]:
@@ -327,36 +362,42 @@ def _lock_briefly(fd: int, wait: float = 0.5) -> bool:
 
 # --- rotating it ---
 
-_NUMBERED = re.compile(r"\.(\d{1,3})(\.gz)?")
+# Canonical numbers only: .01 is not .1 (an operator's file, never moved or removed).
+_NUMBERED = re.compile(r"\.([1-9]\d{0,2})(\.gz)?")
 _PACKING = re.compile(r"\.[0-9]+\.[0-9a-f]{8}\.tmp")  # after ".audit.jsonl.2.gz"
 
 
-def rotate(path: Path, st: os.stat_result, keep: int) -> None:
+def rotate(path: Path, st: os.stat_result, keep: int, *, budget: float = COMPRESS_BUDGET) -> None:
     """Rotate the log at ``path``, whose caller holds its flock and has fstat'ed it as
     ``st``: ``path.<keep>[.gz]`` and older are removed, ``path.<k>.gz`` becomes
     ``path.<k+1>.gz``, ``path.1`` is compressed into ``path.2.gz`` (plain ``path.2`` if that
-    takes longer than COMPRESS_BUDGET), and ``path`` becomes ``path.1`` (as logrotate's
+    takes longer than ``budget`` seconds), and ``path`` becomes ``path.1`` (as logrotate's
     ``delaycompress``: a run still writing to the log it opened before the rename writes
     to ``path.1``, never to a file being compressed). A fresh log is made with the old
     one's group and mode. Raises OSError, having changed nothing, when anything but a
-    regular file of this user's is at one of those names.
+    regular file of this user's is at one of those names, or the log has other names
+    (a hard link: the file it also is must not become a rotated log).
+
+    Only ``path.<keep>[.gz]`` is removed, what this rotation would push out, and only when
+    it looks like guardian's (a gzip stream, or JSON lines): files numbered above it (left
+    by a larger ``audit_keep`` once, or an operator's ``.99``) are never touched.
 
     Only a holder of the log's lock rotates it, and every writer checks, once it holds
     the lock, that what it opened is still at ``path``: so two runs never rotate at
     once, and no record goes into a file after it was rotated (see ``append``).
     """
-    found = _numbered(path)
+    found = _may_rotate(path, st, keep)
     source = found.get((1, False)) if keep > 1 else None
     if source is not None:
         _check_own(source)
         if (1, True) in found:  # two files for .2.gz (logrotate's and ours): change nothing
             raise FileExistsError(errno.EEXIST, f"both {source} and {found[1, True]}")
     # Compressed first: a failure then (a disk without room for it) has changed nothing.
-    packed = _pack(source, _at(path, 2, True)) if source is not None else None
+    packed = _pack(source, _at(path, 2, True), budget) if source is not None else None
     try:
-        for (n, _), p in sorted(found.items(), reverse=True):
-            if n >= keep:
-                os.unlink(p)
+        for gz in (True, False):
+            if (keep, gz) in found:
+                os.unlink(found[keep, gz])
         for n in range(keep - 1, 0, -1):
             for gz in (True, False):
                 if (n, gz) in found and (n > 1 or gz):
@@ -377,13 +418,31 @@ def rotate(path: Path, st: os.stat_result, keep: int) -> None:
     _create_like(path, st)
 
 
+def _may_rotate(path: Path, st: os.stat_result, keep: int) -> dict[tuple[int, bool], Path]:
+    """``_numbered``, once it is known that rotation may move and remove them: the log has
+    one name, and what it would remove (``.keep``) is guardian's. Raises OSError if not."""
+    if st.st_nlink > 1:
+        raise PermissionError(
+            errno.EPERM,
+            f"{path} has {st.st_nlink} names (a hard link): not rotated, the file it also "
+            "is would become a rotated log",
+            str(path),
+        )
+    found = _numbered(path, keep)
+    for gz in (True, False):
+        if (keep, gz) in found:
+            _check_ours(found[keep, gz], gz)
+    return found
+
+
 def _at(path: Path, n: int, gz: bool) -> Path:
     return path.parent / f"{path.name}.{n}{'.gz' if gz else ''}"
 
 
-def _numbered(path: Path) -> dict[tuple[int, bool], Path]:
-    """The rotated files, by number and whether gzipped; OSError if one is not a regular
-    file (never moved, removed or read: someone else's doing)."""
+def _numbered(path: Path, keep: int) -> dict[tuple[int, bool], Path]:
+    """The rotated files up to ``keep``, by number and whether gzipped; OSError if one is
+    not a regular file (never moved, removed or read: someone else's doing). Those above
+    ``keep`` are not rotation's business."""
     found: dict[tuple[int, bool], Path] = {}
     base = path.name
     for name in os.listdir(path.parent):
@@ -394,7 +453,7 @@ def _numbered(path: Path) -> dict[tuple[int, bool], Path]:
                 os.unlink(path.parent / name)
             continue
         m = _NUMBERED.fullmatch(name, len(base)) if name.startswith(base) else None
-        if m is None:
+        if m is None or int(m[1]) > keep:
             continue
         p = path.parent / name
         mode = os.lstat(p).st_mode
@@ -409,6 +468,20 @@ def _move(src: Path, dst: Path) -> None:
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, f"{dst} is in the way", str(dst))
     os.rename(src, dst)
+
+
+def _check_ours(path: Path, gz: bool) -> None:
+    """A file rotation would remove must look like one it made: a gzip stream (``.gz``),
+    or empty or JSON lines; PermissionError if not (an operator's file, kept)."""
+    _check_own(path)
+    fd = open_regular(path)
+    try:
+        head = os.read(fd, 2)
+    finally:
+        os.close(fd)
+    if head in (b"", b"\x1f\x8b" if gz else b'{"'):
+        return
+    raise PermissionError(errno.EPERM, f"{path} is not a rotated audit log", str(path))
 
 
 def _check_own(path: Path) -> None:
@@ -448,6 +521,8 @@ def _pack(src: Path, dst: Path, budget: float = COMPRESS_BUDGET) -> Path | None:
     """``src`` gzipped into a temporary file beside ``dst``, synced (renamed by the
     caller); None (nothing left behind) if that takes longer than ``budget`` seconds, or
     the disk has no room for it. Raises OSError."""
+    if budget <= 0:
+        return None  # no time left for it at all: kept plain
     began = time.monotonic()
     tmp = dst.parent / f".{dst.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     fd_in = open_regular(src)
@@ -489,7 +564,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 # --- the rotated logs ---
 
-_ROTATED = re.compile(r"\.(\d{1,3})(\.gz)?|-\d{8,10}(\.gz)?")  # .1 .2.gz; dateext -20261207
+_ROTATED = re.compile(r"\.([1-9]\d{0,2})(\.gz)?|-\d{8,10}(\.gz)?")  # .1 .2.gz; dateext -20261207
 
 
 def log_files(path: Path) -> list[Path]:
@@ -540,6 +615,75 @@ def open_log(path: Path) -> BinaryIO:
     return f
 
 
+# A rotation while they are being opened: opened again, this many times at most.
+_OPEN_TRIES = 5
+
+
+class OpenLogs(NamedTuple):
+    """``log_files``, opened together: each file read once, none missed by a rotation."""
+
+    files: list[tuple[Path, BinaryIO]]  # newest first, as log_files
+    failed: list[tuple[Path, OSError]]  # could not be opened (never the log's absence)
+    missing: bool  # no audit log at the path (and no rotated file either)
+    names: list[Path]  # log_files as they were when opened, newest first
+
+    def in_order(self) -> list[tuple[Path, BinaryIO | OSError]]:
+        """Opened and failed together, newest first."""
+        rank = {n: i for i, n in enumerate(self.names)}
+        both: list[tuple[Path, BinaryIO | OSError]] = [*self.files, *self.failed]
+        return sorted(both, key=lambda x: rank.get(x[0], len(rank)))
+
+    def close(self) -> None:
+        for _, f in self.files:
+            with contextlib.suppress(OSError):
+                f.close()
+
+
+def open_logs(path: Path) -> OpenLogs:
+    """Every one of ``log_files(path)``, opened before any is read, so a rotation while
+    they are read changes nothing: it renames files, and what is open stays open.
+
+    A rotation while they are being opened would make one name open a file another name
+    had (read twice) or skip one (renamed past the name before it was opened): so once
+    all are open the folder is listed again, and if any name now holds another file than
+    the one opened as it, all are opened again (``_OPEN_TRIES`` times at most; then the
+    last set, each file at most once). The caller closes them (``OpenLogs.close``)."""
+    last: OpenLogs | None = None
+    for _ in range(_OPEN_TRIES):
+        if last is not None:
+            last.close()
+        names = log_files(path)
+        files: list[tuple[Path, BinaryIO]] = []
+        failed: list[tuple[Path, OSError]] = []
+        seen: dict[tuple[int, int], Path] = {}
+        moved = False
+        for name in names:
+            try:
+                f = open_log(name)
+            except FileNotFoundError:
+                moved = True  # rotated on meanwhile
+                continue
+            except OSError as e:
+                failed.append((name, e))
+                continue
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) in seen:  # one file under two names: moved on meanwhile
+                f.close()
+                moved = True
+                continue
+            seen[st.st_dev, st.st_ino] = name
+            files.append((name, f))
+        last = OpenLogs(files, failed, missing=not names, names=names)
+        if (
+            not moved
+            and log_files(path) == names
+            and all(_still_at(n, os.fstat(f.fileno())) for n, f in files)
+        ):
+            return last
+    assert last is not None  # noqa: S101  # (_OPEN_TRIES > 0)
+    return last
+
+
 class _GzipLog(gzip.GzipFile):
     """A GzipFile that closes the file it reads when closed (one given as ``fileobj``
     is left open by GzipFile: a descriptor leaked per rotated log read)."""
@@ -568,6 +712,15 @@ class Tail(NamedTuple):
     records: list[dict[str, object]]  # parsed JSON objects, newest first
     unreadable: int  # lines that were not a record (torn, foreign, not UTF-8, too long)
     truncated: bool  # stopped at the byte budget before the start of the file
+
+
+class History(NamedTuple):
+    """What ``read_history`` found: as Tail, and what ended it early."""
+
+    records: list[dict[str, object]]
+    unreadable: int
+    truncated: bool
+    problem: str | None = None  # "file: why" a rotated file could not be read (read so far)
 
 
 def _parse(line: bytes) -> dict[str, object] | None:
@@ -623,47 +776,53 @@ def read_history(
     max_bytes: int = 32 << 20,
     stop: Callable[[dict[str, object]], bool] | None = None,
     keep: Callable[[dict[str, object]], bool] | None = None,
-) -> Tail:
+) -> History:
     """``read_backwards``, going on into the rotated files (``log_files``: ``path.1``,
     ``path.2.gz``, ...) while ``stop`` has not ended it, within ``max_bytes`` in all (of
     decompressed records). Just after a rotation the log holds minutes, and the day's
-    history is in ``path.1``. Raises OSError as read_backwards, for any of the files it
-    must read (FileNotFoundError when there is no log at all)."""
-    files = log_files(path)
-    if not files:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
-    records: list[dict[str, object]] = []
-    unreadable, budget = 0, max_bytes
-    for f in files:
-        try:
-            if f.name.endswith(".gz"):
-                tail, stopped, used = _scan_gz(f, budget, stop, keep)
-            else:
-                fd = open_regular(f)
-                try:
+    history is in ``path.1``. The files are all opened first (``open_logs``): a rotation
+    meanwhile neither hides one nor shows one twice.
+
+    Raises OSError as read_backwards when the log itself cannot be read
+    (FileNotFoundError when there is no log at all). A rotated file that cannot be read
+    ends the reading there: ``Tail.problem`` says which and why, and what was read
+    before it is kept."""
+    opened = open_logs(path)
+    try:
+        if opened.missing:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+        failed = dict(opened.failed)
+        if path in failed:
+            raise failed[path]
+        records: list[dict[str, object]] = []
+        unreadable, budget = 0, max_bytes
+        for name, f in opened.in_order():
+            if isinstance(f, OSError):
+                return History(records, unreadable, False, f"{name}: {_why(f, name)}")
+            try:
+                if name.name.endswith(".gz"):
+                    tail, stopped, used = _scan_gz(f, budget, stop, keep)
+                else:
+                    fd = f.fileno()
                     tail, stopped, used = _scan(_reader(fd), os.fstat(fd).st_size, budget,
                                                 stop, keep)  # fmt: skip
-                finally:
-                    os.close(fd)
-        except FileNotFoundError:
-            if f == path:
-                raise
-            continue  # rotated on meanwhile: the next name holds it, or it is gone
-        except (OSError, EOFError, zlib.error) as e:
-            if f == path:
-                raise
-            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or "damaged"
-            raise OSError(errno.EIO, f"{f.name}: {why}") from None
-        records += tail.records
-        unreadable += tail.unreadable
-        budget -= used
-        if stopped or tail.truncated:
-            return Tail(records, unreadable, tail.truncated)
-    return Tail(records, unreadable, truncated=False)
+            except (OSError, EOFError, zlib.error) as e:
+                if name == path:
+                    raise
+                why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                return History(records, unreadable, False, f"{name}: {why or 'damaged'}")
+            records += tail.records
+            unreadable += tail.unreadable
+            budget -= used
+            if stopped or tail.truncated:
+                return History(records, unreadable, tail.truncated)
+        return History(records, unreadable, truncated=False)
+    finally:
+        opened.close()
 
 
 def _scan_gz(
-    path: Path,
+    f: BinaryIO,
     budget: int,
     stop: Callable[[dict[str, object]], bool] | None,
     keep: Callable[[dict[str, object]], bool] | None,
@@ -671,16 +830,15 @@ def _scan_gz(
     """_scan of a gzipped log: decompressed forwards, its last ``budget`` bytes kept."""
     buf = bytearray()
     total = 0
-    with open_log(path) as f:
-        while chunk := f.read(_CHUNK):
-            total += len(chunk)
-            if total > _GZ_WORK * max(budget, _CHUNK):
-                return Tail([], 0, truncated=True), False, budget
-            buf += chunk
-            if len(buf) > budget + 4 * _CHUNK:
-                # Its start dropped: what is kept is longer than the budget, so _scan
-                # stops before it and never takes a cut line for the file's first.
-                del buf[: len(buf) - budget - _CHUNK]
+    while chunk := f.read(_CHUNK):
+        total += len(chunk)
+        if total > _GZ_WORK * max(budget, _CHUNK):
+            return Tail([], 0, truncated=True), False, budget
+        buf += chunk
+        if len(buf) > budget + 4 * _CHUNK:
+            # Its start dropped: what is kept is longer than the budget, so _scan
+            # stops before it and never takes a cut line for the file's first.
+            del buf[: len(buf) - budget - _CHUNK]
     view = memoryview(buf)
     return _scan(lambda at, n: bytes(view[at : at + n]), len(buf), budget, stop, keep)
 

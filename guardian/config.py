@@ -28,7 +28,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-DURATION_HELP = 'a number of seconds or a string such as "500ms", "30s", "5m", "1h"'
+DURATION_HELP = 'a number of seconds or a string such as "500ms", "30s", "5m", "1h", "7d"'
 # A config is a page of text; anything this large is a mistake (or a disk image).
 MAX_CONFIG_BYTES = 1024 * 1024
 

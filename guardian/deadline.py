@@ -118,6 +118,12 @@ def fork() -> int:
 _signals = _Signals()
 
 
+def run_remaining() -> float | None:
+    """The armed run's time left until its end (None outside an armed run)."""
+    current = _signals.current
+    return current.remaining() if _signals.armed and current is not None else None
+
+
 def deliver(exc: BaseException) -> None:
     """Raise ``exc`` (from a signal handler) now, or at the end of the critical section."""
     if _signals.depth:

@@ -4,9 +4,14 @@ The log and its rotated files are streamed oldest first, a chunk at a time, and
 folded into a few numbers per target and a fixed number of timeline cells:
 memory stays bounded whatever the log's length (a chunk, the longest line kept,
 ``MAX_LINE``, and the cells). Guardian's writer has a fixed field order, so the
-common lines (``ok``, ``adopted``, ``unhealthy``, a plain ``held``) are read by one
-bytes regex; only the rest are decoded as JSON (decoding every line of a year
-takes seconds).
+common lines (``ok``, ``adopted``, ``unhealthy``, ``held``, ``backoff``, not dry runs
+for the last three, whatever fields follow ``dry_run``) are read by one bytes regex;
+only the rest are decoded as JSON (decoding every line of a year takes seconds).
+
+The work is bounded too (the promise is never to hang): a ``.gz`` is decompressed to
+at most ``GZ_RATIO`` times its size (or ``GZ_FLOOR``); a file with more than
+``BAD_LINES`` unreadable lines, and more of them than records, is not a log and is
+left; and the whole report stops at ``TIME_BUDGET``. Each says the report is partial.
 
 What the records prove, and how it is counted:
 
@@ -33,12 +38,13 @@ import itertools
 import os
 import re
 import stat
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from guardian.audit import ACTIONS, MAX_LINE, log_files, open_log
+from guardian.audit import ACTIONS, MAX_LINE, open_logs
 
 UP, DOWN, HELD = 0, 1, 2
 _STATE_NAMES = ("up", "down", "held")
@@ -51,6 +57,18 @@ _CHUNK = 1 << 20
 # A death bounded within this is "known to the second or better" (a watcher saw it, through a
 # pidfd: milliseconds); wider ones are known to about the interval (cron's runs).
 _MS_PRECISE = 1.0
+# A rotated .gz is decompressed to at most this many times its size (guardian's records
+# compress about 10 to 1, a year of identical "ok" lines about 20 to 1), or GZ_FLOOR: a
+# gzip bomb is left, said, there.
+GZ_RATIO = 60
+GZ_FLOOR = 64 << 20
+BAD_LINES = 10_000  # more unreadable lines than this, and than records: not a log, left
+TIME_BUDGET = 60.0  # the whole report, at most (a year takes about a second)
+# Records older than this are not believed (a clock at 1970 after a boot without RTC).
+NOT_BEFORE = datetime(2020, 1, 1, tzinfo=UTC).timestamp()
+# Records that go back in time by more than this are counted as out of order (a clock set
+# back); less is normal: a record is dated when it is made, overlapping runs write later.
+OUT_OF_ORDER = 60.0
 
 _UP_ACTIONS = {"ok": UP, "adopted": UP, "unhealthy": UP, "restarted_unhealthy": UP,
                "started": UP, "restarted": UP, "start_failed": DOWN, "backoff": DOWN,
@@ -64,10 +82,12 @@ _STR = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
 _FAST = re.compile(
     rb'\{"ts": "(\d{4}-\d\d-\d\dT\d\d):(\d\d):(\d\d\.\d{3})Z", "host": ' + _STR
     + rb', "guardian_pid": \d+, "version": ' + _STR
-    + rb', "target": "([A-Za-z0-9._-]+)", "action": "(ok|adopted)", '
+    + rb', "target": "([A-Za-z0-9._-]+)", "action": "(ok|adopted|unhealthy|held|backoff)", '
     rb'"reason": ' + _STR + rb', "pid": (?:\d+|null), "old_pid": (?:\d+|null), '
-    rb'"duration_ms": \d+, "dry_run": (?:false|true)\}\r?'
+    rb'"duration_ms": \d+, "dry_run": (false|true)(?:, "[a-z_]+": .*)?\}\r?'
 )  # fmt: skip
+# What the fast path makes of each action: its state, whether it is an unhealthy run.
+_FAST_KIND = {b"ok": UP, b"adopted": UP, b"unhealthy": UP, b"held": HELD, b"backoff": DOWN}
 _TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d):(\d\d):(\d\d\.\d{3})Z")
 _NOTICED = re.compile(r"watching through .*: \d+ exit\(s\) noticed")
 
@@ -209,7 +229,9 @@ class TargetReport:
                 self._learnt()
             return
         if t < self.last:
-            self.out_of_order += 1  # a clock set back: taken at the last time seen
+            # Taken at the last time seen. Counted only when it is more than a moment:
+            # records are dated when made, and overlapping runs write them out of order.
+            self.out_of_order += self.last - t > OUT_OF_ORDER
             t = self.last
         if (
             raw is None
@@ -255,8 +277,7 @@ class TargetReport:
         # Close the run so far: up to the last observation, plus the span to this one
         # (or, over a gap, one interval: the rest is unknown).
         self._close_run(last)
-        lo_hint = _float(raw, "last_seen")
-        hi_hint = _float(raw, "down_since")
+        lo_hint, hi_hint = _hints(raw, t)
         start = action in _STARTS and not dry
         by_hand = action == "restarted" or (
             action == "started" and str(raw.get("reason", "")).startswith("started by hand")
@@ -420,6 +441,19 @@ class TargetReport:
         }
 
 
+def _hints(raw: dict[str, Any] | None, t: float) -> tuple[float | None, float | None]:
+    """A start's ``last_seen`` and ``down_since``, if they can be true: each after
+    NOT_BEFORE and not after the record itself, and alive before dead; else neither."""
+    lo, hi = _float(raw, "last_seen"), _float(raw, "down_since")
+    if lo is not None and not NOT_BEFORE <= lo <= t:
+        lo = None
+    if hi is not None and not NOT_BEFORE <= hi <= t:
+        hi = None
+    if lo is not None and hi is not None and lo > hi:
+        return None, None
+    return lo, hi
+
+
 def _float(raw: dict[str, Any] | None, key: str) -> float | None:
     if raw is None:
         return None
@@ -447,6 +481,8 @@ class Report(NamedTuple):
     future_records: int
     foreign: dict[str, int]  # records of targets not in the config
     foreign_other: int  # ... of more names than MAX_FOREIGN_NAMES
+    old_records: int = 0  # dated before NOT_BEFORE: not believed
+    no_log: str | None = None  # the audit log's path, when there is none at all
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -461,14 +497,17 @@ class Report(NamedTuple):
             "unreadable_files": self.unreadable_files,
             "unreadable_lines": self.unreadable_lines,
             "future_records": self.future_records,
+            "old_records": self.old_records,
+            "no_log": self.no_log,
             "foreign_targets": dict(self.foreign),
             "foreign_other": self.foreign_other,
         }
 
 
-def _lines(f: Any, too_long: Callable[[], None]) -> Iterator[bytes]:
-    """The lines of ``f``, a chunk at a time; a line longer than MAX_LINE is dropped
-    (``too_long`` is told) without being held whole."""
+def _chunks(f: Any, too_long: Callable[[], None]) -> Iterator[tuple[list[bytes], int]]:
+    """The lines of ``f``, a chunk's worth at a time, with the bytes read for them; a line
+    longer than MAX_LINE is dropped (``too_long`` is told) without being held whole. Runs
+    of empty lines are squeezed first (in C: a file of newlines must not cost a loop each)."""
     carry = b""
     skipping = False
     read = f.read
@@ -476,9 +515,13 @@ def _lines(f: Any, too_long: Callable[[], None]) -> Iterator[bytes]:
         chunk = read(_CHUNK)
         if not chunk:
             break
+        size = len(chunk)
+        while b"\n\n" in chunk:
+            chunk = chunk.replace(b"\n\n\n\n", b"\n").replace(b"\n\n", b"\n")
         if skipping:
             cut = chunk.find(b"\n")
             if cut < 0:
+                yield [], size
                 continue
             skipping = False
             too_long()
@@ -486,13 +529,13 @@ def _lines(f: Any, too_long: Callable[[], None]) -> Iterator[bytes]:
             carry = b""
         lines = (carry + chunk).split(b"\n")
         carry = lines.pop()
-        yield from lines
+        yield lines, size
         if len(carry) > MAX_LINE:
             carry, skipping = b"", True
     if skipping:
         too_long()
     elif carry:
-        yield carry
+        yield [carry], 0
 
 
 # One streaming loop, kept in one frame: a function call per line is a tenth of the budget.
@@ -503,10 +546,14 @@ def build(  # noqa: PLR0912, PLR0915
     since: float,
     cells: int,
     now: float | None = None,
+    budget: float = TIME_BUDGET,
 ) -> Report:
-    """The report over the last ``since`` seconds for targets ``names``."""
+    """The report over the last ``since`` seconds for targets ``names``, within ``budget``
+    seconds of work (past it, the files not yet read are said to be unread)."""
     import json
+    import time
 
+    began = time.monotonic()
     end = datetime.now(UTC).timestamp() if now is None else now
     start = end - since
     targets = {n: TargetReport(n, start, end, cells) for n in names}
@@ -514,6 +561,7 @@ def build(  # noqa: PLR0912, PLR0915
     future = end + FUTURE_SLACK
     bad = 0
     in_future = 0
+    too_old = 0
     foreign: dict[str, int] = {}
     foreign_other = 0
     read: list[str] = []
@@ -521,6 +569,7 @@ def build(  # noqa: PLR0912, PLR0915
     unreadable_files: list[str] = []
     decode = json.JSONDecoder().decode
     fast_match = _FAST.fullmatch
+    fast_kind = _FAST_KIND
     clock = _CLOCK
     kinds = _UP_ACTIONS
 
@@ -528,72 +577,96 @@ def build(  # noqa: PLR0912, PLR0915
         nonlocal bad
         bad += 1
 
-    for path in reversed(log_files(log)):
-        if path != log:
-            try:
-                if os.lstat(path).st_mtime < start - 86400:
-                    skipped.append(str(path))  # its newest record is older than the period
-                    continue
-            except OSError:
-                pass
-        try:
-            f = open_log(path)
-        except OSError as e:
-            if path == log and isinstance(e, FileNotFoundError):
+    # Every file opened before any is read: a rotation meanwhile neither hides one nor
+    # shows one twice (it renames names; what is open stays open).
+    opened = open_logs(log)
+    try:
+        unreadable_files += [f"{p}: {e.strerror or e}" for p, e in opened.failed]
+        out_of_time = False
+        for path, f in reversed(opened.files):
+            if out_of_time:
+                unreadable_files.append(f"{path}: not read, the report's {budget:g}s ran out")
                 continue
-            unreadable_files.append(f"{path}: {e.strerror or e}")
-            continue
-        read.append(str(path))
-        inner = getattr(f, "fileobj", None)  # a GzipFile does not close the file it reads
-        try:
-            with f:
-                for line in _lines(f, too_long):
-                    m = fast_match(line)
-                    if m is not None:
-                        t = clock.fast(m[1], m[2], m[3])
-                        if t is not None and t <= future:
-                            target = by_bytes.get(m[4])
-                            if target is not None:
-                                target.seen(t, UP)  # ok, adopted
-                                continue
-                    if not line or line == b"\r":
-                        continue
-                    raw = _record(line, decode)
-                    if raw is None:
-                        bad += 1
-                        continue
-                    t = clock.parse(raw["ts"])
-                    if t is None:
-                        bad += 1
-                        continue
-                    if t > future:
-                        in_future += 1
-                        continue
-                    name = raw["target"]
-                    target = targets.get(name)
-                    if target is None:
-                        if name in foreign:
-                            foreign[name] += 1
-                        elif len(foreign) < MAX_FOREIGN_NAMES:
-                            foreign[name] = 1
+            st = os.fstat(f.fileno())
+            if path != log and st.st_mtime < start - 86400:
+                skipped.append(str(path))  # its newest record is older than the period
+                continue
+            read.append(str(path))
+            most = max(GZ_FLOOR, GZ_RATIO * st.st_size) if path.name.endswith(".gz") else None
+            total = file_bad = file_lines = 0
+            try:
+                for lines, size in _chunks(f, too_long):
+                    total += size
+                    file_lines += len(lines)
+                    if time.monotonic() - began > budget:
+                        out_of_time = True
+                        unreadable_files.append(f"{path}: not read to its end, the report's "
+                                                f"{budget:g}s ran out")  # fmt: skip
+                        break
+                    if most is not None and total > most:
+                        unreadable_files.append(f"{path}: decompresses to more than "
+                                                f"{most >> 20} MiB (not a log of its size: a "
+                                                "gzip bomb?): not read on")  # fmt: skip
+                        break
+                    if file_bad > BAD_LINES and 2 * file_bad > file_lines:
+                        unreadable_files.append(f"{path}: mostly not records ({file_bad} of "
+                                                f"{file_lines} lines): not a log, not read "
+                                                "on")  # fmt: skip
+                        break
+                    for line in lines:
+                        m = fast_match(line)
+                        if m is not None and (m[6] == b"false" or m[5] in (b"ok", b"adopted")):
+                            t = clock.fast(m[1], m[2], m[3])
+                            if t is not None and NOT_BEFORE <= t <= future:
+                                target = by_bytes.get(m[4])
+                                if target is not None:
+                                    if m[5] == b"unhealthy" and t >= start:
+                                        target.unhealthy_runs += 1
+                                    target.seen(t, fast_kind[m[5]])  # ok, held, ...
+                                    continue
+                        if not line or line == b"\r":
+                            continue
+                        raw = _record(line, decode)
+                        if raw is None:
+                            bad += 1
+                            file_bad += 1
+                            continue
+                        t = clock.parse(raw["ts"])
+                        if t is None:
+                            bad += 1
+                            file_bad += 1
+                            continue
+                        if t > future:
+                            in_future += 1
+                            continue
+                        if t < NOT_BEFORE:
+                            too_old += 1
+                            continue
+                        name = raw["target"]
+                        target = targets.get(name)
+                        if target is None:
+                            if name in foreign:
+                                foreign[name] += 1
+                            elif len(foreign) < MAX_FOREIGN_NAMES:
+                                foreign[name] = 1
+                            else:
+                                foreign_other += 1
+                            continue
+                        action = raw["action"]
+                        state = kinds.get(action)
+                        if state is None:
+                            target.aside(t, raw)
                         else:
-                            foreign_other += 1
-                        continue
-                    action = raw["action"]
-                    state = kinds.get(action)
-                    if state is None:
-                        target.aside(t, raw)
-                    else:
-                        target.seen(t, state, raw)
-        except (OSError, EOFError) as e:  # a torn .gz, an I/O error: what was read counts
-            unreadable_files.append(f"{path}: {getattr(e, 'strerror', None) or e}")
-        finally:
-            if inner is not None:
-                inner.close()
+                            target.seen(t, state, raw)
+            except (OSError, EOFError, zlib.error) as e:  # a torn .gz: what was read counts
+                unreadable_files.append(f"{path}: {getattr(e, 'strerror', None) or e}")
+    finally:
+        opened.close()
     for target in targets.values():
         target.finish()
     return Report(start, end, list(targets.values()), read, skipped, unreadable_files, bad,
-                  in_future, foreign, foreign_other)  # fmt: skip
+                  in_future, foreign, foreign_other, too_old,
+                  str(log) if opened.missing else None)  # fmt: skip
 
 
 def _record(line: bytes, decode: Callable[[str], Any]) -> dict[str, Any] | None:
@@ -666,8 +739,13 @@ def lines(report: Report, *, colour: bool) -> list[str]:
     if report.unreadable_lines:
         notes.append(f"{report.unreadable_lines} line(s) not a record (torn, foreign or too "
                      "long): skipped")  # fmt: skip
+    if report.no_log is not None:
+        notes.append(f"no audit log at {report.no_log} (is audit_log right?): nothing to report")
     if report.future_records:
         notes.append(f"{report.future_records} record(s) dated in the future: not believed")
+    if report.old_records:
+        notes.append(f"{report.old_records} record(s) dated before 2020 (a clock not yet set?): "
+                     "not believed")  # fmt: skip
     if report.foreign or report.foreign_other:
         named = ", ".join(f"{n} ({c})" for n, c in sorted(report.foreign.items()))
         more = f" and {report.foreign_other} more" if report.foreign_other else ""
@@ -726,8 +804,8 @@ def _target_lines(t: TargetReport, report: Report, colour: bool) -> list[str]:
     if t.dry_runs:
         rows.append(f"  {t.dry_runs} dry-run record(s): read as observations, never as starts")
     if t.out_of_order:
-        rows.append(f"  {t.out_of_order} record(s) older than the one before (a clock set "
-                    "back?): taken at the time before")  # fmt: skip
+        rows.append(f"  {t.out_of_order} record(s) more than a minute older than the one "
+                    "before (a clock set back?): taken at the time before")  # fmt: skip
     f = t.last_failure
     if f is not None:
         said = f"{f.error} ({f.reason})" if f.error else f.reason

@@ -218,7 +218,7 @@ class Run:
                     raise cut  # a hook cut by a signal or the run's end: its record is written
         except RunTimeout:
             words = self.limit_words or f"guardian's own timeout of {self.deadline.seconds:g}s"
-            self._finish(left, in_hand, "timeout", words)
+            self._ran_out(left, in_hand, words)
             return RunResult(tuple(self.records), True, trouble=self.trouble)
         except Interrupted as stop:
             name = signal.Signals(stop.signum).name
@@ -251,6 +251,11 @@ class Run:
         if guard is not None and guard.target is target:
             return guard.failed(text)
         return AuditRecord(target.name, "error", text, dry_run=self.dry_run)
+
+    def _ran_out(self, left: list[Target], in_hand: Target | None, words: str) -> None:
+        if not left:  # every record was written: the time ran out while writing the last
+            self.say(f"timeout: {words} ran out while {self.doing}; every record was written")
+        self._finish(left, in_hand, "timeout", words)
 
     def _finish(self, left: list[Target], in_hand: Target | None, why: Action, cause: str) -> None:
         """The records of a run cut short: the target in hand, and those never reached.

@@ -903,6 +903,8 @@ class Report:
                            f"{_stamp(t.watcher.until)}")  # fmt: skip
         if self.overdue:
             out.append(self.overdue)
+        if self.audit_problem:
+            out.append(f"audit log: {self.audit_problem}")
         if self.no_cron_daemon:
             out.append("no cron daemon runs, so cron never runs guardian")
         if self.cron and not self.run_by_cron:
@@ -1233,6 +1235,8 @@ def gather(
         problem = f"cannot read {path}: {e.strerror or e}"
     else:
         unreadable, truncated = tail.unreadable + history.bad, tail.truncated
+        if tail.problem is not None:  # a rotated file: what was read before it is kept
+            problem = f"cannot read {tail.problem}; the history before it is not shown"
     hidden = hidden_from_me()
     rows = tuple(
         _look(t, config, history.seen[t.name], clock, since, hidden, runner) for t in config.targets

@@ -276,3 +276,144 @@ def test_no_color_turns_colour_off_even_on_a_terminal(monkeypatch: Any) -> None:
 
 def _iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- what a hostile review found ---
+
+
+def test_a_gzip_bomb_or_a_file_of_newlines_is_left_quickly_and_the_report_says_partial(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(_oks(END - timedelta(minutes=30), 30)) + "\n")
+    (tmp_path / "audit.jsonl.2.gz").write_bytes(gzip.compress(b"x\n" * (10 << 20), 9))
+    (tmp_path / "audit.jsonl.3.gz").write_bytes(gzip.compress(b"\n" * (400 << 20), 9))
+    began = time.monotonic()
+    made = _build(log)
+    assert time.monotonic() - began < 5  # was 21 s and 1m47s
+    problems = "\n".join(made.unreadable_files)
+    assert "audit.jsonl.2.gz: mostly not records" in problems
+    assert "audit.jsonl.3.gz: decompresses to more than 64 MiB" in problems
+    assert made.targets[0].records == 30  # what the log holds, still counted
+
+
+def test_the_whole_report_stops_at_its_time_budget_and_says_so(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(_oks(END - timedelta(hours=20), 1200)) + "\n")
+    (tmp_path / "audit.jsonl.1").write_text("\n".join(_oks(END - timedelta(hours=23), 60)) + "\n")
+    made = _build(log, since=86400)
+    assert made.unreadable_files == []
+    made = report.build(log, ["agent"], since=86400, cells=24, now=END.timestamp(), budget=0)
+    assert made.unreadable_files[0].endswith("not read to its end, the report's 0s ran out")
+    assert made.unreadable_files[1] == f"{log}: not read, the report's 0s ran out"
+
+
+def test_a_rotation_while_the_report_opens_its_files_neither_drops_nor_doubles_one(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The reviewer's race.py: a rotation just after the report opened its first file."""
+    from guardian import audit
+
+    log = tmp_path / "audit.jsonl"
+    now = datetime.now(UTC)
+    for m in range(600, 0, -1):  # ten hours, rotated at 64K
+        r = audit.AuditRecord("t", "ok", "running: pidfile names pid 5", pid=5)
+        r.ts = _iso(now - timedelta(minutes=m))
+        audit.append(log, r, max_bytes=65536, keep=20)
+    assert len(audit.log_files(log)) >= 3
+
+    def summary(made: report.Report) -> tuple[list[int], int]:
+        t = made.targets[0]
+        return [round(x) for x in t.seconds], t.timeline.states().count("unknown")
+
+    quiet = summary(report.build(log, ["t"], since=12 * 3600, cells=48))
+    real, done = audit.open_log, [False]
+
+    def racing(path: Path) -> Any:
+        f = real(path)
+        if not done[0]:
+            done[0] = True
+            audit.rotate(log, os.stat(log), 20)
+        return f
+
+    monkeypatch.setattr(audit, "open_log", racing)
+    monkeypatch.setattr(report, "open_log", racing, raising=False)  # (where it was imported)
+    made = report.build(log, ["t"], since=12 * 3600, cells=48)
+    assert done[0]
+    assert summary(made) == quiet
+    assert made.unreadable_files == []
+
+
+def test_unhealthy_held_and_backoff_lines_with_their_fields_take_the_fast_path(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    start = END - timedelta(hours=3)
+    hold = {"by": "root (uid 0)", "since": _iso(start), "until": None, "reason": "x"}
+    lines = (
+        _oks(start, 60)
+        + [
+            _line(start + timedelta(minutes=60 + i), "unhealthy", probes=["command: exited 1"])
+            for i in range(30)
+        ]
+        + [_line(start + timedelta(minutes=90 + i), "held", hold=hold) for i in range(30)]
+        + [
+            _line(start + timedelta(minutes=120 + i), "backoff", next_try=_iso(END))
+            for i in range(30)
+        ]
+    )
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    slow = []
+    real = report._record
+    monkeypatch.setattr(report, "_record", lambda *a: slow.append(1) or real(*a))
+    (t,) = _build(log).targets
+    assert slow == []  # not one line decoded as JSON
+    assert t.unhealthy_runs == 30
+    assert [round(x) for x in t.seconds] == [90 * 60, 30 * 60, 30 * 60]  # up, down, held
+
+
+def test_overlapping_runs_records_a_moment_out_of_order_are_not_a_clock_set_back(
+    tmp_path: Path,
+) -> None:
+    start = END - timedelta(hours=2)
+    lines = _oks(start, 60)
+    # Two runs overlapping: the second's record dated 40 ms before the first's.
+    lines += [_line(start + timedelta(minutes=60, milliseconds=40), "ok"),
+              _line(start + timedelta(minutes=60), "ok")]  # fmt: skip
+    lines += _oks(start + timedelta(minutes=61), 20)
+    lines.append(_line(start + timedelta(minutes=70), "ok"))  # eleven minutes back
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    (t,) = _build(log).targets
+    assert t.out_of_order == 1
+    assert "1 record(s) more than a minute older than the one before" in "\n".join(
+        report.lines(_build(log), colour=False))  # fmt: skip
+
+
+def test_no_log_at_all_says_so_and_exits_1(g: Guardian) -> None:
+    r = g.run("report")
+    assert r.rc == 1
+    assert f"no audit log at {g.state / 'audit.jsonl'} (is audit_log right?)" in r.stderr
+    assert g.run("report", "--since", "soon").stderr.count('"7d"') == 1
+
+
+def test_records_dated_1970_and_absurd_last_seen_and_down_since_are_not_believed(
+    tmp_path: Path,
+) -> None:
+    start = END - timedelta(hours=2)
+    lines = _oks(start, 30)
+    lines.append(_line(datetime(1970, 1, 1, tzinfo=UTC), "start_failed"))
+    lines += [_line(start + timedelta(minutes=30 + i), "start_failed") for i in range(5)]
+    # last_seen after down_since, and in 2100: neither is believed; the outage runs from
+    # the last ok (minute 29) as for a start without them.
+    lines.append(_line(start + timedelta(minutes=35), "started", last_seen="2100-01-01T00:00:00Z",
+                       down_since=_iso(start)))  # fmt: skip
+    lines += _oks(start + timedelta(minutes=36), 30)
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    made = _build(log)
+    (t,) = made.targets
+    assert made.old_records == 1
+    assert t.recovered == 1
+    assert abs(t.rec_max - 6 * 60) < 1  # from the last ok, not from 1970 or 2100
+    assert t.worst_precision <= 6 * 60 + 1

@@ -1634,3 +1634,23 @@ def test_the_history_goes_on_into_the_rotated_logs_after_a_rotation(config: Conf
     Path(f"{log}.2.gz").unlink()
     agent = gather(config, []).targets[0]
     assert (agent.starts_24h, agent.failed_starts_24h) == (1, 1)
+
+
+def test_a_damaged_rotated_gz_keeps_what_the_live_log_says_and_is_a_problem(
+    config: Config,
+) -> None:
+    log = config.settings.audit_log
+    Path(f"{log}.2.gz").write_bytes(gzip.compress(line(timedelta(hours=20), "agent",
+                                                       "started").encode())[:-10])  # fmt: skip
+    Path(f"{log}.1").write_text(line(timedelta(hours=10), "agent", "started"))
+    log.write_text(line(timedelta(minutes=2), "agent", "ok"))
+    report = gather(config, [])
+    agent = report.targets[0]
+    assert agent.last is not None
+    assert agent.last.action == "ok"
+    assert agent.starts_24h == 1  # the one in .1, read before the damaged file
+    assert report.last_run is not None
+    assert report.audit_problem is not None
+    assert report.audit_problem.startswith(f"cannot read {log}.2.gz: ")
+    assert f"audit log: {report.audit_problem}" in report.problems
+    assert not report.ok
