@@ -81,6 +81,9 @@ class Deadline:
             signal.setitimer(signal.ITIMER_REAL, max(0.000001, self.alarm_at - self._clock()))
 
 
+_PASSED_ON = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # what a parent tells its workers
+
+
 class _Signals:
     """Process-wide, as signals are: whether the alarm is armed, and what is held back."""
 
@@ -98,17 +101,31 @@ def fork() -> int:
     copied as held: re-arming it there would wait for ever. So it is stopped
     around the fork, and armed again in the parent. (The alarm itself is not
     inherited: a child arms its own run.) A signal meanwhile waits for the parent.
+
+    SIGTERM, SIGINT and SIGHUP are blocked across the fork, and the child's are
+    put back to their default before it unblocks them: a signal sent to the child
+    before it arms its own handling ends it, as it would have ended the parent.
+    (Without the block, one that came while the child was still resetting what
+    it had copied was taken for the parent's and dropped: the worker went on, deaf
+    to it, until it was killed.)
     """
     with critical():
         armed = _signals.armed
         if armed:
             faulthandler.cancel_dump_traceback_later()
-        pid = os.fork()
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, _PASSED_ON)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _signals.armed = False
+                _signals.depth = 1  # this section's, which ends as fork() returns
+                _signals.pending = None
+                _signals.current = None
+                for sig in _PASSED_ON:
+                    signal.signal(sig, signal.SIG_DFL)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
         if pid == 0:
-            _signals.armed = False
-            _signals.depth = 1  # this section's, which ends as fork() returns
-            _signals.pending = None
-            _signals.current = None
             return 0
         if armed and _signals.current is not None:
             _signals.current._last_resort()
