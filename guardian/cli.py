@@ -260,7 +260,8 @@ def check(
         from guardian.watch import watch
 
         watched = watch(config, targets, run, checked, seconds,
-                        after=tell.acted if tell is not None else None)  # fmt: skip
+                        after=tell.acted if tell is not None else None,
+                        locked=tell.watching if tell is not None else None)  # fmt: skip
         if tell is not None:
             tell.ended(watched)
         return watched
@@ -432,11 +433,17 @@ class _Tell:
         latest = self.out.latest.values()
         down = [r for r in latest if r.action not in RUNNING and r.action != "held"]
         held = [r for r in latest if r.action == "held"]
-        cut = result is not None and (result.timed_out or result.interrupted is not None)
-        kind = "fail" if down or cut else "success"
+        timed_out = result is not None and result.timed_out
+        stopped = result.interrupted if result is not None else None
+        # An ordered stop (SIGTERM from a shutdown or `systemctl stop cron`, SIGINT, SIGHUP)
+        # with every target running is no failure: every reboot would page. (A target it
+        # cut short, or never reached, has an ``interrupted`` record: down.)
+        kind = "fail" if down or timed_out or (stopped is not None and not latest) else "success"
         lines = [_line(r) for r in (*down, *held)]
-        if cut and not down:
-            lines.insert(0, "guardian's run was cut short (a time-out or a signal)")
+        if timed_out and not down:
+            lines.insert(0, "guardian's run was cut short: its own time ran out")
+        if stopped is not None:
+            lines.insert(0, f"guardian was ended by {signal.Signals(stopped).name}")
         return kind, body(lines) if lines else None
 
     def checked(self, result: RunResult, *, final: bool) -> None:
@@ -450,6 +457,14 @@ class _Tell:
         self._metrics(self.exit_code)
         if self.pinger is not None:
             self._warn(self.pinger.send(*self._verdict(result)))
+
+    def watching(self) -> None:
+        """A watcher holds watch locks it did not (it began to watch, or took over from the
+        watcher before it, whose last metrics could not say so): metrics anew."""
+        try:
+            self._metrics(self.exit_code, watching=True)
+        except Exception as e:  # a bug here must not end the watch: said, and it goes on
+            self._warn(f"internal error while telling of its watch: {type(e).__name__}: {e}")
 
     def acted(self) -> None:
         """A watcher's action is over: metrics anew, and a ping, without waiting."""
@@ -789,9 +804,9 @@ Examples:
   guardian report --json | jq '.targets[0].availability'
 
 \b
-Exit codes: 0 the report; 1 some of the audit log could not be read (the report
-says which file, and is partial); 2 usage or config error; 3 the report could
-not be written to stdout.
+Exit codes: 0 the report; 1 some of the audit log could not be read, or was left
+unread (the report says which file, and is partial), or there is no audit log at
+all; 2 usage or config error; 3 the report could not be written to stdout.
 """
 )
 @_config_option
@@ -831,9 +846,11 @@ def report(
     if _STDOUT.dropped is not None:
         _err(f"cannot write the report to stdout: {_STDOUT.dropped}")
         return EXIT_INTERNAL
+    if made.no_log is not None:  # a wrong audit_log must not look like a quiet host
+        _err(f"no audit log at {made.no_log} (is audit_log right?): nothing to report")
     for problem in made.unreadable_files:
         _err(f"cannot read {problem}: the report is partial")
-    return EXIT_NOT_RUNNING if made.unreadable_files else EXIT_OK
+    return EXIT_NOT_RUNNING if made.unreadable_files or made.no_log else EXIT_OK
 
 
 def _usable_std_streams() -> None:

@@ -126,7 +126,9 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _sweep(path)
+    # Housekeeping, not the write (done): nothing it meets makes the write a failure.
+    with contextlib.suppress(OSError):
+        _sweep(path)
 
 
 _TMP = re.compile(r"([0-9]+)\.[0-9a-f]{8}\.tmp")
@@ -135,7 +137,12 @@ _listed: dict[Path, list[str]] = {}
 
 def _sweep(path: Path) -> None:
     """Remove what a writer killed by SIGKILL (which no handler can catch) left behind:
-    temporary files of ``path`` whose writer is gone."""
+    temporary files of ``path`` whose writer is gone.
+
+    Only regular files of guardian's own user: a folder (or anything else) named like one
+    is not guardian's, nor is another user's file in a shared (sticky) folder, where root
+    could delete it. (There, nobody else can rename or delete a file of ours either, so
+    what was looked at is what is deleted.) Nothing here raises but OSError."""
     prefix = f".{path.name}."
     # The folder is listed once a process: a run writing the state files of a hundred
     # targets in one folder would otherwise list it a hundred times. (What a writer killed
@@ -150,6 +157,10 @@ def _sweep(path: Path) -> None:
             # (target "x.json.5" has ".x.json.5.json.PID.HEX.tmp").
             m = _TMP.fullmatch(name[len(prefix) :])
             pid = m[1] if m else None
-            if pid is not None and not os.path.exists(f"/proc/{pid}"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path.parent / name)
+            if pid is None or os.path.exists(f"/proc/{pid}"):
+                continue
+            leftover = path.parent / name
+            with contextlib.suppress(OSError):
+                st = os.lstat(leftover)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                    os.unlink(leftover)

@@ -124,8 +124,28 @@ def _watched(lock_dir: Path, name: str, me: int, *, watching: bool) -> bool:
     if type(pid) is not int or type(ticks) is not int or pid <= 0:
         return False
     if pid == os.getpid():
-        return watching
+        # Let go (its last write): the next watcher may hold it already, before it has
+        # named itself in the file. (It writes the metrics itself then too, but this write
+        # may land after that one.)
+        return watching or _locked_by_another(st)
     return proc.is_alive(pid, ticks)
+
+
+def _locked_by_another(st: os.stat_result) -> bool:
+    """Does another process hold a flock on this file? /proc/locks, read-only: trying the
+    lock would take it from the watcher waiting for it, for a moment."""
+    me, where = os.getpid(), f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", "rb") as f:
+            lines = f.read(1 << 20).decode("ascii", "replace").splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        words = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:2d:5678 0 EOF" ("->" marks one that waits)
+        if len(words) >= 6 and words[1] == "FLOCK" and words[5] == where and words[4] != str(me):
+            return True
+    return False
 
 
 def target_facts(

@@ -29,6 +29,7 @@ from guardian import __version__
 
 BODY_MAX = 10_000  # bytes of reasons in a /fail ping: a summary, not the audit log
 _ANSWER_MAX = 4096  # what is read of the server's answer
+REASON_MAX = 300  # characters of why a ping failed: one line of a warning record
 # The name warning records about the run itself (not a target) carry: no target's name
 # can have parentheses.
 RUN_TARGET = "(guardian)"
@@ -40,8 +41,15 @@ class _Pending(NamedTuple):
     fd: int  # the read end of the pipe the child says how it went on
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line (any run of whitespace a space), at most ``REASON_MAX``."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= REASON_MAX else flat[: REASON_MAX - 3] + "..."
+
+
 def _send(url: str, body: bytes | None, timeout: float) -> str:
     """In the child: one request; "" when the server answered 2xx, else what went wrong."""
+    import http.client
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -68,8 +76,12 @@ def _send(url: str, body: bytes | None, timeout: float) -> str:
     except urllib.error.URLError as e:
         reason = e.reason
         return str(reason.strerror if isinstance(reason, OSError) and reason.strerror else reason)
+    except http.client.HTTPException as e:  # endless headers, a malformed status line
+        return f"not an HTTP answer ({type(e).__name__}: {str(e).strip()})"
     except (OSError, ValueError) as e:
         return str(e) or type(e).__name__
+    except Exception as e:  # whatever else the library raises: said, not just "status 1"
+        return f"{type(e).__name__}: {e}"
 
 
 def _child(url: str, body: bytes | None, timeout: float, out: int) -> None:
@@ -88,7 +100,7 @@ def _child(url: str, body: bytes | None, timeout: float, out: int) -> None:
             os.dup2(null, fd)
         os.closerange(3, out)
         os.closerange(out + 1, 1 << 16)
-        said = _send(url, body, timeout)
+        said = one_line(_send(url, body, timeout))
         os.write(out, said.encode("utf-8", "replace")[:1000])
         status = 0
     finally:
@@ -173,7 +185,7 @@ class Pinger:
             return f"no answer within {self.timeout:g}s"
         if os.waitstatus_to_exitcode(status) != 0:
             return f"the ping's process ended with status {os.waitstatus_to_exitcode(status)}"
-        return data.decode("utf-8", "replace")
+        return one_line(data.decode("utf-8", "replace"))
 
     @staticmethod
     def _end(p: _Pending) -> None:

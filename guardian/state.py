@@ -32,6 +32,7 @@ _MAX_BYTES = 1 << 16  # a few hundred bytes in use; anything much bigger is not 
 _PID_MAX = 4_194_304
 _MAX_STARTS = 1000  # more than any burst: a longer list is not one guardian wrote
 _MAX_COUNT = 1 << 53  # a counter a float (Prometheus's value) still holds exactly
+_ANY_BOOT = 1e10  # boot-clock seconds (three centuries) no boot outlasts
 
 
 def boot_id() -> str:
@@ -85,8 +86,12 @@ class State(NamedTuple):
         return json.dumps(data, indent=1).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, t: float) -> State:
-        """Parse and check; ValueError (with the reason) for anything guardian did not write."""
+    def from_json(cls, data: bytes, t: float, boot: str | None = None) -> State:
+        """Parse and check; ValueError (with the reason) for anything guardian did not write.
+
+        ``boot``: this boot's id. A file from another boot has its boot-clock times counted
+        from that boot's start, so they are checked only as times some boot could reach
+        (after a reboot they are usually later than ``t``, and none the worse for it)."""
         raw = json.loads(data)
         try:
             current = raw.pop("current", None)
@@ -99,11 +104,14 @@ class State(NamedTuple):
             state = cls(**raw, current=Current(**current) if current else None)
         except (TypeError, AttributeError, KeyError) as e:  # not the shape guardian writes
             raise ValueError(f"not a state file ({type(e).__name__})") from None
-        state.check(t)
+        state.check(t if boot is None or state.boot_id == boot else None)
         return state
 
-    def check(self, t: float) -> None:
-        """ValueError unless every field has its type and a possible value at time ``t``."""
+    def check(self, t: float | None) -> None:
+        """ValueError unless every field has its type and a possible value at time ``t``
+        (None: at some time of another boot, as long as any boot lasts)."""
+        if t is None:
+            t = _ANY_BOOT
 
         def is_time(v: object) -> bool:
             # Boot-clock seconds: never negative, never later than now (a second's slack).
@@ -210,7 +218,9 @@ class Store:
             try:
                 # Empty: what a power cut can leave of a write that was not synced (it is
                 # not, on purpose: see save); the boot that follows forgets it anyway.
-                state = State.from_json(data, now()) if data else fresh
+                # A file from another boot is known by its boot id before its times are
+                # judged: they count from that boot's start, not this one's.
+                state = State.from_json(data, now(), fresh.boot_id) if data else fresh
             except (ValueError, RecursionError) as e:  # RecursionError: nesting too deep
                 problem = "nested too deeply" if isinstance(e, RecursionError) else str(e)
                 self.warnings.append(f"state file {self.path} was corrupt ({problem}); rebuilt")

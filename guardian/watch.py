@@ -106,6 +106,10 @@ class Watcher:
         self.my_ticks = me.start_ticks if me is not None else 0
         # Called after each action (a worker's end): the metrics file and the ping.
         self.after: Callable[[], None] | None = None
+        # Called once it holds a watch lock it did not (it began to watch, or took over from
+        # the watcher before it): the metrics file, which says who watches.
+        self.locked: Callable[[], None] | None = None
+        self.took = False  # a watch lock was taken in this turn of the loop
 
     # --- the watch lock ---
 
@@ -146,6 +150,7 @@ class Watcher:
             os.ftruncate(lock.fd, 0)
             os.pwrite(lock.fd, (json.dumps(info) + "\n").encode(), 0)
         w.due = now  # look at once: it may have died since the watcher before let go
+        self.took = True
         return True
 
     # --- looking (read-only, milliseconds) ---
@@ -313,6 +318,10 @@ class Watcher:
             waits = [self.end]
             for w in self.watched:
                 waits += self._tick(w, now, began)
+            if self.took:
+                self.took = False
+                if self.locked is not None:
+                    self.locked()
             self.run.step("watching")
             timeout = max(0.0, min(waits) - time.monotonic())
             for fd, _ in self.poller.poll(timeout * 1000 + 0.5):
@@ -404,8 +413,10 @@ def watch(
     seconds: float,
     *,
     after: Callable[[], None] | None = None,
+    locked: Callable[[], None] | None = None,
 ) -> RunResult:
-    """Watch ``targets`` for ``seconds`` after the check that gave ``checked``."""
+    """Watch ``targets`` for ``seconds`` after the check that gave ``checked``: ``after`` is
+    called after each action, ``locked`` once it holds watch locks it did not before."""
     sink = run.sink
     if sink is None or run.deadline is None:  # pragma: no cover - a bug in the caller
         raise RuntimeError("watch() needs a run with a sink, inside Run.armed()")
@@ -416,7 +427,7 @@ def watch(
     usable = tuple(t for t in map(checkable, targets) if t is not None)
     watcher = Watcher(config, usable, run, sink)
     watcher.hard_end = run.deadline.end
-    watcher.after = after
+    watcher.after, watcher.locked = after, locked
     began = time.monotonic()
     how, interrupted, timed_out = "ended", None, checked.timed_out
     try:

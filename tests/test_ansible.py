@@ -175,6 +175,10 @@ def test_the_role_installs_guardian_and_a_second_run_changes_nothing(
 
     second = apply(tmp_path, variables)
     assert (second.changed, second.unreachable, second.failed) == (0, 0, 0), second.out
+    # Check mode agrees: no phantom change (the pip module alone cannot tell a wheel path
+    # is installed).
+    checked = apply(tmp_path, variables, "--check", "--diff")
+    assert (checked.changed, checked.failed) == (0, 0), checked.out
 
     # The config: root's, not writable by others, and the values exactly as given.
     st = config.stat()
@@ -221,3 +225,30 @@ def test_the_role_installs_guardian_and_a_second_run_changes_nothing(
     assert not cron_file.exists()
     removed_again = apply(tmp_path, gone)
     assert (removed_again.changed, removed_again.failed) == (0, 0), removed_again.out
+
+
+def test_the_template_writes_any_string_and_key_as_toml_reads_them(tmp_path: Path) -> None:
+    # U+007F, which TOML forbids raw in a string; a key that ends in a newline (which a
+    # regex's "$" would take for a bare key); every control character; quotes.
+    odd = "".join(map(chr, range(32))) + '\x7f"\\'
+    settings = {"state_dir": "/var/lib/guardian", "del\x7fkey": "a\x7fb", "all": odd}
+    targets = {"t": {"command": ["/bin/true", odd], "env": {"TRAILING\n": "v\x7f",
+                                                           "ok": "1"}}}  # fmt: skip
+    variables = {"guardian_settings": settings, "guardian_targets": targets,
+                 "guardian_metrics_file": "", "guardian_ping_url": "",
+                 "guardian_venv": "/opt/guardian", "guardian_config": "/etc/g.toml"}  # fmt: skip
+    path = tmp_path / "vars.json"
+    path.write_text(json.dumps(variables))
+    out = tmp_path / "guardian.toml"
+    template = ANSIBLE / "roles" / "guardian" / "templates" / "guardian.toml.j2"
+    result = subprocess.run(
+        [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}", "-e", f"@{path}",
+         "-m", "ansible.builtin.template", "-a", f"src={template} dest={out}"],
+        env=ansible_env(tmp_path), cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = tomllib.loads(out.read_text())
+    assert data["guardian"] == settings
+    assert data["targets"] == targets

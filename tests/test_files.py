@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from guardian.files import atomic_write
 
 
@@ -46,3 +48,37 @@ def test_the_sweep_never_takes_another_files_temporary_file(tmp_path: Path) -> N
     theirs.write_text("being written")
     atomic_write(tmp_path / "x.json", b"{}")
     assert theirs.exists()
+
+
+def _dead_pid() -> int:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return gone.pid
+
+
+def test_the_sweep_leaves_a_folder_named_like_a_leftover_and_the_write_succeeds(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / f".state.json.{_dead_pid()}.0badc0de.tmp"
+    folder.mkdir()
+    (folder / "inside").write_text("someone's")
+    atomic_write(tmp_path / "state.json", b"{}")  # no IsADirectoryError, no ENOTEMPTY
+    assert (tmp_path / "state.json").read_bytes() == b"{}"
+    assert (folder / "inside").read_text() == "someone's"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a file of another user)")
+def test_the_sweep_never_deletes_another_users_file_named_like_a_leftover(
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # sticky, like /tmp: root could delete anyone's file here
+    theirs = shared / f".state.json.{_dead_pid()}.0badc0de.tmp"
+    theirs.write_text("nobody's own")
+    os.chown(theirs, 65534, 65534)
+    ours = shared / f".state.json.{_dead_pid()}.0badc0de.tmp"
+    ours.write_text("a leftover of guardian's")
+    atomic_write(shared / "state.json", b"{}")
+    assert theirs.read_text() == "nobody's own"
+    assert not ours.exists()

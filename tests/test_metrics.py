@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,43 @@ def test_a_start_then_a_healthy_run_then_a_kill_count_starts_that_persist(g: Gua
     assert value(m, "guardian_target_last_start_timestamp_seconds", **agent) > first_start
     assert value(m, "guardian_target_up", **agent) == 1
     assert not [p for p in path.parent.iterdir() if p.name != "guardian.prom"]  # no temp left
+
+
+def test_after_a_reboot_the_first_run_keeps_the_counters_and_warns_of_nothing(
+    g: Guardian,
+) -> None:
+    configure(g)
+    assert g.check().rc == 0
+    os.kill(g.pid(), signal.SIGKILL)
+    wait_for(lambda: not g.matches(), what="the target to die")
+    assert g.check().rc == 0
+    path = state.path_for(g.state, "agent")
+    before = json.loads(path.read_text())
+    assert before["starts_died"] == 2
+    # What the file looks like after a real reboot: another boot's id, and times of that
+    # boot (it ran for days) that are far later than this boot's uptime.
+    os.kill(g.pid(), signal.SIGKILL)
+    wait_for(lambda: not g.matches(), what="the target to die")
+    rebooted = {**before, "boot_id": "an-earlier-boot", "starts": [500000.0]}
+    rebooted["current"] = {**before["current"], "last_seen": 500100.0, "start_ticks": 50000000}
+    path.write_text(json.dumps(rebooted))
+    result = g.check()
+    assert result.rc == 0, result.stderr
+    assert warnings(g) == []
+    assert value(metrics_of(g), "guardian_target_starts_total", target="agent", cause="died") == 3
+    after = json.loads(path.read_text())
+    assert after["boot_id"] == state.boot_id()
+    assert len(after["starts"]) == 1  # its history dropped: this start alone
+    assert after["starts"][0] < 500000
+
+    # A file of another boot that is corrupt all the same is still said, and rebuilt.
+    path.write_text(json.dumps({**rebooted, "starts_died": "many"}))
+    os.kill(g.pid(), signal.SIGKILL)
+    wait_for(lambda: not g.matches(), what="the target to die")
+    result = g.check()
+    assert result.rc == 3, result.stderr
+    assert warnings(g) == [f"state file {path} was corrupt (impossible starts_died); rebuilt"]
+    assert value(metrics_of(g), "guardian_target_starts_total", target="agent", cause="died") == 1
 
 
 def test_stop_start_and_restart_by_hand_are_held_then_counted_by_hand(g: Guardian) -> None:
@@ -186,6 +224,22 @@ def test_something_not_a_file_at_the_path_is_left_as_it_is_and_said(g: Guardian,
     assert sorted(p.name for p in path.parent.iterdir()) == ["guardian.prom"]
 
 
+def test_a_folder_named_like_a_leftover_temporary_file_is_left_and_not_a_failure(
+    g: Guardian,
+) -> None:
+    path = configure(g)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    folder = path.parent / f".guardian.prom.{gone.pid}.0badc0de.tmp"
+    folder.mkdir()
+    result = g.check()
+    assert result.rc == 0, result.stderr
+    assert warnings(g) == []
+    assert "metrics" not in result.stderr
+    assert folder.is_dir()
+    assert value(metrics_of(g), "guardian_target_up", target="agent") == 1
+
+
 def test_a_missing_folder_is_not_made_and_is_said(g: Guardian) -> None:
     path = g.tmp / "no-such" / "guardian.prom"
     g.configure(guardian={"metrics_file": str(path)})
@@ -222,6 +276,24 @@ def test_a_watcher_rewrites_it_after_each_action_and_says_it_watches(g: Guardian
     m = metrics_of(g)
     assert value(m, "guardian_watch_active") == 0  # rewritten at its end, the lock let go
     assert value(m, "guardian_last_run_exit_code") == 128 + signal.SIGTERM
+
+
+def test_after_a_hand_over_the_file_says_the_target_is_watched(g: Guardian) -> None:
+    configure(g)
+    first = Watch(g, "3s")
+    wait_for(first.watching, what="the first watcher to watch")
+    second = Watch(g, "20s")  # as cron starts the next while the first still watches
+    rc, err = first.end()
+    assert rc == 0, err
+    wait_for(second.watching, what="the second watcher to take over")
+    time.sleep(1)  # no action meanwhile: the target runs on
+    m = metrics_of(g)
+    assert value(m, "guardian_target_watched", target="agent") == 1
+    assert value(m, "guardian_watch_active") == 1
+    assert value(m, "guardian_target_starts_total", target="agent", cause="died") == 1
+    second.proc.send_signal(signal.SIGTERM)
+    second.end()
+    assert value(metrics_of(g), "guardian_watch_active") == 0
 
 
 def test_label_values_are_escaped_as_the_exposition_format_says() -> None:

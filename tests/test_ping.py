@@ -114,6 +114,38 @@ def trickle() -> Iterator[str]:
     s.close()
 
 
+@contextlib.contextmanager
+def answering(answer: bytes) -> Iterator[str]:
+    """A server that reads each request's head and answers ``answer`` (raw), then closes."""
+    stop = threading.Event()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    s.settimeout(0.1)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = s.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(2)
+                got = b""
+                while b"\r\n\r\n" not in got and (chunk := conn.recv(4096)):
+                    got += chunk
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/ping"
+    finally:
+        stop.set()
+        thread.join()
+        s.close()
+
+
 def refused_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -205,6 +237,33 @@ def test_a_redirect_to_another_scheme_is_not_followed(g: Guardian, monitor: Moni
     assert said.endswith("failed: the server answered HTTP 302 Found")
 
 
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (b"nonsense\r\n\r\n", "not an HTTP answer (BadStatusLine: nonsense)"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X-Endless: y\r\n" * 200 + b"\r\n",
+         "not an HTTP answer (HTTPException: got more than 100 headers)"),
+        (b"HTTP/1.1 302 Found\r\nLocation: /ping\r\nContent-Length: 0\r\n\r\n",
+         "the server answered HTTP 302 The HTTP server returned a redirect error that would "
+         "lead to an infinite loop. The last 30x error message was: Found"),
+    ],
+    ids=["bad-status-line", "endless-headers", "redirect-loop"],
+)  # fmt: skip
+def test_a_broken_answer_is_said_in_one_line(g: Guardian, answer: bytes, said: str) -> None:
+    with answering(answer) as url:
+        configure(g, url)
+        result = g.check()
+    assert result.rc == 0, result.stderr
+    assert ping_warnings(g) == [f"success ping to {url} failed: {said}"]
+
+
+def test_a_reason_is_one_line_and_bounded() -> None:
+    assert ping.one_line("a\n  b\r\n\tc") == "a b c"
+    long = ping.one_line("x" * 5000)
+    assert len(long) <= ping.REASON_MAX
+    assert long.endswith("...")
+
+
 def test_a_signal_during_the_ping_keeps_the_runs_records_and_exit_code(
     g: Guardian, silent: str
 ) -> None:
@@ -263,10 +322,47 @@ def test_a_watcher_pings_after_its_check_and_after_each_restart(
     watch.proc.send_signal(signal.SIGTERM)
     rc, err = watch.end()
     assert rc == 128 + signal.SIGTERM, err
-    # Its end: cut short by a signal, which the monitor hears as a failure.
-    assert monitor.paths() == ["/ping/abc", "/ping/abc", "/ping/abc/fail"]
-    assert b"cut short" in monitor.requests[-1].body
+    # Its end: an ordered stop (a shutdown, cron stopped) with its target running is no
+    # failure: a success, whose body says what ended it (every reboot would page else).
+    assert monitor.paths() == ["/ping/abc", "/ping/abc", "/ping/abc"]
+    assert b"ended by SIGTERM" in monitor.requests[-1].body
     assert ping_warnings(g) == []
+
+
+def test_a_watcher_ended_by_a_signal_with_its_target_down_pings_fail(
+    g: Guardian, monitor: Monitor
+) -> None:
+    # Ready 2 s after each start: the watcher's restart is under way when the signal comes.
+    slow = g.agent("--daemonize", str(g.pidfile), "--delay", "2")
+    configure(g, monitor.url, command=slow, daemonizes=True, start_timeout="20s")
+    watch = Watch(g, "20s")
+    wait_for(watch.watching, what="the watcher to watch")
+    wait_for(lambda: len(monitor.paths()) == 1, what="the ping after its check")
+    os.kill(g.pid(), signal.SIGKILL)
+    time.sleep(1)
+    watch.proc.send_signal(signal.SIGTERM)
+    rc, err = watch.end()
+    assert rc == 128 + signal.SIGTERM, err
+    assert monitor.paths()[-1] == "/ping/abc/fail"
+
+
+def test_a_check_ended_by_sigterm_with_every_target_running_pings_success(
+    g: Guardian, monitor: Monitor
+) -> None:
+    hook = g.tmp / "slow-hook"
+    hook.write_text(f"#!/bin/sh\ntouch {g.tmp}/hooked\nexec sleep 20\n")
+    hook.chmod(0o755)
+    configure(g, monitor.url, on_start=[str(hook)])
+    argv = [sys.executable, "-m", "guardian", "check", "--config", str(g.config_path)]
+    proc = g.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for((g.tmp / "hooked").exists, what="its hook to run")
+    proc.send_signal(signal.SIGTERM)  # the target started and is ready; its hook runs
+    proc.wait(timeout=10)
+    g.track()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert [r["action"] for r in g.audit() if r["target"] == "agent"] == ["started"]
+    assert monitor.paths() == ["/ping/abc"]
+    assert b"ended by SIGTERM" in monitor.requests[-1].body
 
 
 def test_a_run_that_used_up_its_time_still_pings_fail(g: Guardian, monitor: Monitor) -> None:
