@@ -833,4 +833,39 @@ def load(
     for name, body in raw_targets.items():
         targets.append(_target(path, name, body, settings, acting=acting, starting=starting,
                                runner=runner, defer=defer))  # fmt: skip
-    return Config(path=path, settings=settings, targets=tuple(targets))
+    config = Config(path=path, settings=settings, targets=tuple(targets))
+    _metrics_apart(config)
+    return config
+
+
+def _metrics_apart(config: Config) -> None:
+    """ConfigError if ``metrics_file`` is one of guardian's own files (the audit log or a
+    rotated one, the config, a state, lock, hold or pid file, a target's output or
+    heartbeat): rewritten after every run, it would replace that file, silently."""
+    s = config.settings
+    metrics = s.metrics_file
+    if metrics is None:
+        return
+
+    def both(p: Path) -> set[str]:  # as written, and with its folders' symlinks resolved
+        return {os.path.abspath(p), os.path.join(os.path.realpath(p.parent), p.name)}
+
+    ours: set[str] = set()
+    for p in (config.path, s.audit_log):
+        ours |= both(p)
+    for t in config.targets:
+        for own in (t.pidfile, t.output, t.health.heartbeat_file):
+            if own is not None:
+                ours |= both(own)
+    mine = both(metrics)
+    rotated = any(
+        name.startswith((f"{s.audit_log.name}.", f"{s.audit_log.name}-"))
+        and os.path.realpath(folder) == os.path.realpath(s.audit_log.parent)
+        for folder, name in (os.path.split(m) for m in mine)
+    )
+    folders = {os.path.realpath(s.state_dir / sub) for sub in ("state", "locks", "holds", "pids")}
+    inside = any(os.path.realpath(os.path.dirname(m)) in folders for m in mine)
+    if mine & ours or rotated or inside:
+        raise ConfigError(f"{config.path}: guardian.metrics_file: {metrics} is one of guardian's "
+                          "own files (or in one of its folders), which every run would "
+                          "replace with metrics")  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -31,7 +32,12 @@ since_boot = proc.since_boot
 _MAX_BYTES = 1 << 16  # a few hundred bytes in use; anything much bigger is not ours
 _PID_MAX = 4_194_304
 _MAX_STARTS = 1000  # more than any burst: a longer list is not one guardian wrote
-_MAX_COUNT = 1 << 53  # a counter a float (Prometheus's value) still holds exactly
+# A counter's ceiling: far beyond any real count (a start a second for 30,000 years), and
+# exact as a float (Prometheus's value). A count reaching it stays there, never past it:
+# a file guardian wrote must never be one it then refuses.
+_MAX_COUNT = 1 << 40
+_WALL_FROM = 1577836800.0  # 2020-01-01: a wall time before it is a clock not yet set
+_WALL_AHEAD = 86400.0  # a start "later than now" by more than this is not believed
 _ANY_BOOT = 1e10  # boot-clock seconds (three centuries) no boot outlasts
 
 
@@ -105,6 +111,11 @@ class State(NamedTuple):
         except (TypeError, AttributeError, KeyError) as e:  # not the shape guardian writes
             raise ValueError(f"not a state file ({type(e).__name__})") from None
         state.check(t if boot is None or state.boot_id == boot else None)
+        wall = state.last_start_wall
+        if wall is not None and not _WALL_FROM <= wall <= time.time() + _WALL_AHEAD:
+            # A time that cannot be true (a forged file, or a clock stepped back a long way)
+            # is not believed, and says nothing else is wrong with the file: forgotten.
+            state = state._replace(last_start_wall=None)
         return state
 
     def check(self, t: float | None) -> None:
@@ -373,9 +384,10 @@ StartCause = Literal["died", "unhealthy", "by_hand"]
 def counted(state: State, cause: StartCause, wall: float) -> State:
     """A start that became ready, counted by its cause, at ``wall`` (epoch seconds)."""
     field = f"starts_{cause}"
-    return state._replace(**{field: getattr(state, field) + 1, "last_start_wall": wall})
+    count = min(getattr(state, field) + 1, _MAX_COUNT)
+    return state._replace(**{field: count, "last_start_wall": wall})
 
 
 def start_failed(state: State) -> State:
     """A start that failed (never ran, or never became ready)."""
-    return state._replace(start_failures=state.start_failures + 1)
+    return state._replace(start_failures=min(state.start_failures + 1, _MAX_COUNT))

@@ -275,6 +275,42 @@ def test_the_keys_for_metrics_the_ping_and_rotation_are_read_as_written(tmp_path
     assert (s.ping_timeout, s.audit_keep) == (3.0, 5)
 
 
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        "state/audit.jsonl",  # the audit log
+        "state/audit.jsonl.1",  # a rotated one
+        "state/state/a.json",  # a state file
+        "state/locks/x.prom",  # the locks' folder
+        "state/holds/a.json",
+        "a.pid",  # a target's pidfile
+        "state/a.out",  # its output
+        "g.toml",  # the config itself
+        "link/audit.jsonl",  # the log, through a symlinked folder
+    ],
+)
+def test_a_metrics_file_that_is_one_of_guardians_own_is_refused(
+    tmp_path: Path, metrics: str
+) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "state")
+    config = tmp_path / "g.toml"
+    config.write_text(
+        f'[guardian]\nstate_dir = "state"\nmetrics_file = "{metrics}"\n'
+        '[targets.a]\ncommand = ["/bin/sleep", "100"]\npidfile = "a.pid"\n'
+    )
+    result = guardian_check(config)
+    assert result.returncode == 2, result
+    assert "guardian.metrics_file: " in result.stderr
+    assert "one of guardian's own files" in result.stderr
+    before = (tmp_path / "state" / "audit.jsonl").exists()
+    assert not before  # refused before anything was written
+    config.write_text(
+        config.read_text().replace(f'metrics_file = "{metrics}"', 'metrics_file = "state/g.prom"')
+    )
+    assert load(config).settings.metrics_file == tmp_path / "state" / "g.prom"
+
+
 def test_missing_config_and_bad_options_exit_2(tmp_path: Path) -> None:
     missing = guardian_check(tmp_path / "nope.toml")
     assert missing.returncode == 2

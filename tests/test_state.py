@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from guardian import state
 from guardian.config import Restart
 from guardian.state import (
     Current,
@@ -128,3 +132,46 @@ def test_any_json_object_loads_or_rebuilds(raw: dict[str, object]) -> None:
         path = Path(folder) / "t.json"
         path.write_text(json.dumps(raw))
         Store(path).load().check(now())
+
+
+def test_a_counter_at_its_ceiling_stays_there_and_the_file_stays_believed(
+    tmp_path: Path,
+) -> None:
+    # A forged (or absurdly old) count: guardian's next start must not write a file it
+    # would then refuse as corrupt (that rebuild forgets what the target left behind).
+    path = tmp_path / "state" / "agent.json"
+    path.parent.mkdir(mode=0o700)
+    top = state._MAX_COUNT
+    forged = state.State(state.boot_id(), starts_died=top, start_failures=top)
+    path.write_bytes(forged.to_json())
+    path.chmod(0o600)
+    store = state.Store(path)
+    loaded = store.load()
+    assert loaded.starts_died == top
+    after = state.start_failed(state.counted(loaded, "died", time.time()))
+    assert (after.starts_died, after.start_failures) == (top, top)
+    store.save(after)
+    again = state.Store(path)
+    assert again.load().starts_died == top
+    assert not again.warnings
+    path.write_text(json.dumps({**json.loads(path.read_text()), "starts_died": top + 1}))
+    beyond = state.Store(path)
+    assert beyond.load().starts_died == 0  # past the ceiling: not one guardian wrote
+    assert beyond.warnings
+
+
+@pytest.mark.parametrize("wall", [9.9e10, 1.0, 0.0, time.time() + 3 * 86400])
+def test_a_last_start_time_that_cannot_be_true_is_forgotten_quietly(
+    tmp_path: Path, wall: float
+) -> None:
+    path = tmp_path / "state" / "agent.json"
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes(state.State(state.boot_id(), starts_died=3, last_start_wall=wall).to_json())
+    path.chmod(0o600)
+    store = state.Store(path)
+    loaded = store.load()
+    assert (loaded.starts_died, loaded.last_start_wall) == (3, None)
+    assert not store.warnings  # the rest of the file is believed: no rebuild, no exit 3
+    good = time.time() - 60
+    path.write_bytes(state.State(state.boot_id(), last_start_wall=good).to_json())
+    assert state.Store(path).load().last_start_wall == good
