@@ -24,7 +24,7 @@ from typing import BinaryIO, Literal, NamedTuple, get_args
 
 from guardian import __version__
 from guardian.errors import AuditError
-from guardian.files import SAFE, NotRegular, make_dirs, open_regular
+from guardian.files import SAFE, NotRegular, make_dirs, open_regular, remove_leftover
 
 # Every action a record can carry, listed once; README.md describes each.
 Action = Literal[
@@ -191,6 +191,7 @@ class AuditRecord:
             "next_try": self.next_try,
             "hold": self.hold,
             "last_seen": self.last_seen,
+            # Last of all: report's fast path finds it in a line's last bytes.
             "down_since": self.down_since,
         }
         data.update((key, value) for key, value in optional.items() if value)
@@ -208,6 +209,11 @@ _REOPENS = 20
 COMPRESS_BUDGET = 5.0
 _TIME_AFTER = 1.0
 _GZ_LEVEL = 6  # gzip's default: 10 MiB of records in a few tens of milliseconds
+# The log's lock is waited for at most _LOCK_WAIT a record, and _WAIT_PER_WINDOW in all every
+# _WAIT_WINDOW seconds by one process (see _wait_allowed); past that, tried once, not waited.
+_LOCK_WAIT = 0.5
+_WAIT_PER_WINDOW = 1.0
+_WAIT_WINDOW = 60.0
 # Processes that have found their log cannot be rotated (said once; not tried again).
 _unrotatable: set[Path] = set()
 
@@ -233,13 +239,15 @@ def append(path: Path, record: AuditRecord, *, max_bytes: int = 0, keep: int = 5
     line = (record.to_json() + "\n").encode("utf-8", "backslashreplace")
     problem: str | None = None
     rotated = False
+    # The lock is waited for at most _LOCK_WAIT for this record, all re-opens together.
+    wait_until = time.monotonic() + _wait_allowed()
     for _ in range(_REOPENS):
         fd, readable = _open(path)
         try:
             # The look at the last byte and the append are one step among guardian runs
             # (a look while another run's write is half copied would see a torn line that
             # is not one). Waited for briefly only: a stuck holder must not hold this one.
-            locked = _lock_briefly(fd)
+            locked = _lock_briefly(fd, wait_until)
             st = os.fstat(fd)
             if not _still_at(path, st):
                 # Rotated (or moved by logrotate) since it was opened, however long ago (a
@@ -342,29 +350,66 @@ def _still_at(path: Path, st: os.stat_result) -> bool:
     return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
-def _lock_briefly(fd: int, wait: float = 0.5) -> bool:
-    """flock ``fd`` if it comes within ``wait`` seconds (True); go on without it if not.
+class _Waits:
+    """How long this process has waited for the log's lock in the current window."""
+
+    since = -_WAIT_WINDOW  # when the window began (monotonic)
+    spent = 0.0
+
+
+_waits = _Waits()
+
+
+def _wait_allowed() -> float:
+    """How long the next record may wait for the log's lock: _LOCK_WAIT, less what this
+    process has already waited within the window (_WAIT_PER_WINDOW every _WAIT_WINDOW
+    seconds), and never into the run's last _TIME_AFTER (the run's time-out waits for a
+    record: a lock held by someone else must never make it overrun).
+
+    Anyone who can read the log can flock it (a read-only descriptor is enough), and hold
+    it for ever: then one record waits, finds it held all along, and the others written
+    in the window go without waiting (``_lock_briefly`` spends the window)."""
+    from guardian import deadline
+
+    now = time.monotonic()
+    if now - _waits.since >= _WAIT_WINDOW:
+        _waits.since, _waits.spent = now, 0.0
+    allowed = min(_LOCK_WAIT, _WAIT_PER_WINDOW - _waits.spent)
+    left = deadline.run_remaining()
+    if left is not None:
+        allowed = min(allowed, left - _TIME_AFTER)
+    return max(0.0, allowed)
+
+
+def _lock_briefly(fd: int, until: float) -> bool:
+    """flock ``fd`` if it comes before ``until`` (monotonic) (True); go on without it if not.
+    Tried once at least, whatever ``until``. What is waited is counted (``_wait_allowed``);
+    a wait that ends without the lock spends the window: the next records do not wait.
 
     (Dropped when the file is closed.)"""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.002)
-        except OSError:
-            return False  # a file system without flock: the look is then best effort
-        else:
-            return True
+    began = time.monotonic()
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= until:
+                    if until > began:  # held for all the time this record could wait
+                        _waits.spent = _WAIT_PER_WINDOW
+                    return False
+                time.sleep(0.002)
+            except OSError:
+                return False  # a file system without flock: the look is then best effort
+            else:
+                return True
+    finally:
+        _waits.spent += time.monotonic() - began
 
 
 # --- rotating it ---
 
 # Canonical numbers only: .01 is not .1 (an operator's file, never moved or removed).
 _NUMBERED = re.compile(r"\.([1-9]\d{0,2})(\.gz)?")
-_PACKING = re.compile(r"\.[0-9]+\.[0-9a-f]{8}\.tmp")  # after ".audit.jsonl.2.gz"
 
 
 def rotate(path: Path, st: os.stat_result, keep: int, *, budget: float = COMPRESS_BUDGET) -> None:
@@ -445,12 +490,12 @@ def _numbered(path: Path, keep: int) -> dict[tuple[int, bool], Path]:
     ``keep`` are not rotation's business."""
     found: dict[tuple[int, bool], Path] = {}
     base = path.name
+    packing = f".{_at(path, 2, True).name}."  # what _pack names its file, less PID.HEX.tmp
     for name in os.listdir(path.parent):
-        if name.startswith(f".{base}.2.gz.") and _PACKING.fullmatch(name, len(base) + 6):
-            # What a rotation killed outright (its hard time-out) left; rotations take
-            # turns under the log's lock, so no other is writing one now.
-            with contextlib.suppress(OSError):
-                os.unlink(path.parent / name)
+        if name.startswith(packing):
+            # What a rotation killed outright (its hard time-out) left: removed as a state
+            # file's leftover is (only a regular file of ours, whose writer is gone).
+            remove_leftover(path.parent, name, packing)
             continue
         m = _NUMBERED.fullmatch(name, len(base)) if name.startswith(base) else None
         if m is None or int(m[1]) > keep:

@@ -307,7 +307,8 @@ class Guard:
             return self.record("error", found.reason)
         hold = self.held()
         if hold is not None:  # held since the first look (a stop by hand): left down
-            return self.record("held", f"{hold.describe()}; {found.reason}", hold=hold.to_dict())
+            return self.record("held", f"{hold.describe()}; {found.reason}", hold=hold.to_dict(),
+                               **self.outage(state.now()))  # fmt: skip
         t = state.now()
         died = self._died()
         self.st = state.seen_dead(self.st, t, self.target.restart)
@@ -477,12 +478,28 @@ class Guard:
         if verdict.action == "gave_up":
             text = f"{would}{found}; {verdict.reason}: not starting it again before {next_try}"
             self.hook(self.target.hooks.on_give_up, "gave_up", text, None)
-            return self.record("gave_up", text, next_try=next_try)
+            return self.record("gave_up", text, next_try=next_try, **self.outage())
         return self.record(
             "backoff",
             f"{would}{found}; {verdict.reason}; next try at {next_try}",
             next_try=next_try,
+            **self.outage(),
         )
+
+    def outage(self, now: float | None = None) -> dict[str, str]:
+        """The outage a record after a death bounds, as far as the state knows it (for
+        ``report``): the target died after ``last_seen`` and before ``down_since``.
+        ``now``: it is found dead now, and the state has not counted that yet. Nothing
+        for a target not known dead (alive, stopped by hand, never seen)."""
+        c, dead = self.st.current, self.st.dead_since
+        if dead is None:
+            if now is None or c is None or c.pid <= 0:
+                return {}
+            dead = now
+        fields = {"down_since": wall_ms(dead)}
+        if c is not None and c.pid > 0 and c.last_seen:
+            fields["last_seen"] = wall_ms(min(c.last_seen, dead))
+        return fields
 
     # --- acting: stop, leftovers, start ---
 
@@ -556,22 +573,17 @@ class Guard:
         """Under the lock: end what the last one left (unless done: ``orphans``), spawn,
         record that at once, and wait until it is ready. Never a held target, unless by
         hand (``guardian start`` and ``restart`` release the hold first)."""
+        # The outage this start ends, as far as the records can prove it (``report``):
+        # the target died after it was last seen alive and before it was first seen dead.
+        outage = {} if by_hand else self.outage()
         if not by_hand:
             hold = self.held()
             if hold is not None:
                 return self.record("held", f"{hold.describe()}; {reason}; not started",
-                                   hold=hold.to_dict())  # fmt: skip
+                                   hold=hold.to_dict(), **outage)  # fmt: skip
             if self.hold_note:
                 reason += self.hold_note
                 self._drop_expired_hold()
-        # The outage this start ends, as far as the records can prove it (``report``):
-        # the target died after it was last seen alive and before it was first seen dead.
-        c, dead = self.st.current, self.st.dead_since
-        outage: dict[str, str] = {}
-        if dead is not None and not by_hand:
-            outage["down_since"] = wall_ms(dead)
-            if c is not None and c.pid > 0 and c.last_seen:
-                outage["last_seen"] = wall_ms(min(c.last_seen, dead))
         if orphans is None:
             orphans, said = self.leftovers()
             reason += said
@@ -798,12 +810,14 @@ class Guard:
             if not gone:
                 return self.record("error", f"{what} by hand: {how}")
         orphans, said = self.leftovers()
+        # Found dead (not stopped here): the death's outage ends in the hold (``report``).
+        outage = self.outage(state.now()) if not isinstance(found, Found) else {}
         # Stopped by hand is not a crash: it must not count towards a crash loop.
         self.st = state.stopped_by_hand(self.st)
         if what == "stop" and hold is not None:
             self.save()
             return self.record("held", f"stopped by hand: {how}{said}; {hold.describe()}",
-                               orphans=orphans, hold=hold.to_dict())  # fmt: skip
+                               orphans=orphans, hold=hold.to_dict(), **outage)  # fmt: skip
         self.pid = None
         verb = "started" if what == "start" else "restarted"
         return self.start("restarted" if what == "restart" else "started",

@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
@@ -288,11 +289,15 @@ def _within(
     that, ``--timeout`` or guardian's default limit holds, then the config's.
     """
     # Once the run is over, a signal that was still on its way (a second SIGTERM) must not
-    # kill the process before it exits with the code that says what happened.
+    # kill the process before it exits with the code that says what happened. One that
+    # comes while the run is being armed is kept, and ends it once it is.
+    came: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, lambda signum, _: came.append(signum))
     try:
         with run.armed(timeout or DEFAULT_TIMEOUT) as limit:
+            if came:
+                _interrupt(came[0], None)  # now that it is armed
             run.step(f"reading its config {config_path}")
             config = load(config_path, starting=starting, defer=defer)
             if run.dry_run:  # what would make every real run fail is a config error here
@@ -879,9 +884,18 @@ def _usable_std_streams() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    deadline.deliver(Interrupted(signum))
+
+
 def main(argv: list[str] | None = None) -> int:
-    _usable_std_streams()
     try:
+        # A SIGINT is Interrupted from here on, as inside a run: never KeyboardInterrupt,
+        # which click turns into a blank line and "aborted" (exit 2). (One that came
+        # earlier, while Python imported guardian: see guardian/__init__.py.)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not ignored)
+            signal.signal(signal.SIGINT, _interrupt)
+        _usable_std_streams()
         rv = cli.main(args=argv, prog_name="guardian", standalone_mode=False)
     except click.ClickException as e:
         e.show()
@@ -895,6 +909,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except Interrupted as stop:  # outside a run (before it is armed, or a command of no run)
+        _err(f"interrupted by {signal.Signals(stop.signum).name}")
+        return 128 + stop.signum
     except RunTimeout:  # outside a run's own handling (it expired while being armed)
         _err("timeout: guardian's own limit ran out")
         return EXIT_TIMEOUT
@@ -902,6 +919,10 @@ def main(argv: list[str] | None = None) -> int:
         _err("internal error (a bug in guardian; please report it with this traceback):")
         _STDERR.write(traceback.format_exc())
         return EXIT_INTERNAL
+    finally:
+        # What is left is exiting with the code that says what happened: a SIGINT
+        # meanwhile must not turn it into a traceback (or into 130).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return rv if isinstance(rv, int) else EXIT_OK
 
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import stat
+import time
 from pathlib import Path
 
 # Never follow a symlink, never block on a FIFO, never take a terminal, never leak to a child.
@@ -132,35 +133,61 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = 
 
 
 _TMP = re.compile(r"([0-9]+)\.[0-9a-f]{8}\.tmp")
-_listed: dict[Path, list[str]] = {}
+# A folder's listing is used this long, then listed again (a watcher lives for hours).
+_RELIST = 300.0
+# A leftover is left alone until it has not changed for this long: a writer of another pid
+# namespace (absent from this /proc) is never taken for a dead one while it writes.
+STALE = 60.0
+_listed: dict[Path, tuple[float, list[str]]] = {}
 
 
 def _sweep(path: Path) -> None:
     """Remove what a writer killed by SIGKILL (which no handler can catch) left behind:
-    temporary files of ``path`` whose writer is gone.
+    temporary files of ``path`` whose writer is gone (``remove_leftover``).
 
-    Only regular files of guardian's own user: a folder (or anything else) named like one
-    is not guardian's, nor is another user's file in a shared (sticky) folder, where root
-    could delete it. (There, nobody else can rename or delete a file of ours either, so
-    what was looked at is what is deleted.) Nothing here raises but OSError."""
+    The folder is listed once every ``_RELIST`` seconds by a process, not once a write:
+    a run writing the state files of a hundred targets in one folder would otherwise list
+    it a hundred times. (What a writer killed since leaves, the next run sweeps; a watcher,
+    within minutes.) Nothing here raises but OSError."""
     prefix = f".{path.name}."
-    # The folder is listed once a process: a run writing the state files of a hundred
-    # targets in one folder would otherwise list it a hundred times. (What a writer killed
-    # since leaves, the next run sweeps.)
-    names = _listed.get(path.parent)
-    if names is None:
+    now = time.monotonic()
+    listed = _listed.get(path.parent)
+    if listed is None or now - listed[0] >= _RELIST:
         with os.scandir(path.parent) as entries:
-            names = _listed[path.parent] = [e.name for e in entries if e.name.endswith(".tmp")]
-    for name in names:
-        if name.startswith(prefix):
-            # Exactly what atomic_write names its files: another file's never matches
-            # (target "x.json.5" has ".x.json.5.json.PID.HEX.tmp").
-            m = _TMP.fullmatch(name[len(prefix) :])
-            pid = m[1] if m else None
-            if pid is None or os.path.exists(f"/proc/{pid}"):
-                continue
-            leftover = path.parent / name
-            with contextlib.suppress(OSError):
-                st = os.lstat(leftover)
-                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
-                    os.unlink(leftover)
+            names = [e.name for e in entries if e.name.endswith(".tmp")]
+        listed = _listed[path.parent] = (now, names)
+    names = listed[1]
+    for name in [n for n in names if n.startswith(prefix)]:
+        if remove_leftover(path.parent, name, prefix):
+            names.remove(name)
+
+
+def remove_leftover(folder: Path, name: str, prefix: str) -> bool:
+    """Remove ``folder/name`` if it is what a writer of guardian's that is gone left behind;
+    whether it is gone now. Nothing raises.
+
+    Only a name that is exactly ``prefix`` then ``PID.HEX.tmp``, as ``atomic_write`` and
+    the audit log's compression name their files (another file's never matches: target
+    "x.json.5" has ".x.json.5.json.PID.HEX.tmp", not one of ".x.json."); whose writer
+    (PID) is not running; that is a regular file of guardian's own user (a folder, or
+    anything else named like one, is not guardian's, nor is another user's file in a
+    shared, sticky folder, where root could delete it: there nobody else can rename or
+    delete a file of ours either, so what was looked at is what is deleted); and that has
+    not changed for ``STALE`` seconds (a writer lives milliseconds: one of another pid
+    namespace, whose PID this /proc does not show, is never taken for a dead one)."""
+    m = _TMP.fullmatch(name, len(prefix)) if name.startswith(prefix) else None
+    if m is None or os.path.exists(f"/proc/{m[1]}"):
+        return False
+    leftover = folder / name
+    try:
+        st = os.lstat(leftover)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return False
+        if time.time() - st.st_mtime < STALE:
+            return False
+        os.unlink(leftover)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True

@@ -26,9 +26,14 @@ What the records prove, and how it is counted:
   rest is unknown. The interval is inferred from the records (the median gap of
   each target's first records, at least a minute).
 - An outage runs from the death to ready again: the death is between
-  ``last_seen`` and ``down_since`` (a start's fields; for older records, the last
-  "up" and the first "down" observations). It is counted from ``last_seen``, the
-  longest the records allow, and its precision is that gap.
+  ``last_seen`` and ``down_since`` (the fields of the first record after it: a start,
+  ``backoff``, ``gave_up``, a ``held``; for older records, the last "up" and the first
+  "down" observations). It is counted from ``last_seen``, the longest the records
+  allow, and its precision is that gap. A ``held`` that carries them ends an outage
+  (the target was found dead, then held): down until then, never "recovered".
+- A hold ends at its ``until``: the time from then to the next observation is down
+  if that found the target not running (a ``started``, a "down" record), else
+  unknown; it is not an outage (nothing died).
 - availability = up / (up + down): held time and unknown time are left out.
 """
 
@@ -195,10 +200,11 @@ class TargetReport:
         self.start, self.end = start, end
         self.timeline = Timeline(start, end, cells)
         self.interval: float | None = None
-        self.learning: list[tuple[float, int, dict[str, Any] | None]] | None = []
+        self.learning: list[tuple[float, int, dict[str, Any] | None, float | None]] | None = []
         self.state: int | None = None  # the last observed state
         self.run_from = 0.0  # when the current run of one state began
         self.last = 0.0  # the last observation's time
+        self.until: float | None = None  # held: when its hold ends (None: not by itself)
         self.outage: _Outage | None = None
         self.seconds = [0.0, 0.0, 0.0]
         self.outages = 0
@@ -219,12 +225,17 @@ class TargetReport:
 
     # --- the fold ---
 
-    def seen(self, t: float, state: int, raw: dict[str, Any] | None = None) -> None:
+    def seen(
+        self, t: float, state: int, raw: dict[str, Any] | None = None, until: float | None = None
+    ) -> None:
         """An observation at ``t``; ``raw`` the decoded record when it is more than a
-        state (a start, a failure), None for the common lines."""
+        state (a start, a failure), None for the common lines; ``until``: held, when the
+        hold ends (a common line's, read by the caller; a decoded one's is read here)."""
         self.records += 1
+        if raw is not None and state == HELD:
+            until = _hold_until(raw)
         if self.learning is not None:
-            self.learning.append((t, state, raw))
+            self.learning.append((t, state, raw, until))
             if len(self.learning) >= LEARN:
                 self._learnt()
             return
@@ -233,25 +244,29 @@ class TargetReport:
             # records are dated when made, and overlapping runs write them out of order.
             self.out_of_order += self.last - t > OUT_OF_ORDER
             t = self.last
+        if until is not None:
+            # Held when it was made (its until is to the second); one before 2020: unread.
+            until = max(until, t) if until >= NOT_BEFORE else None
         if (
             raw is None
             and state == self.state
             and self.interval is not None
             and t - self.last <= self.interval * GAP_INTERVALS
+            and (self.until is None or t <= self.until)  # not after the last hold ended
         ):
-            self.last = t  # the common case: more of the same
+            self.last, self.until = t, until  # the common case: more of the same
             return
-        self._step(t, state, raw)
+        self._step(t, state, raw, until)
 
     def _learnt(self) -> None:
         learning, self.learning = self.learning or [], None
-        times = [t for t, _, _ in learning]
+        times = [t for t, _, _, _ in learning]
         gaps = sorted(b - a for a, b in itertools.pairwise(times) if 0 < b - a < 86400)
         median = gaps[len(gaps) // 2] if gaps else MIN_INTERVAL
         self.interval = max(MIN_INTERVAL, median)
         self.records -= len(learning)
-        for t, state, raw in learning:
-            self.seen(t, state, raw)
+        for t, state, raw, until in learning:
+            self.seen(t, state, raw, until)
 
     def _close_run(self, upto: float) -> None:
         """The current run of one state, painted up to ``upto`` (bounded by a gap)."""
@@ -265,10 +280,14 @@ class TargetReport:
             self.seconds[state] += hi - lo
 
     # One decision table, read top to bottom: split, it would be harder to follow.
-    def _step(self, t: float, state: int, raw: dict[str, Any] | None) -> None:  # noqa: PLR0912
+    def _step(  # noqa: PLR0912, PLR0915
+        self, t: float, state: int, raw: dict[str, Any] | None, until: float | None = None
+    ) -> None:
         """A change of state, a gap, or a record with more to say than its state."""
         interval = self.interval or MIN_INTERVAL
         prev, last = self.state, self.last
+        # Held at the last observation, by a hold that ended before this one.
+        ended = max(last, self.until) if self.until is not None and self.until < t else None
         action = raw["action"] if raw is not None else None
         dry = bool(raw.get("dry_run")) if raw is not None else False
         if raw is not None and dry:
@@ -287,10 +306,18 @@ class TargetReport:
         died = start and not by_hand and action == "started" and (
             hi_hint is not None or prev == DOWN or (prev == UP and not gap)
         )  # fmt: skip
-        failing = state == DOWN or died or (action == "start_failed" and not dry)
+        # Found dead, then held (a stop by hand): the record says when it died.
+        found_dead = state == HELD and hi_hint is not None
+        failing = state == DOWN or died or (action == "start_failed" and not dry) or found_dead
         death_from: float | None = None
         if prev is not None:
-            if gap:
+            if ended is not None:
+                # Held until its hold ended; then down if this observation found it not
+                # running (a check's start, or a "down" record), else unknown.
+                self._paint(last, min(ended, last + interval) if gap else ended, HELD)
+                if not gap and (state == DOWN or action == "started"):
+                    self._paint(ended, t, DOWN)
+            elif gap:
                 self._paint(last, last + interval, prev)
             elif prev == UP and failing:
                 # Known alive at last_seen (a moment before its run's record), else at the
@@ -329,6 +356,7 @@ class TargetReport:
         if raw is not None and not dry and t >= self.start:
             self._count(t, str(action), raw, died)
         self.state, self.run_from, self.last = state, t, t
+        self.until = until if state == HELD else None
 
     def _recover(self, t: float) -> None:
         o, self.outage = self.outage, None
@@ -381,7 +409,8 @@ class TargetReport:
             and _NOTICED.search(str(raw.get("reason", "")))
         ):
             self.records -= 1
-            self.seen(t, self.state)
+            if self.until is None or t <= self.until:  # (a hold that ended: not held through)
+                self.seen(t, self.state, None, self.until)
             return
         if action in _FAILURES and not raw.get("dry_run") and t >= self.start:
             error = raw.get("error")
@@ -394,9 +423,12 @@ class TargetReport:
         if self.state is None:
             return
         self._close_run(self.last)
-        # After the last observation: its state, for one interval at most.
+        # After the last observation: its state, for one interval at most (a hold: to its end).
         interval = self.interval or MIN_INTERVAL
-        self._paint(self.last, min(self.end, self.last + interval), self.state)
+        upto = min(self.end, self.last + interval)
+        if self.until is not None:
+            upto = min(upto, max(self.last, self.until))
+        self._paint(self.last, upto, self.state)
         self.run_from = self.last
 
     # --- what it says ---
@@ -452,6 +484,23 @@ def _hints(raw: dict[str, Any] | None, t: float) -> tuple[float | None, float | 
     if lo is not None and hi is not None and lo > hi:
         return None, None
     return lo, hi
+
+
+def _hold_until(raw: dict[str, Any]) -> float | None:
+    """A held record's hold's ``until``; None for a hold until ``guardian start``, or an
+    ``until`` that cannot be read (held until the next observation, as before)."""
+    hold = raw.get("hold")
+    until = _CLOCK.parse(hold.get("until")) if isinstance(hold, dict) else None
+    return until if until is not None and until >= NOT_BEFORE else None
+
+
+# A common held line's hold's until, found by its key: the only "until" guardian writes
+# (in a string, a quote is escaped: the key cannot be matched inside one). A hold until
+# `guardian start` has "until": null, and costs a find.
+_UNTIL_KEY = b'"until": "'
+_DOWN_SINCE = b'"down_since": "'
+_UNTIL_AT = len(_UNTIL_KEY)
+_UNTIL_TS = re.compile(rb'(\d{4}-\d\d-\d\dT\d\d):(\d\d):(\d\d(?:\.\d{1,6})?)Z"')
 
 
 def _float(raw: dict[str, Any] | None, key: str) -> float | None:
@@ -570,6 +619,9 @@ def build(  # noqa: PLR0912, PLR0915
     decode = json.JSONDecoder().decode
     fast_match = _FAST.fullmatch
     fast_kind = _FAST_KIND
+    until_at = _UNTIL_TS.match
+    until_clock = _Clock()  # its own hour cached: a hold's end is hours from its records
+    until_text, hold_end = b"", None  # the last hold's end, as read and as parsed
     clock = _CLOCK
     kinds = _UP_ACTIONS
 
@@ -617,12 +669,27 @@ def build(  # noqa: PLR0912, PLR0915
                         m = fast_match(line)
                         if m is not None and (m[6] == b"false" or m[5] in (b"ok", b"adopted")):
                             t = clock.fast(m[1], m[2], m[3])
-                            if t is not None and NOT_BEFORE <= t <= future:
+                            kind = fast_kind[m[5]]
+                            if (
+                                t is not None
+                                and NOT_BEFORE <= t <= future
+                                # after a death (its last_seen, down_since: the last
+                                # field guardian writes): decoded
+                                and (kind == UP or line.find(_DOWN_SINCE, len(line) - 48) < 0)
+                            ):
                                 target = by_bytes.get(m[4])
                                 if target is not None:
                                     if m[5] == b"unhealthy" and t >= start:
                                         target.unhealthy_runs += 1
-                                    target.seen(t, fast_kind[m[5]])  # ok, held, ...
+                                    until = None
+                                    if kind == HELD and (at := line.find(_UNTIL_KEY)) > 0:
+                                        at += _UNTIL_AT
+                                        if line[at : at + 32] != until_text:  # parsed once
+                                            until_text = line[at : at + 32]
+                                            u = until_at(line, at)
+                                            hold_end = until_clock.fast(*u.groups()) if u else None
+                                        until = hold_end
+                                    target.seen(t, kind, None, until)  # ok, held, ...
                                     continue
                         if not line or line == b"\r":
                             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -17,7 +18,7 @@ from guardian import audit
 from guardian.audit import MAX_LINE, AuditRecord, read_backwards
 from guardian.errors import AuditError
 
-from conftest import tmpfs
+from conftest import Guardian, tmpfs, write_config
 
 
 @pytest.fixture
@@ -260,3 +261,60 @@ def test_read_backwards_refuses_what_is_not_a_regular_file(tmp_path: Path, kind:
         read_backwards(log)
     with pytest.raises(FileNotFoundError):
         read_backwards(tmp_path / "missing.jsonl")
+
+
+# --- what the third hostile review found ---
+
+MANY_RECORDS = """
+import sys, time
+from pathlib import Path
+from guardian import audit
+began = time.monotonic()
+for i in range(20):
+    audit.append(Path(sys.argv[1]), audit.AuditRecord(f"t{i}", "ok", "healthy"))
+print(time.monotonic() - began)
+"""
+
+
+def test_a_strangers_lock_on_the_log_costs_one_wait_not_one_per_record(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    log.write_bytes(b"")
+    stranger = os.open(log, os.O_RDONLY)  # read access is all it takes to flock the log
+    fcntl.flock(stranger, fcntl.LOCK_EX)
+    try:
+        done = subprocess.run([sys.executable, "-c", MANY_RECORDS, str(log)],
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    finally:
+        os.close(stranger)
+    assert done.returncode == 0, done.stderr
+    # One wait (0.5 s), then none: not 20 of them (10 s). Wide, for a loaded machine.
+    assert float(done.stdout) < 5
+    assert [json.loads(line)["target"] for line in log.read_text().splitlines()] == [
+        f"t{i}" for i in range(20)
+    ]
+
+
+def test_a_strangers_lock_on_the_log_never_makes_a_run_overrun(g: Guardian) -> None:
+    """Twelve healthy targets, the log locked by a stranger all along: every record is
+    written, and the run stays well within its 3 s (each record waiting half a second
+    made it 6 s, cut at 3 s with half the targets unrecorded, and exit 124)."""
+    targets = {
+        f"t{i}": {"command": ["/bin/sleep", str(300000 + i)], "pidfile": str(g.tmp / f"t{i}.pid"),
+                  "start_grace": "0.1s"}
+        for i in range(12)
+    }  # fmt: skip
+    write_config(g.config_path, {"state_dir": str(g.state), "timeout": "3s"}, targets)
+    first = g.check()
+    for i in range(12):
+        g.reaper.track(int((g.tmp / f"t{i}.pid").read_text()))
+    assert first.rc == 0, first.stderr
+    log = g.state / "audit.jsonl"
+    stranger = os.open(log, os.O_RDONLY)
+    fcntl.flock(stranger, fcntl.LOCK_EX)
+    try:
+        done = g.check()
+    finally:
+        os.close(stranger)
+    assert (done.rc, done.stderr) == (0, "")  # within its 3 s: an overrun is exit 124
+    healthy = [r for r in g.audit()[12:] if r["action"] == "ok"]
+    assert sorted(r["target"] for r in healthy) == sorted(targets)

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from guardian import files
 from guardian.files import atomic_write
+
+
+def aged(*paths: Path) -> None:
+    """Last changed two minutes ago: a leftover, not a file being written."""
+    then = time.time() - 2 * files.STALE
+    for path in paths:
+        os.utime(path, (then, then))
 
 
 def test_replaces_a_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:
@@ -28,6 +38,7 @@ def test_sweeps_temporary_files_of_writers_that_were_killed(tmp_path: Path) -> N
     gone.wait()
     stale = tmp_path / f".state.json.{gone.pid}.0badc0de.tmp"
     stale.write_text("half")
+    aged(stale)
     live = tmp_path / f".state.json.{os.getppid()}.0badc0de.tmp"  # a writer still running
     live.write_text("in progress")
     other = tmp_path / f".other.json.{gone.pid}.0badc0de.tmp"  # another file's: not ours
@@ -79,6 +90,62 @@ def test_the_sweep_never_deletes_another_users_file_named_like_a_leftover(
     os.chown(theirs, 65534, 65534)
     ours = shared / f".state.json.{_dead_pid()}.0badc0de.tmp"
     ours.write_text("a leftover of guardian's")
+    aged(theirs, ours)
     atomic_write(shared / "state.json", b"{}")
     assert theirs.read_text() == "nobody's own"
     assert not ours.exists()
+
+
+# --- what the third hostile review found ---
+
+
+def test_a_watcher_sweeps_what_was_left_after_its_first_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    atomic_write(tmp_path / "state.json", b"{}")  # the folder listed: nothing to sweep
+    later = tmp_path / f".state.json.{_dead_pid()}.0badc0de.tmp"  # a worker killed since
+    later.write_text("half")
+    aged(later)
+    atomic_write(tmp_path / "state.json", b"{}")
+    assert later.exists()  # the listing is kept a while: not one listing a write
+    monkeypatch.setattr(files, "_RELIST", 0.0)  # ... and then made again (minutes, not 0)
+    atomic_write(tmp_path / "state.json", b"{}")
+    assert not later.exists()
+
+
+# In a pid namespace of its own, as pid ``argv[2]`` (which this /proc does not show): a
+# writer that has made its temporary file, and goes on writing it.
+WRITER_ELSEWHERE = """
+import os, sys, time
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(int(sys.argv[2]) - 1))
+if os.fork() == 0:
+    with open(f"{sys.argv[1]}/.state.json.{os.getpid()}.0badc0de.tmp", "w") as f:
+        f.write("being written")
+    time.sleep(60)
+    os._exit(0)
+os.wait()
+"""
+
+
+def test_a_writer_of_another_pid_namespace_is_not_taken_for_a_dead_one(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a pid namespace of its own needs root")
+    pid = next(p for p in range(30000, 1000, -1) if not os.path.exists(f"/proc/{p}"))
+    writer = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+         sys.executable, "-c", WRITER_ELSEWHERE, str(tmp_path), str(pid)],
+    )  # fmt: skip
+    try:
+        theirs = tmp_path / f".state.json.{pid}.0badc0de.tmp"
+        until = time.monotonic() + 10
+        while not theirs.exists() and writer.poll() is None and time.monotonic() < until:
+            time.sleep(0.01)
+        if not theirs.exists():
+            pytest.skip("cannot run a process in a pid namespace of its own here")
+        assert not os.path.exists(f"/proc/{pid}")  # its writer is nowhere to be seen here
+        atomic_write(tmp_path / "state.json", b"{}")
+        assert theirs.read_text() == "being written"  # changed moments ago: being written
+    finally:
+        writer.kill()  # (--kill-child: and what runs in its namespace with it)
+        writer.wait()

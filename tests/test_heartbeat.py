@@ -86,3 +86,19 @@ def test_the_demo_agent_answers_beats_and_ends_on_sigterm(tmp_path: Path) -> Non
             agent.kill()
             agent.wait()
         agent.stdout.close()  # type: ignore[union-attr]
+
+
+def test_an_agent_that_imports_guardian_keeps_its_own_ctrl_c(tmp_path: Path) -> None:
+    # guardian's command ends a start-up Ctrl-C in one line; an agent importing the
+    # heartbeat module must keep Python's own handling (its cleanup, its traceback).
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        "import sys\nimport guardian.heartbeat\n"
+        "assert sys.excepthook is sys.__excepthook__\nraise KeyboardInterrupt\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(agent)], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == -signal.SIGINT, result.stderr  # as Python ends on Ctrl-C
+    assert "Traceback" in result.stderr
+    assert "KeyboardInterrupt" in result.stderr

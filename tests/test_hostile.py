@@ -688,3 +688,42 @@ def test_dry_run_with_a_corrupt_state_file_writes_nothing_but_its_lines(h: Hosti
     result = h.check("--dry-run", rc=1, actions=["would_start"])
     assert "warning: state file" in result.stderr  # said, not logged
     assert state_file.read_text() == "{not json"
+
+
+# --- found by the third hostile review ---
+
+# guardian as its console script starts it, with a SIGINT sent to itself at an exact moment
+# of its start, however busy the machine: when Python first looks for module argv[1].
+SIGINT_WHEN_IMPORTING = """
+import os, signal, sys
+WHEN = sys.argv[1]
+class Trip:
+    def find_spec(self, name, path=None, target=None):
+        if name == WHEN:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Trip())
+sys.argv[:2] = ["guardian"]
+from guardian.cli import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "click",  # while Python imports guardian's command line (its first 50 ms)
+        "guardian.check",  # inside click, once main() has begun, before the run is armed
+    ],
+)
+def test_sigint_before_the_run_is_armed_is_one_line_and_130(g: Guardian, module: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SIGINT_WHEN_IMPORTING, module, "check", "--config",
+         str(g.config_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    said = "interrupted by SIGINT while starting" if module == "click" else "interrupted by SIGINT"
+    assert (done.returncode, done.stderr) == (130, f"guardian: {said}\n")
+    assert not g.matches()  # nothing was started
+    assert g.audit() == []  # nor recorded: nothing was done
