@@ -864,8 +864,8 @@ def _target_lines(t: TargetReport, report: Report, colour: bool) -> list[str]:
             how += ("; " if how else "") + (f"{rest} to the interval (deaths known to "
                                             f"within {duration(t.worst_precision)})")  # fmt: skip
         rows.append(f"  time to recovery: mean {duration(t.rec_max_sum / rec)}, longest "
-                    f"{duration(t.rec_max)} (at least {duration(t.rec_min_sum / rec)} and "
-                    f"{duration(t.rec_min)}); {how}")  # fmt: skip
+                    f"{duration(t.rec_max)} from last seen alive (from first seen dead: "
+                    f"{duration(t.rec_min_sum / rec)}, {duration(t.rec_min)}); {how}")  # fmt: skip
     if t.outage is not None:
         rows.append(f"  DOWN since {_iso(t.outage.lo)} at the latest record")
     if t.dry_runs:
