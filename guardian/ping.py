@@ -47,7 +47,9 @@ def one_line(text: str) -> str:
     return flat if len(flat) <= REASON_MAX else flat[: REASON_MAX - 3] + "..."
 
 
-def _send(url: str, body: bytes | None, timeout: float) -> str:
+def _send(  # pragma: no cover - runs in the forked child, which coverage does not follow
+    url: str, body: bytes | None, timeout: float
+) -> str:
     """In the child: one request; "" when the server answered 2xx, else what went wrong."""
     import http.client
     import urllib.error
@@ -84,8 +86,14 @@ def _send(url: str, body: bytes | None, timeout: float) -> str:
         return f"{type(e).__name__}: {e}"
 
 
-def _child(url: str, body: bytes | None, timeout: float, out: int) -> None:
-    """The forked child's whole life: never returns."""
+def _child(  # pragma: no cover - the forked child (coverage does not follow os._exit)
+    url: str, body: bytes | None, timeout: float, out: int, after: int | None
+) -> None:
+    """The forked child's whole life: never returns. ``after``: the pipe of the ping sent
+    before this one, whose end (its writer gone) this one waits for, within its own
+    timeout: the monitor hears them in the order they were sent (a success that
+    overtook its run's /start would leave the check "started" on healthchecks.io, and
+    alerting when no end came)."""
     status = 1
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -98,8 +106,17 @@ def _child(url: str, body: bytes | None, timeout: float, out: int) -> None:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        os.closerange(3, out)
-        os.closerange(out + 1, 1 << 16)
+        keep = sorted({out} if after is None else {out, after})
+        lo = 3
+        for fd in keep:
+            os.closerange(lo, fd)
+            lo = fd + 1
+        os.closerange(lo, 1 << 16)
+        if after is not None:
+            before = select.poll()
+            before.register(after, select.POLLHUP)
+            while not any(ev & (select.POLLHUP | select.POLLERR) for _, ev in before.poll()):
+                time.sleep(0.005)  # its answer is there, not yet its exit: a moment
         said = one_line(_send(url, body, timeout))
         os.write(out, said.encode("utf-8", "replace")[:1000])
         status = 0
@@ -131,7 +148,7 @@ class Pinger:
             return f"{kind} ping not sent: cannot fork ({e.strerror or e})"
         if pid == 0:  # pragma: no cover - the child (coverage does not follow os._exit)
             os.close(rfd)
-            _child(url, body, self.timeout, wfd)
+            _child(url, body, self.timeout, wfd, self.pending[-1].fd if self.pending else None)
         os.close(wfd)
         self.pending.append(_Pending(kind, pid, rfd))
         return None

@@ -378,3 +378,41 @@ def test_a_run_that_used_up_its_time_still_pings_fail(g: Guardian, monitor: Moni
     assert monitor.paths() == ["/ping/abc/fail"]
     assert b"timeout" in monitor.requests[0].body
     assert result.seconds < 2 + 2 + 1.5
+
+
+def test_the_monitor_hears_start_before_the_runs_verdict_however_slow_start_is(
+    g: Guardian,
+) -> None:
+    # A /start answered slowly, and a healthy check that ends at once: the success ping
+    # must not overtake it (healthchecks.io would take the run as started and never ended).
+    heard: list[tuple[str, float]] = []
+    answered: dict[str, float] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            heard.append((self.path, time.monotonic()))
+            if self.path.endswith("/start"):
+                time.sleep(0.8)
+            answered[self.path] = time.monotonic()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ping/abc"
+        configure(g, url, start=True, timeout="3s")
+        assert g.check().rc == 0  # started
+        heard.clear()
+        assert g.check().rc == 0  # healthy: its check takes milliseconds
+        assert [path for path, _ in heard] == ["/ping/abc/start", "/ping/abc"]
+        assert heard[1][1] >= answered["/ping/abc/start"]
+        assert ping_warnings(g) == []
+    finally:
+        server.shutdown()
+        server.server_close()
