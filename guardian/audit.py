@@ -202,6 +202,9 @@ _APPEND = os.O_APPEND | os.O_CREAT
 # Opened, then found moved away (rotated by another run) when locked, or gone once written
 # to: opened again, this many times at most; then AuditError (the record goes to stderr).
 # A record is never written into a file that is not at the log's path when it is looked at.
+# A log this many times past audit_max_bytes whose lock a run could not have is stuck:
+# said (a log that only just passed it waits for the run that holds the lock).
+STUCK_FACTOR = 2
 _REOPENS = 20
 # Compressing one rotated log may take this long (it is done while the log is locked,
 # inside the run's time limit); past it, that log is kept plain, as .2 instead of .2.gz.
@@ -268,6 +271,18 @@ def append(path: Path, record: AuditRecord, *, max_bytes: int = 0, keep: int = 5
                     problem = f"cannot rotate audit log {path}: {_why(e, path)}"
                 else:
                     continue  # the record starts the new log
+            elif (
+                not locked
+                and 0 < max_bytes * STUCK_FACTOR < st.st_size
+                and path not in _unrotatable
+            ):
+                # Past its size many times over, and its lock never free: someone holds it
+                # (read access is enough), and only a run holding it rotates. Said once a
+                # process, or the log would grow without bound unseen.
+                _unrotatable.add(path)
+                problem = (f"cannot rotate audit log {path}: it has grown to {st.st_size} "
+                           f"bytes, {STUCK_FACTOR} times audit_max_bytes, and another "
+                           "process holds its lock")  # fmt: skip
             _write(fd, path, line, readable, st.st_size)
             # Written without the lock (another run held it longer than we wait), a run
             # may have rotated it meanwhile, and, had this one been stopped between its

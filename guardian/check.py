@@ -869,9 +869,36 @@ def run_check(
         return record
 
     result = run.execute(targets, job)
-    if not later or result.timed_out or result.interrupted is not None:
+    if not later:
         return result
-    return in_workers(config, tuple(later), run, lock_wait=lock_wait)
+    left = tuple(later)  # left to workers
+    cut = result.interrupted
+    try:
+        if cut is None and (run.deadline is None or not run.deadline.over()):
+            done = in_workers(config, left, run, lock_wait=lock_wait)
+            return done._replace(timed_out=done.timed_out or result.timed_out)
+    except Interrupted as stop:  # before a worker was forked (its own handling begins then)
+        cut = stop.signum
+    except RunTimeout:
+        pass
+    # Never reached a worker: each still has its record.
+    if cut is not None:
+        _unreached(run, left, "interrupted", f"guardian got {signal.Signals(cut).name}")
+    else:
+        words = run.limit_words or f"guardian's own timeout of {run.deadline.seconds:g}s" \
+            if run.deadline else "guardian's own timeout"  # fmt: skip
+        _unreached(run, left, "timeout", f"{words} ran out")
+    return RunResult(tuple(run.records), cut is None, cut, run.trouble)
+
+
+def _unreached(run: Run, targets: tuple[Target, ...], why: Action, cause: str) -> None:
+    """The records of targets with none yet (their check never began, or a signal cut the
+    run as their workers' records came in), whatever arrives meanwhile."""
+    with deadline.critical():
+        done = {r.target for r in run.records if r.action != "warning"}
+        for t in targets:
+            if t.name not in done:
+                run.emit(AuditRecord(t.name, why, f"not checked: {cause}"))
 
 
 def checkable(target: Target) -> Target | None:
@@ -921,32 +948,33 @@ def in_workers(
             workers.stop_all(started, stop.signum, show)
     except RunTimeout:
         timed_out = True
-    with deadline.critical():  # those never reached have their records too
+    # What follows is one step, whatever arrives meanwhile (a second signal waits for
+    # it): those never reached have their records, and every worker is reaped.
+    with deadline.critical():
         why: Action = "interrupted" if interrupted is not None else "timeout"
         cause = f"guardian got {signal.Signals(interrupted).name}" if interrupted is not None \
             else f"guardian's own timeout of {run.deadline.seconds:g}s ran out"  # fmt: skip
         for t in targets[len(started) :]:
             run.emit(AuditRecord(t.name, why, f"not checked: {cause}"))
-    if not all(w.done for w in started):  # the run's time is up: theirs was, a moment ago
-        timed_out = True
-        with deadline.critical():
-            workers.finish(started, show, run.deadline.end)
-    codes = []
-    for worker in started:
-        if worker.status is None:
-            worker.signal(signal.SIGKILL)
-            worker.reap(1.0)
-        codes.append(worker.status)
-        if (text := workers.unrecorded(worker)) is not None:
+        if not all(w.done for w in started):  # the run's time is up: theirs was, a moment ago
+            timed_out = True
             with deadline.critical():
-                if interrupted is not None and worker.status == 128 + interrupted:
-                    # Passed on before the worker had armed its own handling: ended by it.
-                    name = signal.Signals(interrupted).name
-                    run.emit(AuditRecord(worker.target, "interrupted",
-                                         f"guardian got {name} as it began; {text}"))  # fmt: skip
-                else:
-                    run.emit(AuditRecord(worker.target, "error", text))
-                    run.trouble = True
+                workers.finish(started, show, run.deadline.end)
+        codes = []
+        for worker in started:
+            if worker.status is None:
+                worker.signal(signal.SIGKILL)
+                worker.reap(1.0)
+            codes.append(worker.status)
+            if (text := workers.unrecorded(worker)) is not None:
+                with deadline.critical():
+                    if interrupted is not None and worker.status == 128 + interrupted:
+                        # Passed on before the worker had armed its own handling: ended by it.
+                        said = f"guardian got {signal.Signals(interrupted).name} as it began"
+                        run.emit(AuditRecord(worker.target, "interrupted", f"{said}; {text}"))
+                    else:
+                        run.emit(AuditRecord(worker.target, "error", text))
+                        run.trouble = True
     return RunResult(
         tuple(run.records),
         timed_out or any(c == 124 for c in codes),

@@ -496,7 +496,7 @@ class _Tell:
             # within what is left of the run; and a run that used up its time (the one whose
             # /fail matters most) still gets PING_OVERTIME, well inside the hard time-out's
             # grace (deadline.HARD_GRACE).
-            wait = self.pinger.timeout + 0.5
+            wait = self.pinger.horizon() + 0.5
             if self.run.deadline is not None:
                 wait = min(wait, max(self.run.deadline.remaining(), PING_OVERTIME))
             problems = self.pinger.collect(wait)

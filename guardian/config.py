@@ -846,9 +846,18 @@ def _metrics_apart(config: Config) -> None:
     metrics = s.metrics_file
     if metrics is None:
         return
+    # node_exporter's textfile collector reads *.prom files only: the name says what the
+    # file is, and no file of guardian's, cron's or logrotate's has it.
+    if metrics.suffix != ".prom" or metrics.name == ".prom":
+        raise ConfigError(f"{config.path}: guardian.metrics_file: {metrics} must be named "
+                          "NAME.prom (the textfile collector reads no other)")  # fmt: skip
 
-    def both(p: Path) -> set[str]:  # as written, and with its folders' symlinks resolved
-        return {os.path.abspath(p), os.path.join(os.path.realpath(p.parent), p.name)}
+    def both(p: Path) -> set[str]:  # as written, with its folders' symlinks resolved, and whole
+        return {
+            os.path.abspath(p),
+            os.path.join(os.path.realpath(p.parent), p.name),
+            os.path.realpath(p),
+        }
 
     ours: set[str] = set()
     for p in (config.path, s.audit_log):

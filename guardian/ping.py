@@ -29,6 +29,7 @@ from guardian import __version__
 
 BODY_MAX = 10_000  # bytes of reasons in a /fail ping: a summary, not the audit log
 _ANSWER_MAX = 4096  # what is read of the server's answer
+_TURN_SLACK = 0.2  # for a ping before this one to exit and be seen gone
 REASON_MAX = 300  # characters of why a ping failed: one line of a warning record
 # The name warning records about the run itself (not a target) carry: no target's name
 # can have parentheses.
@@ -39,6 +40,7 @@ class _Pending(NamedTuple):
     kind: str  # "start", "success", "fail"
     pid: int
     fd: int  # the read end of the pipe the child says how it went on
+    ends: float  # when it is over at the latest (monotonic): its turn, then its timeout
 
 
 def one_line(text: str) -> str:
@@ -87,26 +89,28 @@ def _send(  # pragma: no cover - runs in the forked child, which coverage does n
 
 
 def _child(  # pragma: no cover - the forked child (coverage does not follow os._exit)
-    url: str, body: bytes | None, timeout: float, out: int, after: int | None
+    url: str, body: bytes | None, timeout: float, out: int, after: tuple[int, float] | None
 ) -> None:
     """The forked child's whole life: never returns. ``after``: the pipe of the ping sent
-    before this one, whose end (its writer gone) this one waits for, within its own
-    timeout: the monitor hears them in the order they were sent (a success that
-    overtook its run's /start would leave the check "started" on healthchecks.io, and
-    alerting when no end came)."""
+    before this one, and how long that one may still last: this one waits for its end
+    (its writer gone), then has its own ``timeout``. The monitor hears them in the order
+    they were sent (a success that overtook its run's /start would leave the check
+    "started" on healthchecks.io, alerting when no end came); and a slow /start does
+    not eat into the time of the ping after it."""
     status = 1
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        # The whole exchange, DNS included, within ``timeout``: then the kernel ends it.
+        # Each phase within its time (the turn, then the exchange, DNS included): past
+        # it, the kernel ends this process wherever it is.
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
-        signal.setitimer(signal.ITIMER_REAL, timeout)
+        signal.setitimer(signal.ITIMER_REAL, (after[1] if after else 0.0) + _TURN_SLACK)
         # Nothing of the parent's is held open by it: a lock (flock) the parent lets go of
         # by closing it would otherwise stay held while the ping lasts.
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        keep = sorted({out} if after is None else {out, after})
+        keep = sorted({out} if after is None else {out, after[0]})
         lo = 3
         for fd in keep:
             os.closerange(lo, fd)
@@ -114,9 +118,10 @@ def _child(  # pragma: no cover - the forked child (coverage does not follow os.
         os.closerange(lo, 1 << 16)
         if after is not None:
             before = select.poll()
-            before.register(after, select.POLLHUP)
+            before.register(after[0], select.POLLHUP)
             while not any(ev & (select.POLLHUP | select.POLLERR) for _, ev in before.poll()):
                 time.sleep(0.005)  # its answer is there, not yet its exit: a moment
+        signal.setitimer(signal.ITIMER_REAL, timeout)
         said = one_line(_send(url, body, timeout))
         os.write(out, said.encode("utf-8", "replace")[:1000])
         status = 0
@@ -136,6 +141,9 @@ class Pinger:
         """Start a ping (``kind``: start, success or fail) and return at once; what went
         wrong if it could not even be started."""
         url = self.url if kind == "success" else f"{self.url}/{kind}"
+        last = self.pending[-1] if self.pending else None
+        now = time.monotonic()
+        turn = max(now, last.ends) if last else now  # when its own exchange may begin
         try:
             rfd, wfd = os.pipe()
         except OSError as e:
@@ -148,10 +156,15 @@ class Pinger:
             return f"{kind} ping not sent: cannot fork ({e.strerror or e})"
         if pid == 0:  # pragma: no cover - the child (coverage does not follow os._exit)
             os.close(rfd)
-            _child(url, body, self.timeout, wfd, self.pending[-1].fd if self.pending else None)
+            _child(url, body, self.timeout, wfd, (last.fd, turn - now) if last else None)
         os.close(wfd)
-        self.pending.append(_Pending(kind, pid, rfd))
+        self.pending.append(_Pending(kind, pid, rfd, turn + self.timeout + _TURN_SLACK))
         return None
+
+    def horizon(self) -> float:
+        """How long, from now, until every ping sent so far is over at the latest."""
+        ends = [p.ends for p in self.pending]
+        return max(0.0, max(ends) - time.monotonic()) if ends else 0.0
 
     def collect(self, wait: float) -> list[str]:
         """What every ping sent so far came to, waiting at most ``wait`` seconds in all

@@ -282,11 +282,13 @@ def test_the_keys_for_metrics_the_ping_and_rotation_are_read_as_written(tmp_path
         "state/audit.jsonl.1",  # a rotated one
         "state/state/a.json",  # a state file
         "state/locks/x.prom",  # the locks' folder
-        "state/holds/a.json",
+        "state/holds/a.prom",
         "a.pid",  # a target's pidfile
         "state/a.out",  # its output
         "g.toml",  # the config itself
         "link/audit.jsonl",  # the log, through a symlinked folder
+        "alias.prom",  # the config, through a symlink to it
+        "/etc/cron.d/guardian",  # what guardian's installer writes: no .prom
     ],
 )
 def test_a_metrics_file_that_is_one_of_guardians_own_is_refused(
@@ -294,6 +296,7 @@ def test_a_metrics_file_that_is_one_of_guardians_own_is_refused(
 ) -> None:
     (tmp_path / "state").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "state")
+    (tmp_path / "alias.prom").symlink_to(tmp_path / "g.toml")
     config = tmp_path / "g.toml"
     config.write_text(
         f'[guardian]\nstate_dir = "state"\nmetrics_file = "{metrics}"\n'
@@ -302,7 +305,7 @@ def test_a_metrics_file_that_is_one_of_guardians_own_is_refused(
     result = guardian_check(config)
     assert result.returncode == 2, result
     assert "guardian.metrics_file: " in result.stderr
-    assert "one of guardian's own files" in result.stderr
+    assert "one of guardian's own files" in result.stderr or "NAME.prom" in result.stderr
     before = (tmp_path / "state" / "audit.jsonl").exists()
     assert not before  # refused before anything was written
     config.write_text(

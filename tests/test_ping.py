@@ -416,3 +416,41 @@ def test_the_monitor_hears_start_before_the_runs_verdict_however_slow_start_is(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_start_that_never_answers_delays_the_verdict_but_never_loses_it(g: Guardian) -> None:
+    # Each ping has its own time after its turn: the verdict is still sent (and answered)
+    # after a /start that hung for its whole timeout.
+    heard: list[str] = []
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            heard.append(self.path)
+            if self.path.endswith("/start"):
+                release.wait(10)  # never answered in time
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ping/abc"
+        configure(g, url, start=True, timeout="1s")
+        assert g.check().rc == 0  # started
+        heard.clear()
+        result = g.check()
+        assert result.rc == 0  # a ping never changes the exit code
+        assert heard == ["/ping/abc/start", "/ping/abc"]  # the verdict went out, after it
+        warnings = ping_warnings(g)
+        assert [w.split(" ping ")[0] for w in warnings] == ["start", "start"]  # not success
+        assert result.seconds < 1 + 1 + 0.2 + 0.5 + 2  # its turn, its own time, slack
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()

@@ -557,3 +557,42 @@ def test_a_give_up_inside_a_watch_is_recorded_and_told_once(g: Guardian) -> None
     assert actions.count("start_failed") == 3
     assert actions.count("gave_up") == 1
     assert told.read_text() == "gave_up\n"
+
+
+SIGNAL_AT_THE_HAND_OVER = """
+import signal, sys
+from guardian import check, cli
+from guardian.errors import RunTimeout
+from guardian.run import Interrupted
+
+def cut(*args, **kwargs):  # the signal (or the run's end) lands as the workers' turn begins
+    raise Interrupted(signal.SIGTERM) if sys.argv[2] == "signal" else RunTimeout()
+
+check.in_workers = cut
+sys.exit(cli.main(["check", "--config", sys.argv[1]]))
+"""
+
+
+@pytest.mark.parametrize("cut", ["signal", "timeout"])
+def test_a_signal_as_the_first_looks_hand_over_to_workers_leaves_each_target_a_record(
+    g: Guardian, cut: str
+) -> None:
+    # Three targets that need starting: each first look hands it to a worker. A signal or
+    # the run's end between those looks and the workers' own handling must not leave them
+    # without a record (they had none: the workers that would have written it never ran).
+    targets = {
+        f"t{i}": {"command": ["/bin/sleep", str(400000 + i)], "pidfile": str(g.tmp / f"t{i}.pid")}
+        for i in range(3)
+    }
+    write_config(g.config_path, {"state_dir": str(g.state), "timeout": "20s"}, targets)
+    run = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AT_THE_HAND_OVER, str(g.config_path), cut],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == (128 + signal.SIGTERM if cut == "signal" else 124), run.stderr
+    records = g.audit()
+    assert sorted(r["target"] for r in records) == sorted(targets)  # one each
+    why = "interrupted" if cut == "signal" else "timeout"
+    assert {r["action"] for r in records} == {why}
+    assert all(r["reason"].startswith("not checked: ") for r in records)
+    assert not any((g.tmp / f"t{i}.pid").exists() for i in range(3))  # nothing started
