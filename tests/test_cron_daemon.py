@@ -100,7 +100,7 @@ def test_cron_restarts_a_killed_supervisord_and_two_entries_never_start_two(
         assert started[0]["pid"] == new
         assert started[0]["old_pid"] == old
         # The other entry's run of that minute saw the lock held, or the new supervisord.
-        assert {r["action"] for r in since_kill} <= {"started", "skipped", "ok"}
+        assert {r["action"] for r in since_kill} <= {"started", "skipped", "ok"}, since_kill
         assert len(since_kill) >= 2, since_kill
     finally:
         run(g, "uninstall", "--user", system_user, "--config", str(config))
