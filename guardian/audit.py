@@ -10,13 +10,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import gzip
 import json
 import os
 import re
 import stat
 import time
-import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -581,6 +579,8 @@ def _pack(src: Path, dst: Path, budget: float = COMPRESS_BUDGET) -> Path | None:
     """``src`` gzipped into a temporary file beside ``dst``, synced (renamed by the
     caller); None (nothing left behind) if that takes longer than ``budget`` seconds, or
     the disk has no room for it. Raises OSError."""
+    import zlib  # (only a rotation compresses)
+
     if budget <= 0:
         return None  # no time left for it at all: kept plain
     began = time.monotonic()
@@ -671,7 +671,7 @@ def open_log(path: Path) -> BinaryIO:
     never through a symlink, never a FIFO or a device. Raises OSError."""
     f: BinaryIO = os.fdopen(open_regular(path), "rb", buffering=_CHUNK)
     if path.name.endswith(".gz"):
-        return _GzipLog(f)  # type: ignore[return-value]
+        return _gzip_log(f)
     return f
 
 
@@ -744,19 +744,20 @@ def open_logs(path: Path) -> OpenLogs:
     return last
 
 
-class _GzipLog(gzip.GzipFile):
-    """A GzipFile that closes the file it reads when closed (one given as ``fileobj``
-    is left open by GzipFile: a descriptor leaked per rotated log read)."""
+def _gzip_log(raw: BinaryIO) -> BinaryIO:
+    """``raw`` decompressed, as a file that closes ``raw`` when closed (one given as
+    ``fileobj`` is left open by GzipFile: a descriptor leaked per rotated log read).
+    gzip is imported here, not with the module: a healthy check never reads a .gz."""
+    import gzip
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        super().__init__(fileobj=raw, mode="rb")
+    class GzipLog(gzip.GzipFile):
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                raw.close()
 
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._raw.close()
+    return GzipLog(fileobj=raw, mode="rb")  # type: ignore[return-value]
 
 
 # --- reading the log back, newest first ---
@@ -847,6 +848,8 @@ def read_history(
     (FileNotFoundError when there is no log at all). A rotated file that cannot be read
     ends the reading there: ``Tail.problem`` says which and why, and what was read
     before it is kept."""
+    import zlib  # (status reads .gz files; a check never does)
+
     opened = open_logs(path)
     try:
         if opened.missing:

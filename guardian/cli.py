@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -49,7 +49,9 @@ from guardian.run import (
     Run,
     RunResult,
 )
-from guardian.tell import Tell
+
+if TYPE_CHECKING:  # imported when a run tells the world (guardian/tell.py)
+    from guardian.tell import Tell
 
 
 class Duration(click.ParamType[float, str | float]):
@@ -252,7 +254,7 @@ def check(
 
     def job(config: Config) -> RunResult:
         targets = config.select(names)
-        tell = None if dry_run else Tell.maybe(config, run, out, _line, start=True)
+        tell = None if dry_run else _tell(config, run, out, start=True)
         try:
             result = run_check(config, targets, run)
             seconds = watch_for or (None if dry_run else config.settings.watch)
@@ -391,6 +393,17 @@ class _Output:
         return EXIT_OK
 
 
+def _tell(config: Config, run: Run, out: _Output, *, start: bool) -> Tell | None:
+    """What tells the world of this run (metrics, a ping), if the config asks for any:
+    imported only then (a healthy check without either pays nothing for it)."""
+    s = config.settings
+    if not (s.metrics_file or (s.ping_url and start)):
+        return None
+    from guardian.tell import Tell
+
+    return Tell.maybe(config, run, out, _line, start=start)
+
+
 def _by_hand(
     what: str, config_path: Path, name: str, timeout: float | None, hold: Any = None
 ) -> int:
@@ -401,7 +414,7 @@ def _by_hand(
 
     def job(config: Config) -> RunResult:
         (target,) = config.select([name])
-        tell = Tell.maybe(config, run, out, _line, start=False)
+        tell = _tell(config, run, out, start=False)
         result = by_hand(what, config, target, run, hold)
         if tell is not None:
             tell.checked(result, final=True)
