@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
@@ -380,20 +380,17 @@ def test_a_run_that_used_up_its_time_still_pings_fail(g: Guardian, monitor: Moni
     assert result.seconds < 2 + 2 + 1.5
 
 
-def test_the_monitor_hears_start_before_the_runs_verdict_however_slow_start_is(
-    g: Guardian,
-) -> None:
-    # A /start answered slowly, and a healthy check that ends at once: the success ping
-    # must not overtake it (healthchecks.io would take the run as started and never ended).
+@contextlib.contextmanager
+def slow_start(wait: Callable[[], None]) -> Iterator[tuple[str, list[tuple[str, float]]]]:
+    """A monitor at the URL it yields, whose answer to /start waits for ``wait()``; what it
+    heard, and when (monotonic), goes into the list it yields."""
     heard: list[tuple[str, float]] = []
-    answered: dict[str, float] = {}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             heard.append((self.path, time.monotonic()))
             if self.path.endswith("/start"):
-                time.sleep(0.8)
-            answered[self.path] = time.monotonic()
+                wait()
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -402,55 +399,51 @@ def test_the_monitor_hears_start_before_the_runs_verdict_however_slow_start_is(
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/ping/abc"
-        configure(g, url, start=True, timeout="3s")
-        assert g.check().rc == 0  # started
-        heard.clear()
-        assert g.check().rc == 0  # healthy: its check takes milliseconds
-        assert [path for path, _ in heard] == ["/ping/abc/start", "/ping/abc"]
-        assert heard[1][1] >= answered["/ping/abc/start"]
-        assert ping_warnings(g) == []
+        yield f"http://127.0.0.1:{server.server_address[1]}/ping/abc", heard
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_monitor_hears_start_before_the_runs_verdict_however_slow_start_is(
+    g: Guardian,
+) -> None:
+    # A /start answered slowly, and a healthy check that ends at once: the success ping
+    # must not overtake it (healthchecks.io would take the run as started and never ended).
+    answered: list[float] = []
+
+    def slowly() -> None:
+        time.sleep(0.8)
+        answered.append(time.monotonic())
+
+    with slow_start(slowly) as (url, heard):
+        configure(g, url, start=True, timeout="3s")
+        assert g.check().rc == 0  # started
+        heard.clear()
+        answered.clear()
+        assert g.check().rc == 0  # healthy: its check takes milliseconds
+        assert [path for path, _ in heard] == ["/ping/abc/start", "/ping/abc"]
+        assert heard[1][1] >= answered[0]
+        assert ping_warnings(g) == []
 
 
 def test_a_start_that_never_answers_delays_the_verdict_but_never_loses_it(g: Guardian) -> None:
     # Each ping has its own time after its turn: the verdict is still sent (and answered)
     # after a /start that hung for its whole timeout.
-    heard: list[str] = []
     release = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            heard.append(self.path)
-            if self.path.endswith("/start"):
-                release.wait(10)  # never answered in time
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/ping/abc"
-        configure(g, url, start=True, timeout="1s")
-        assert g.check().rc == 0  # started
-        heard.clear()
-        result = g.check()
-        assert result.rc == 0  # a ping never changes the exit code
-        assert heard == ["/ping/abc/start", "/ping/abc"]  # the verdict went out, after it
-        warnings = ping_warnings(g)
-        assert [w.split(" ping ")[0] for w in warnings] == ["start", "start"]  # not success
-        assert result.seconds < 1 + 1 + 0.2 + 0.5 + 2  # its turn, its own time, slack
+        with slow_start(lambda: release.wait(10)) as (url, heard):  # never answered in time
+            configure(g, url, start=True, timeout="1s")
+            assert g.check().rc == 0  # started
+            heard.clear()
+            result = g.check()
+            assert result.rc == 0  # a ping never changes the exit code
+            # The verdict went out, after the /start.
+            assert [path for path, _ in heard] == ["/ping/abc/start", "/ping/abc"]
+            warnings = ping_warnings(g)
+            assert [w.split(" ping ")[0] for w in warnings] == ["start", "start"]  # not success
+            assert result.seconds < 1 + 1 + 0.2 + 0.5 + 2  # its turn, its own time, slack
     finally:
         release.set()
-        server.shutdown()
-        server.server_close()
