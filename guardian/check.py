@@ -50,19 +50,11 @@ def _current(found: Found, *, ready: bool) -> state.Current:
                          exe=found.exe)  # fmt: skip
 
 
-def _wall(boottime: float | None) -> str | None:
-    if boottime is None:
-        return None
+def _wall(boottime: float, timespec: str = "seconds") -> str:
+    """A boot-clock time on the wall clock, as the audit log writes times (RFC 3339, UTC;
+    ``timespec`` as datetime.isoformat's)."""
     when = time.time() + (boottime - state.now())
-    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def wall_ms(boottime: float) -> str:
-    """A boot-clock time as the audit log writes times (RFC 3339, UTC, milliseconds)."""
-    when = time.time() + (boottime - state.now())
-    return (
-        datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 class Later(Exception):  # a signal to the caller, not an error
@@ -473,7 +465,8 @@ class Guard:
             pass  # said already, or left for the next run: it is ignored either way
 
     def held_back(self, verdict: state.Verdict, found: str) -> AuditRecord:
-        next_try = _wall(verdict.next_try)
+        # (held back: the rules always say until when)
+        next_try = _wall(verdict.next_try) if verdict.next_try is not None else None
         would = "would wait: " if self.run.dry_run else ""
         if verdict.action == "gave_up":
             text = f"{would}{found}; {verdict.reason}: not starting it again before {next_try}"
@@ -496,9 +489,9 @@ class Guard:
             if now is None or c is None or c.pid <= 0:
                 return {}
             dead = now
-        fields = {"down_since": wall_ms(dead)}
+        fields = {"down_since": _wall(dead, "milliseconds")}
         if c is not None and c.pid > 0 and c.last_seen:
-            fields["last_seen"] = wall_ms(min(c.last_seen, dead))
+            fields["last_seen"] = _wall(min(c.last_seen, dead), "milliseconds")
         return fields
 
     # --- acting: stop, leftovers, start ---
@@ -885,9 +878,7 @@ def run_check(
     if cut is not None:
         _unreached(run, left, "interrupted", f"guardian got {signal.Signals(cut).name}")
     else:
-        words = run.limit_words or f"guardian's own timeout of {run.deadline.seconds:g}s" \
-            if run.deadline else "guardian's own timeout"  # fmt: skip
-        _unreached(run, left, "timeout", f"{words} ran out")
+        _unreached(run, left, "timeout", f"{run.limit_named()} ran out")
     return RunResult(tuple(run.records), cut is None, cut, run.trouble)
 
 
@@ -953,7 +944,7 @@ def in_workers(
     with deadline.critical():
         why: Action = "interrupted" if interrupted is not None else "timeout"
         cause = f"guardian got {signal.Signals(interrupted).name}" if interrupted is not None \
-            else f"guardian's own timeout of {run.deadline.seconds:g}s ran out"  # fmt: skip
+            else f"{run.limit_named()} ran out"  # fmt: skip
         for t in targets[len(started) :]:
             run.emit(AuditRecord(t.name, why, f"not checked: {cause}"))
         if not all(w.done for w in started):  # the run's time is up: theirs was, a moment ago

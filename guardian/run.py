@@ -140,6 +140,14 @@ class Run:
         yield
         self.doing = before
 
+    def limit_named(self) -> str:
+        """The run's limit in words, for the records of a run it cut short."""
+        if self.limit_words:
+            return self.limit_words
+        if self.deadline is None:  # pragma: no cover - only an armed run is cut short
+            return "guardian's own timeout"
+        return f"guardian's own timeout of {self.deadline.seconds:g}s"
+
     def remaining(self) -> float:
         """What is left of the time of the target in hand."""
         return self.deadline.left() if self.deadline else DEFAULT_TIMEOUT
@@ -217,7 +225,7 @@ class Run:
                 elif cut is not None:
                     raise cut  # a hook cut by a signal or the run's end: its record is written
         except RunTimeout:
-            words = self.limit_words or f"guardian's own timeout of {self.deadline.seconds:g}s"
+            words = self.limit_named()
             self._ran_out(left, in_hand, words)
             return RunResult(tuple(self.records), True, trouble=self.trouble)
         except Interrupted as stop:

@@ -87,6 +87,19 @@ def toml_value(value: object) -> str:
     return json.dumps(value)  # strings and lists of strings: JSON's syntax is TOML's
 
 
+@contextlib.contextmanager
+def flocked(path: Path) -> Iterator[None]:
+    """``path`` flocked by a stranger (this process): read access is all that takes."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_config(
     path: Path, guardian: dict[str, object], targets: dict[str, dict[str, object]]
 ) -> Path:

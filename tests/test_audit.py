@@ -18,7 +18,7 @@ from guardian import audit
 from guardian.audit import MAX_LINE, AuditRecord, read_backwards
 from guardian.errors import AuditError
 
-from conftest import Guardian, tmpfs, write_config
+from conftest import Guardian, flocked, tmpfs, write_config
 
 
 @pytest.fixture
@@ -308,13 +308,8 @@ def test_a_strangers_lock_on_the_log_never_makes_a_run_overrun(g: Guardian) -> N
     for i in range(12):
         g.reaper.track(int((g.tmp / f"t{i}.pid").read_text()))
     assert first.rc == 0, first.stderr
-    log = g.state / "audit.jsonl"
-    stranger = os.open(log, os.O_RDONLY)
-    fcntl.flock(stranger, fcntl.LOCK_EX)
-    try:
+    with flocked(g.state / "audit.jsonl"):
         done = g.check()
-    finally:
-        os.close(stranger)
     assert (done.rc, done.stderr) == (0, "")  # within its 3 s: an overrun is exit 124
     healthy = [r for r in g.audit()[12:] if r["action"] == "ok"]
     assert sorted(r["target"] for r in healthy) == sorted(targets)

@@ -18,7 +18,7 @@ from guardian import audit
 from guardian.audit import AuditRecord, log_files, open_log, read_history
 from guardian.errors import AuditError
 
-from conftest import Guardian, effective_uid
+from conftest import Guardian, effective_uid, flocked
 
 SMALL = 16 << 10  # rotates every fifty records or so
 
@@ -440,20 +440,14 @@ def test_rotation_sweeps_only_its_own_dead_writers_leftovers(tmp_path: Path) -> 
 def test_a_log_stuck_past_its_size_by_a_strangers_lock_is_said_once(g: Guardian) -> None:
     """Read access is enough to flock the log, and only a run holding it rotates: a log
     held so, growing past twice its size, is said (exit 3), never left to grow unseen."""
-    import fcntl
-
     g.configure(guardian={"audit_max_bytes": "64K"})
     log = g.state / "audit.jsonl"
     assert g.check().rc == 0
     fill(log, 700, most=0)  # about 140K: past twice the size, never rotated
     before = log.stat().st_size
     assert before > 2 * (64 << 10)
-    stranger = os.open(log, os.O_RDONLY)
-    fcntl.flock(stranger, fcntl.LOCK_EX)
-    try:
+    with flocked(log):
         done = g.check()
-    finally:
-        os.close(stranger)
     assert done.rc == 3, done
     assert "another process holds its lock" in done.stderr
     assert not (g.state / "audit.jsonl.1").exists()
