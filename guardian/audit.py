@@ -204,6 +204,7 @@ _APPEND = os.O_APPEND | os.O_CREAT
 # said (a log that only just passed it waits for the run that holds the lock).
 STUCK_FACTOR = 2
 _REOPENS = 20
+_REWRITES = 3  # copies of a record that joined a torn line (written again)
 # Compressing one rotated log may take this long (it is done while the log is locked,
 # inside the run's time limit); past it, that log is kept plain, as .2 instead of .2.gz.
 # Never longer than what the run has left (less _TIME_AFTER, for the rest of its records).
@@ -226,9 +227,9 @@ class RotationError(AuditError):
 def append(path: Path, record: AuditRecord, *, max_bytes: int = 0, keep: int = 5) -> None:
     """Append one record as one line, or raise AuditError.
 
-    A record always starts a line of its own: after a short write (a full
-    disk) the log ends in a torn line, and a record appended to it would make
-    both one unreadable line.
+    A record is always whole on a line of its own. After a short write (a full
+    disk) the log ends in a torn line, and a record appended to it joins it in
+    one unreadable line: the record is then written once more (``_write``).
 
     ``max_bytes`` (0: never): a log that this record would take past it is
     rotated first (``rotate``), under its lock, and the record starts the new
@@ -281,7 +282,7 @@ def append(path: Path, record: AuditRecord, *, max_bytes: int = 0, keep: int = 5
                 problem = (f"cannot rotate audit log {path}: it has grown to {st.st_size} "
                            f"bytes, {STUCK_FACTOR} times audit_max_bytes, and another "
                            "process holds its lock")  # fmt: skip
-            _write(fd, path, line, readable, st.st_size)
+            _write(fd, path, line, readable)
             # Written without the lock (another run held it longer than we wait), a run
             # may have rotated it meanwhile, and, had this one been stopped between its
             # look and its write for two rotations, removed it: then it is written again.
@@ -333,12 +334,34 @@ def _open(path: Path) -> tuple[int, bool]:
         raise AuditError(f"cannot write audit log {path}: {e.strerror or e}") from None
 
 
-def _write(fd: int, path: Path, line: bytes, readable: bool, size: int) -> None:
-    data = line
+def _write(fd: int, path: Path, line: bytes, readable: bool) -> None:
+    """Append ``line``; and if the byte before it is not a newline (it joined a torn line),
+    once more, whole on a line of its own.
+
+    The look is made after the write, at the byte just before where this record went: all
+    that precedes it was written by write(2)s that had ended, so only a short write can
+    have left it torn. A look before the write could not tell a torn line from another
+    writer's record being copied in (one that took no lock, or whose lock this one did not
+    wait for): a newline put before this record on that guess made a blank line.
+    (A log this user cannot read is written without the look.)"""
+    for _ in range(_REWRITES):
+        start = _write_once(fd, path, line)
+        if not readable or start == 0 or os.pread(fd, 1, start - 1) == b"\n":
+            return
+        # Joined to a torn line: that line (now with this record's copy) stays unreadable,
+        # counted as such by its readers; the next copy starts a line (the byte before it
+        # is the end of this copy, unless another short write tore the log meanwhile).
+    raise AuditError(
+        f"cannot write audit log {path}: each of {_REWRITES} copies of the record joined a "
+        "line torn by a short write (is the disk full?)"
+    )
+
+
+def _write_once(fd: int, path: Path, data: bytes) -> int:
+    """Append ``data``; the offset where it went (its first part, after a short write)."""
     done = 0
+    start = 0
     try:
-        if readable and size > 0 and os.pread(fd, 1, size - 1) != b"\n":
-            data = b"\n" + line
         view = memoryview(data)
         while done < len(data):
             # One write(2) unless the disk fills up part way: then the rest is
@@ -348,10 +371,13 @@ def _write(fd: int, path: Path, line: bytes, readable: bool, size: int) -> None:
                 raise AuditError(
                     f"cannot write audit log {path}: short write ({done} of {len(data)} bytes)"
                 )
+            if done == 0:
+                start = os.lseek(fd, 0, os.SEEK_CUR) - written
             done += written
     except OSError as e:
         short = f"short write ({done} of {len(data)} bytes): " if done else ""
         raise AuditError(f"cannot write audit log {path}: {short}{e.strerror or e}") from None
+    return start
 
 
 def _still_at(path: Path, st: os.stat_result) -> bool:
