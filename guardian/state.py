@@ -107,6 +107,11 @@ class State(NamedTuple):
                 current["session"] = current.get("pid", 0) if leader is True else 0
                 current.setdefault("last_seen", 0.0)
             raw["starts"] = tuple(raw.get("starts", ()))
+            # Fields a later guardian added are left out, not taken for a corrupt file: a
+            # downgrade keeps what this version knows (a file it then writes drops them).
+            raw = {k: v for k, v in raw.items() if k in cls._fields}
+            if isinstance(current, dict):
+                current = {k: v for k, v in current.items() if k in Current._fields}
             state = cls(**raw, current=Current(**current) if current else None)
         except (TypeError, AttributeError, KeyError) as e:  # not the shape guardian writes
             raise ValueError(f"not a state file ({type(e).__name__})") from None

@@ -175,3 +175,27 @@ def test_a_last_start_time_that_cannot_be_true_is_forgotten_quietly(
     good = time.time() - 60
     path.write_bytes(state.State(state.boot_id(), last_start_wall=good).to_json())
     assert state.Store(path).load().last_start_wall == good
+
+
+def test_a_state_file_from_a_later_guardian_is_believed_without_its_new_fields(
+    tmp_path: Path,
+) -> None:
+    """A downgrade (a rollout reverted) must not make every target's first run exit 3 with
+    its counters lost: fields this version does not know are left out, not taken for
+    corruption. What it knows is checked as ever."""
+    path = tmp_path / "state" / "agent.json"
+    path.parent.mkdir(mode=0o700)
+    written = state.State(state.boot_id(), starts_died=7, current=ME)
+    raw = json.loads(written.to_json())
+    raw["a_later_field"] = {"anything": [1, 2]}
+    raw["current"]["cgroup"] = "/system.slice/x"
+    path.write_text(json.dumps(raw))
+    path.chmod(0o600)
+    store = state.Store(path)
+    assert store.load() == written
+    assert not store.warnings
+    raw["young"] = "lots"  # a known field with an impossible value: still refused
+    path.write_text(json.dumps(raw))
+    refused = state.Store(path)
+    assert refused.load() == State(boot_id())
+    assert refused.warnings
