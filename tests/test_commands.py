@@ -219,3 +219,54 @@ def test_a_child_that_left_its_group_is_killed_at_the_limit(tmp_path: Path, reap
     reaper.track(child)
     assert result.status is None
     wait_for(lambda: not alive(child), timeout=5, what="the child that left its group")
+
+
+def test_what_left_the_session_is_killed_with_a_command_past_its_limit(
+    tmp_path: Path, reaper: Reaper
+) -> None:
+    """A hook that starts a daemon of its own (setsid, twice over: a grandchild) and then
+    hangs: at the limit the daemons die with it (they were out of reach of the session's
+    kill, and outlived hook_timeout for ever). Found through their parents, each stopped as
+    it is found, so none is orphaned (and lost) before the kill."""
+    pids = tmp_path / "pids"
+    code = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"  # already a leader's child: a session of its own again
+        f"        open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        "        time.sleep(300)\n"
+        f"    open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        "    time.sleep(300)\n"
+        "    os._exit(0)\n"
+        f"while not os.path.exists({str(pids)!r}) or len(open({str(pids)!r}).read().split()) < 2:\n"
+        "    time.sleep(0.01)\n"
+        "print('daemons up', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    result = timed([sys.executable, "-c", code], timeout=3)
+    daemons = [int(line) for line in pids.read_text().split()]
+    for pid in daemons:
+        reaper.track(pid)  # ended at teardown, should this test fail
+    assert result.status is None
+    assert result.output == ("daemons up",)
+    assert len(daemons) == 2
+    wait_for(lambda: not any(alive(pid) for pid in daemons), timeout=5,
+             what=f"the daemons {daemons} to be gone")  # fmt: skip
+
+
+def test_a_bystander_that_shares_nothing_but_the_pid_range_is_never_touched(
+    reaper: Reaper,
+) -> None:
+    """Only descendants are ended: a process of the test's own, started before the
+    command (so never its child), survives the command's kill."""
+    import subprocess
+
+    bystander = subprocess.Popen(["/bin/sleep", "300"], start_new_session=True)
+    reaper.track(bystander.pid)
+    reaper.children.append(bystander)  # reaped after its kill
+    result = timed(sh("sleep 300 & setsid sleep 300 & wait"), timeout=1)
+    assert result.status is None
+    assert bystander.poll() is None
+    assert psutil.Process(bystander.pid).status() != psutil.STATUS_STOPPED
