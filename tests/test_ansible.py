@@ -169,8 +169,9 @@ def test_the_role_installs_guardian_and_a_second_run_changes_nothing(
 
     first = apply(tmp_path, variables)
     assert (first.unreachable, first.failed) == (0, 0), first.out
-    # the virtualenv, its pip, guardian, the config's folder, the config, the cron line
-    assert first.changed == 6, first.out
+    # the virtualenv, its pip, guardian, the config's folder, the config (staged, then put
+    # in place), the cron line
+    assert first.changed == 7, first.out
     assert "sleep.er: would start" in first.out  # the handler's smoke: check --dry-run
 
     second = apply(tmp_path, variables)
@@ -252,3 +253,69 @@ def test_the_template_writes_any_string_and_key_as_toml_reads_them(tmp_path: Pat
     data = tomllib.loads(out.read_text())
     assert data["guardian"] == settings
     assert data["targets"] == targets
+
+
+@root_only
+def test_the_role_installs_into_a_users_crontab_and_takes_it_away(
+    system_user: str, shared_dir: Path, tmp_path: Path, wheel: Path, reaper: Reaper
+) -> None:
+    """guardian_cron_file "" and guardian_cron_user: the line goes into that user's crontab
+    (crontab -u, checked by guardian as that user), a second run and --check change nothing,
+    and absent leaves the user without a crontab, as before."""
+    venv, state = shared_dir / "venv", shared_dir / "state"
+    config = shared_dir / "etc" / "guardian.toml"
+    state.mkdir()
+    shutil.chown(state, system_user)  # the folder the user's guardian writes, as the docs say
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    variables: dict[str, Any] = {
+        "guardian_hosts": "localhost",
+        "ansible_become": False,
+        "ansible_python_interpreter": sys.executable,
+        "guardian_python": host_python(),
+        "guardian_venv": str(venv),
+        "guardian_package": str(wheel),
+        "guardian_system_packages": [],
+        "guardian_config": str(config),
+        "guardian_cron_file": "",
+        "guardian_cron_user": system_user,
+        "guardian_settings": {"state_dir": str(state), "timeout": "20s"},
+        # Short-lived: should cron run the line as the user while the test has it installed,
+        # what it started ends by itself (the user is removed after the test).
+        "guardian_targets": {"nap": {"command": [sleep, "2"], "start_grace": "0.1s"}},
+    }
+
+    def crontab() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["crontab", "-l", "-u", system_user], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+
+    assert crontab().returncode != 0  # a new user has none
+    try:
+        first = apply(tmp_path, variables)
+        assert (first.unreachable, first.failed) == (0, 0), first.out
+        # the virtualenv, its pip, guardian, the config's folder, the config (staged, then
+        # put in place), the cron line
+        assert first.changed == 7, first.out
+        assert "nap: would start" in first.out  # the handler's smoke, run as the user
+        guardian = venv / "bin" / "guardian"
+        line = f"* * * * * {guardian} check --config {config} # guardian: {config}"
+        assert line in crontab().stdout.splitlines()
+
+        second = apply(tmp_path, variables)
+        assert (second.changed, second.failed) == (0, 0), second.out
+        checked = apply(tmp_path, variables, "--check", "--diff")
+        assert (checked.changed, checked.failed) == (0, 0), checked.out
+
+        # What cron will run, run as the user: it keeps the target.
+        run = subprocess.run(["runuser", "-u", system_user, "--", str(guardian), "check",
+                              "--config", str(config)],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert "nap: started" in run.stderr
+
+        gone = {**variables, "guardian_state": "absent"}
+        removed = apply(tmp_path, gone)
+        assert (removed.changed, removed.failed) == (1, 0), removed.out
+        assert crontab().returncode != 0  # guardian made it, and it held nothing else
+    finally:
+        subprocess.run(["crontab", "-r", "-u", system_user], capture_output=True, check=False)
