@@ -246,9 +246,9 @@ def append(path: Path, record: AuditRecord, *, max_bytes: int = 0, keep: int = 5
     for _ in range(_REOPENS):
         fd, readable = _open(path)
         try:
-            # The look at the last byte and the append are one step among guardian runs
-            # (a look while another run's write is half copied would see a torn line that
-            # is not one). Waited for briefly only: a stuck holder must not hold this one.
+            # Rotation needs the lock (only its holder renames the log); a record is written
+            # with it or without (_write looks after the write, which needs none). Waited
+            # for briefly only: a stuck holder must not hold this one.
             locked = _lock_briefly(fd, wait_until)
             st = os.fstat(fd)
             if not _still_at(path, st):
@@ -335,32 +335,43 @@ def _open(path: Path) -> tuple[int, bool]:
 
 
 def _write(fd: int, path: Path, line: bytes, readable: bool) -> None:
-    """Append ``line``; and if the byte before it is not a newline (it joined a torn line),
-    once more, whole on a line of its own.
+    """Append ``line``; and if it did not land whole on a line of its own, once more.
 
     The look is made after the write, at the byte just before where this record went: all
     that precedes it was written by write(2)s that had ended, so only a short write can
     have left it torn. A look before the write could not tell a torn line from another
     writer's record being copied in (one that took no lock, or whose lock this one did not
     wait for): a newline put before this record on that guess made a blank line.
+    A record that took more than one write(2) (the disk filled part way) may have had
+    another's put between its parts: then too it is written again.
     (A log this user cannot read is written without the look.)"""
     for _ in range(_REWRITES):
-        start = _write_once(fd, path, line)
-        if not readable or start == 0 or os.pread(fd, 1, start - 1) == b"\n":
+        start, whole = _write_once(fd, path, line)
+        if not whole:
+            continue  # split by another writer's record: neither part is readable
+        if not readable or start == 0:
+            return
+        try:
+            before = os.pread(fd, 1, start - 1)
+        except OSError as e:
+            raise AuditError(f"cannot read back audit log {path}: {e.strerror or e}") from None
+        if before == b"\n":
             return
         # Joined to a torn line: that line (now with this record's copy) stays unreadable,
         # counted as such by its readers; the next copy starts a line (the byte before it
         # is the end of this copy, unless another short write tore the log meanwhile).
     raise AuditError(
         f"cannot write audit log {path}: each of {_REWRITES} copies of the record joined a "
-        "line torn by a short write (is the disk full?)"
+        "line torn by a short write or was split by another's (is the disk full?)"
     )
 
 
-def _write_once(fd: int, path: Path, data: bytes) -> int:
-    """Append ``data``; the offset where it went (its first part, after a short write)."""
+def _write_once(fd: int, path: Path, data: bytes) -> tuple[int, bool]:
+    """Append ``data``: the offset where it went (where its first part went, after a short
+    write), and whether it is in one piece."""
     done = 0
-    start = 0
+    start = end = 0
+    whole = True
     try:
         view = memoryview(data)
         while done < len(data):
@@ -371,13 +382,17 @@ def _write_once(fd: int, path: Path, data: bytes) -> int:
                 raise AuditError(
                     f"cannot write audit log {path}: short write ({done} of {len(data)} bytes)"
                 )
+            at = os.lseek(fd, 0, os.SEEK_CUR)
             if done == 0:
-                start = os.lseek(fd, 0, os.SEEK_CUR) - written
+                start = at - written
+            elif at - written != end:
+                whole = False  # another writer's bytes went in between
+            end = at
             done += written
     except OSError as e:
         short = f"short write ({done} of {len(data)} bytes): " if done else ""
         raise AuditError(f"cannot write audit log {path}: {short}{e.strerror or e}") from None
-    return start
+    return start, whole
 
 
 def _still_at(path: Path, st: os.stat_result) -> bool:

@@ -91,6 +91,7 @@ _FAST = re.compile(
     rb'"reason": ' + _STR + rb', "pid": (?:\d+|null), "old_pid": (?:\d+|null), '
     rb'"duration_ms": \d+, "dry_run": (false|true)(?:, "[a-z_]+": .*)?\}\r?'
 )  # fmt: skip
+_START = b'{"ts": "'  # how every line guardian writes begins
 # What the fast path makes of each action: its state, whether it is an unhealthy run.
 _FAST_KIND = {b"ok": UP, b"adopted": UP, b"unhealthy": UP, b"held": HELD, b"backoff": DOWN}
 _TS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d):(\d\d):(\d\d\.\d{3})Z")
@@ -667,7 +668,13 @@ def build(  # noqa: PLR0912, PLR0915
                         break
                     for line in lines:
                         m = fast_match(line)
-                        if m is not None and (m[6] == b"false" or m[5] in (b"ok", b"adopted")):
+                        if (
+                            m is not None
+                            and (m[6] == b"false" or m[5] in (b"ok", b"adopted"))
+                            # A record's own text never holds its start unescaped: a line
+                            # that does is a torn one a record joined (unreadable).
+                            and line.find(_START, 1) < 0
+                        ):
                             t = clock.fast(m[1], m[2], m[3])
                             kind = fast_kind[m[5]]
                             if (

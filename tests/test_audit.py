@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from guardian import audit
 from guardian.audit import MAX_LINE, AuditRecord, read_backwards
 from guardian.errors import AuditError
 
-from conftest import Guardian, flocked, tmpfs, write_config
+from conftest import Guardian, flocked, tmpfs, wait_for, write_config
 
 
 @pytest.fixture
@@ -349,3 +350,49 @@ def test_records_racing_without_the_lock_never_make_a_blank_line(tmp_path: Path)
     assert b"" not in lines[:-1], f"{lines[:-1].count(b'')} blank lines"
     records = [json.loads(line) for line in lines[:-1]]
     assert sorted(r["target"] for r in records) == [f"w{n}" for n in range(8) for _ in range(300)]
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from guardian import audit
+audit.append(Path(sys.argv[1]), audit.AuditRecord(sys.argv[2], "ok", sys.argv[3]))
+"""
+
+
+def test_a_record_split_by_anothers_is_written_again_whole(tiny_disk: Path) -> None:
+    """B's first write(2) is short (the disk full), and held there (strace delays its return)
+    while space comes back and C appends: B's rest lands after C's record. B's record was in
+    two pieces, neither readable, and B said nothing: now it is written again, whole."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (.ci/run installs it)")
+    log = tiny_disk / "audit.jsonl"
+    audit.append(log, AuditRecord("agent", "started", "first"))
+    fixed = len(AuditRecord("agent", "ok", "").to_json()) + 1
+    audit.append(log, AuditRecord("agent", "ok", "x" * (4096 - 50 - log.stat().st_size - fixed)))
+    filler = tiny_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True,
+                   check=False)  # fmt: skip
+    assert os.statvfs(tiny_disk).f_bavail == 0
+    with subprocess.Popen(
+        [strace, "-qq", "-o", "/dev/null", "-P", str(log), "-e", "trace=write",
+         "-e", "inject=write:delay_exit=2000000:when=1", sys.executable, "-c", WRITER, str(log),
+         "B", "b" * 300],
+        stderr=subprocess.PIPE, text=True,
+    ) as b:  # fmt: skip
+        # B's first write to the log: 50 bytes, then held for 2 s.
+        wait_for(lambda: log.stat().st_size == 4096 or b.poll() is not None,
+                 what="B's short write")  # fmt: skip
+        if b.poll() is not None:
+            pytest.skip(f"strace cannot trace here: {b.communicate()[1]}")
+        filler.unlink()  # space comes back (a clean-up job, logrotate)
+        c = subprocess.run([sys.executable, "-c", WRITER, str(log), "C", "c" * 20],
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert c.returncode == 0, c.stderr
+        _, err = b.communicate(timeout=60)
+        assert b.returncode == 0, err
+    tail = read_backwards(log)
+    assert sorted(r["target"] for r in tail.records) == ["B", "C", "agent", "agent"]
+    # The joined line (B's first 50 bytes and C's first copy) and B's rest: unreadable.
+    assert tail.unreadable == 2

@@ -190,6 +190,27 @@ def test_torn_foreign_future_and_huge_lines_are_counted_not_fatal(tmp_path: Path
     assert abs(t.seconds[report.UP] - 60 * 60) < 1
 
 
+def test_a_torn_line_a_record_joined_is_unreadable_not_the_torn_record(tmp_path: Path) -> None:
+    """A record torn by a full disk after its first optional field, then the next record's
+    first copy joined to it (audit.append writes it again, whole): the joined line ends in
+    "}", as a whole record does, and the fast path took it for the torn one (an unhealthy
+    run counted, no line unreadable); status counted it unreadable."""
+    start = END - timedelta(hours=1)
+    torn = _line(start + timedelta(minutes=30), "unhealthy", error="probe failed: x" * 9)
+    after = _line(start + timedelta(minutes=31), "ok")
+    lines = [*_oks(start, 30), torn[: torn.index('"error": ') + 20] + after, after,
+             *_oks(start + timedelta(minutes=32), 28)]  # fmt: skip
+    log = tmp_path / "audit.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    made = _build(log)
+    assert made.unreadable_lines == 1
+    (t,) = made.targets
+    assert t.unhealthy_runs == 0
+    whole = tmp_path / "whole.jsonl"  # the same record, whole: the fast path counts it
+    whole.write_text("\n".join([*_oks(start, 30), torn, after]) + "\n")
+    assert [t.unhealthy_runs for t in _build(whole).targets] == [1]
+
+
 def test_rotated_and_gzipped_files_are_read_oldest_first(tmp_path: Path) -> None:
     start = END - timedelta(hours=3)
     log = tmp_path / "audit.jsonl"
