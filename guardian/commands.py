@@ -150,49 +150,19 @@ def _drain(fd: int, tail: _Tail) -> bool:
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the command and everything it started, and reap it (within reason).
+    """SIGKILL the command and everything in its session, and reap it (within reason).
 
     Only called while the command is unreaped, so its pid (and so its group and
     session ids) cannot have been reused. Its session, not only its process
     group: a child that moved to a group of its own (setpgid) is still in it.
-    And its descendants, found by their parents, for one that left the session
-    (setsid): each is stopped as it is found, so none forks or is orphaned
-    before all are found, then all are killed.
     """
     from guardian import proc
 
-    stopped = _stop_tree(child.pid)
     for kill, target in ((os.killpg, child.pid), (os.kill, child.pid)):
         # os.kill as well: the command may have moved itself to another group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             kill(target, signal.SIGKILL)
     for member in proc.session_members(child.pid):
         proc.signal_if_same(member.pid, member.start_ticks, signal.SIGKILL)
-    for pid, start_ticks in stopped:
-        proc.signal_if_same(pid, start_ticks, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         child.wait(_KILL_WAIT)
-
-
-# Stopping a tree: looked at again until nothing new is found, this many times at most.
-_STOP_ROUNDS = 5
-
-
-def _stop_tree(pid: int) -> list[tuple[int, int]]:
-    """SIGSTOP the command and its descendants; those stopped (pid, start ticks)."""
-    from guardian import proc
-
-    me = proc.stat(pid)
-    if me is None:
-        return []
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGSTOP)  # unreaped: still the command, whatever its state
-    stopped: list[tuple[int, int]] = []
-    for _ in range(_STOP_ROUNDS):
-        new = [d for d in proc.descendants(pid, me.start_ticks) if d not in stopped]
-        if not new:
-            break
-        for found in new:
-            if proc.signal_if_same(*found, signal.SIGSTOP):
-                stopped.append(found)
-    return stopped

@@ -372,37 +372,6 @@ def session_members(session: int) -> list[Member]:
     return members
 
 
-def descendants(pid: int, start_ticks: int) -> list[tuple[int, int]]:
-    """Every live process descended from ``pid`` (started at ``start_ticks``), in whatever
-    session or group it has moved to: (pid, start ticks) each, found through their parents.
-
-    A child's start is never before its parent's: a "child" that started earlier is a
-    reused pid's, not this tree's. One whose parent has exited is no longer found (it now
-    has another parent), so a tree is best stopped (SIGSTOP) before it is looked at again.
-    """
-    children: dict[int, list[tuple[int, int]]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        raw = _read_raw(f"/proc/{entry}/stat")
-        if raw is None:
-            continue
-        # state, ppid, ... follow the last ")"; the start time is the 20th of them.
-        fields = raw[raw.rfind(b")") + 2 :].split(b" ", 20)
-        if len(fields) < 20 or fields[0] in (b"Z", b"X"):
-            continue
-        children.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
-    found: list[tuple[int, int]] = []
-    todo = [(pid, start_ticks)]
-    while todo:
-        parent, began = todo.pop()
-        for child in children.get(parent, ()):
-            if child[1] >= began and child not in found and child[0] != pid:
-                found.append(child)
-                todo.append(child)
-    return found
-
-
 def end_members(members: list[Member], sig: int, wait: float) -> list[int]:
     """End ``members``: ``sig`` to all, then SIGKILL to what remains; the pids that were hit."""
     hit = [m for m in members if signal_if_same(m.pid, m.start_ticks, sig)]
