@@ -109,6 +109,20 @@ TRICKY = ['say "hi"', "back\\slash", "# not a comment", "tab\there", "two\nlines
           "ünïcødé ☃ 😀", "'single'"]  # fmt: skip
 
 
+def on_this_host(venv: Path, wheel: Path, config: Path) -> dict[str, Any]:
+    """The role's variables for a run on this machine: the wheel, into ``venv``."""
+    return {
+        "guardian_hosts": "localhost",
+        "ansible_become": False,
+        "ansible_python_interpreter": sys.executable,
+        "guardian_python": host_python(),
+        "guardian_venv": str(venv),
+        "guardian_package": str(wheel),
+        "guardian_system_packages": [],
+        "guardian_config": str(config),
+    }
+
+
 class Recap(NamedTuple):
     """What ansible-playbook did, from its PLAY RECAP line, and all it said."""
 
@@ -152,14 +166,7 @@ def test_the_role_installs_guardian_and_a_second_run_changes_nothing(
         }
     }
     variables: dict[str, Any] = {
-        "guardian_hosts": "localhost",
-        "ansible_become": False,
-        "ansible_python_interpreter": sys.executable,
-        "guardian_python": host_python(),
-        "guardian_venv": str(venv),
-        "guardian_package": str(wheel),
-        "guardian_system_packages": [],
-        "guardian_config": str(config),
+        **on_this_host(venv, wheel, config),
         "guardian_cron_file": str(cron_file),
         "guardian_settings": {"state_dir": str(state), "timeout": "20s", "audit_keep": 3},
         "guardian_metrics_file": str(textfile / "guardian.prom"),
@@ -269,14 +276,7 @@ def test_the_role_installs_into_a_users_crontab_and_takes_it_away(
     sleep = shutil.which("sleep")
     assert sleep is not None
     variables: dict[str, Any] = {
-        "guardian_hosts": "localhost",
-        "ansible_become": False,
-        "ansible_python_interpreter": sys.executable,
-        "guardian_python": host_python(),
-        "guardian_venv": str(venv),
-        "guardian_package": str(wheel),
-        "guardian_system_packages": [],
-        "guardian_config": str(config),
+        **on_this_host(venv, wheel, config),
         "guardian_cron_file": "",
         "guardian_cron_user": system_user,
         "guardian_settings": {"state_dir": str(state), "timeout": "20s"},
