@@ -109,10 +109,12 @@ class State(NamedTuple):
             raw["starts"] = tuple(raw.get("starts", ()))
             # Fields a later guardian added are left out, not taken for a corrupt file: a
             # downgrade keeps what this version knows (a file it then writes drops them).
+            # (A current left with none of its own fields is still corrupt, not "none".)
             raw = {k: v for k, v in raw.items() if k in cls._fields}
+            known = current
             if isinstance(current, dict):
-                current = {k: v for k, v in current.items() if k in Current._fields}
-            state = cls(**raw, current=Current(**current) if current else None)
+                known = {k: v for k, v in current.items() if k in Current._fields}
+            state = cls(**raw, current=Current(**known) if current else None)
         except (TypeError, AttributeError, KeyError) as e:  # not the shape guardian writes
             raise ValueError(f"not a state file ({type(e).__name__})") from None
         state.check(t if boot is None or state.boot_id == boot else None)

@@ -194,6 +194,11 @@ def test_a_state_file_from_a_later_guardian_is_believed_without_its_new_fields(
     store = state.Store(path)
     assert store.load() == written
     assert not store.warnings
+    for current in ({"pid_renamed": 5}, {"cgroup": "/x"}):  # none of its own fields left
+        path.write_text(json.dumps({**raw, "current": current}))
+        renamed = state.Store(path)
+        assert renamed.load() == State(boot_id())
+        assert renamed.warnings  # corrupt, not a target silently forgotten
     raw["young"] = "lots"  # a known field with an impossible value: still refused
     path.write_text(json.dumps(raw))
     refused = state.Store(path)
