@@ -204,7 +204,7 @@ _APPEND = os.O_APPEND | os.O_CREAT
 # said (a log that only just passed it waits for the run that holds the lock).
 STUCK_FACTOR = 2
 _REOPENS = 20
-_REWRITES = 3  # copies of a record that joined a torn line (written again)
+_REWRITES = 3  # copies of a record that joined a torn line or was split (written again)
 # Compressing one rotated log may take this long (it is done while the log is locked,
 # inside the run's time limit); past it, that log is kept plain, as .2 instead of .2.gz.
 # Never longer than what the run has left (less _TIME_AFTER, for the rest of its records).
