@@ -142,10 +142,13 @@ def write_layouts(folder: Path, lines: list[str], others: list[str]) -> dict[str
     return configs
 
 
-def main() -> int:
+def main() -> int:  # noqa: PLR0915
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--smoke", action="store_true", help="a month, two runs")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="also time the guardian source tree in DIR (git worktree add DIR REV), "
+                   "interleaved, on the plain log")  # fmt: skip
     p.add_argument("--write", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--minutes", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -167,6 +170,8 @@ def main() -> int:
         count, put = json.loads(said.stdout)
         configs = {name: Path(tmp) / name / "guardian.toml"
                    for name in ("plain", "rotated", "held+unhealthy")}  # fmt: skip
+        if args.baseline:
+            configs["baseline: plain"] = configs["plain"]
         size = (Path(tmp) / "plain" / "state" / "audit.jsonl").stat().st_size
         print(f"log: {count} lines, {size / 2**20:.1f} MiB ({minutes} minutes); "
               f"written in {time.perf_counter() - began:.1f}s; put in: {put}")  # fmt: skip
@@ -178,7 +183,11 @@ def main() -> int:
             for name, config in configs.items():
                 argv = [benchlib.GUARDIAN, "report", "--since", since, "--json",
                         "--width", "100", "--config", str(config)]  # fmt: skip
-                seconds, peak, out = _measure(argv)
+                env = None
+                if name.startswith("baseline"):  # the other tree's package, first on the path
+                    argv[:1] = [sys.executable, "-m", "guardian"]
+                    env = {**benchlib.ENV, "PYTHONPATH": str(Path(args.baseline).resolve())}
+                seconds, peak, out = _measure(argv, env)
                 if i:
                     times[name].append(seconds)
                     rss[name] = max(rss[name], peak)
@@ -187,7 +196,10 @@ def main() -> int:
     for name in configs:
         print(f"| {name} ({count} lines) | {statistics.median(times[name]) * 1000:.0f} ms "
               f"| {rss[name]:.1f} MiB |")  # fmt: skip
-    worst = max(statistics.median(v) for v in times.values())
+    if args.baseline:
+        ratio = statistics.median(times["plain"]) / statistics.median(times["baseline: plain"])
+        print(f"plain vs. baseline ({args.baseline}), medians: {ratio:.2f}x")
+    worst = max(statistics.median(v) for k, v in times.items() if not k.startswith("baseline"))
     print(f"goal under {GOAL_S:g} s (whole command): worst median {worst * 1000:.0f} ms: "
           f"{benchlib.verdict(worst < GOAL_S)}")  # fmt: skip
     for name, data in last.items():
@@ -202,11 +214,11 @@ def main() -> int:
     return 0
 
 
-def _measure(argv: list[str]) -> tuple[float, float, bytes]:
+def _measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, bytes]:
     """Wall seconds, peak RSS (MiB) and stdout of one run, which must exit 0."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         began = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=benchlib.ENV, cwd="/")
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env or benchlib.ENV, cwd="/")
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - began
         proc.returncode = os.waitstatus_to_exitcode(status)
