@@ -334,10 +334,10 @@ for i in range(300):
 
 def test_records_racing_without_the_lock_never_make_a_blank_line(tmp_path: Path) -> None:
     """Eight writers, the log's lock held by a stranger all along so none of them has it
-    (each waits once, half a second, then goes without),
-    records of sizes that cross page boundaries: a look at the log's last byte before the
-    write saw another's record half copied in, took it for a torn line, and put a newline
-    before its own (CI's audit log had a blank line, 4 to 10 in 4,000 records here)."""
+    (each waits once, half a second, then goes without), records of sizes that cross page
+    boundaries: a look at the log's last byte before the write saw another's record half
+    copied in, took it for a torn line, and put a newline before its own (CI's audit log
+    had a blank line; 4 to 10 in 4,000 records here)."""
     log = tmp_path / "audit.jsonl"
     log.write_bytes(b"")
     with flocked(log):
