@@ -61,6 +61,8 @@ _SERIES = (
     ("guardian_target_up", "gauge", "1 if the target's process is running."),
     ("guardian_target_healthy", "gauge", "1 if the target is running and no probe is failing."),
     ("guardian_target_held", "gauge", "1 if the target is held down (guardian stop)."),
+    ("guardian_target_held_since_timestamp_seconds", "gauge",
+     "When the hold on the target was set (only while it is held)."),
     ("guardian_target_gave_up", "gauge",
      "1 while guardian has given up on the target (crash loop; until its window ends)."),
     ("guardian_target_watched", "gauge", "1 while a guardian watches the target (check --watch)."),
@@ -90,6 +92,7 @@ class TargetFacts(NamedTuple):
     up: bool
     healthy: bool
     held: bool
+    held_since: float | None  # when the hold was set (wall clock), while held
     gave_up: bool
     watched: bool
     starts: dict[str, int]
@@ -167,10 +170,12 @@ def target_facts(
     except holds.HoldError:
         hold = None  # not believed: it holds nothing down (a check starts the target)
     gave_up = st.gave_up_at is not None and now < st.gave_up_at + target.restart.window
+    holding = hold is not None and not hold.expired(wall)
     return TargetFacts(
         up=up,
         healthy=up and st.probe_failures == 0,
-        held=hold is not None and not hold.expired(wall),
+        held=holding,
+        held_since=hold.at if hold is not None and holding else None,
         gave_up=gave_up,
         watched=_watched(settings.lock_dir, target.name, os.geteuid(), watching=watching),
         starts={
@@ -207,6 +212,8 @@ def render(config: Config, run: RunFacts) -> str:
         add("guardian_target_up", t, f.up)
         add("guardian_target_healthy", t, f.healthy)
         add("guardian_target_held", t, f.held)
+        if f.held_since is not None:  # a day's hold is alerted on from this, exactly
+            add("guardian_target_held_since_timestamp_seconds", t, round(f.held_since, 3))
         add("guardian_target_gave_up", t, f.gave_up)
         add("guardian_target_watched", t, f.watched)
         for cause in CAUSES:

@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from test_watch import Watch
 
-from guardian import metrics, state
+from guardian import holds, metrics, state
 from guardian.discovery import Matcher, scan
 
 from conftest import Guardian, wait_for, write_config
@@ -132,16 +132,24 @@ def test_after_a_reboot_the_first_run_keeps_the_counters_and_warns_of_nothing(
 def test_stop_start_and_restart_by_hand_are_held_then_counted_by_hand(g: Guardian) -> None:
     configure(g)
     assert g.check().rc == 0
+    since = ("guardian_target_held_since_timestamp_seconds", frozenset({("target", "agent")}))
+    assert since not in metrics_of(g)  # only while held
     assert g.run("stop", "agent", "--reason", "maintenance").rc == 0
     m = metrics_of(g)
     assert value(m, "guardian_target_held", target="agent") == 1
     assert value(m, "guardian_target_up", target="agent") == 0
+    hold = holds.read(g.state, "agent")
+    assert hold is not None
+    assert m[since] == round(hold.at, 3)  # when the hold was set, for the day-long alert
     assert g.check().rc == 0  # a held target is not a failure
-    assert value(metrics_of(g), "guardian_target_held", target="agent") == 1
+    m = metrics_of(g)
+    assert value(m, "guardian_target_held", target="agent") == 1
+    assert m[since] == round(hold.at, 3)  # the hold's own time, not the check's
     assert g.run("start", "agent").rc == 0
     assert g.run("restart", "agent").rc == 0
     m = metrics_of(g)
     assert value(m, "guardian_target_held", target="agent") == 0
+    assert since not in m
     assert value(m, "guardian_target_up", target="agent") == 1
     assert value(m, "guardian_target_starts_total", target="agent", cause="by_hand") == 2
     assert value(m, "guardian_target_starts_total", target="agent", cause="died") == 1
@@ -351,7 +359,10 @@ def test_the_rules_file_is_a_prometheus_rule_file_on_metrics_guardian_writes(
 ) -> None:
     configure(g)
     assert g.check().rc == 0
-    names = {name for name, _ in metrics_of(g)} | {"node_textfile_mtime_seconds"}
+    # Every family the file declares (one with samples only at times: held since, say).
+    text = (g.tmp / "prom" / "guardian.prom").read_text()
+    names = set(re.findall(r"^# TYPE (\S+) ", text, re.M)) | {"node_textfile_mtime_seconds"}
+    assert {name for name, _ in metrics_of(g)} <= names
     alerts = rules()
     assert {r["alert"] for r in alerts} >= {"GuardianTargetDown", "GuardianTargetFlapping",
                                             "GuardianGaveUp", "GuardianTargetHeldLong",
