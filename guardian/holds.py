@@ -68,18 +68,18 @@ class Hold(NamedTuple):
         return f"held by {self.by} since {_wall(self.at)} {until}{why}"
 
     def to_dict(self) -> dict[str, object]:
+        """As records, status --json and the file carry it: to the millisecond (a hold of 3s
+        lasts 3s, and a report counts it held to the moment it ends). ``describe``, for
+        people, says it to the second."""
         return {
             "by": self.by,
-            "at": _wall(self.at),
-            "until": _wall(self.until) if self.until is not None else None,
+            "at": _wall(self.at, "milliseconds"),
+            "until": _wall(self.until, "milliseconds") if self.until is not None else None,
             "reason": self.reason,
         }
 
     def to_json(self) -> bytes:
-        # To the millisecond in the file (a hold of 3s lasts 3s); to the second when shown.
-        until = _wall(self.until, "milliseconds") if self.until is not None else None
-        exact = {"at": _wall(self.at, "milliseconds"), "until": until}
-        return json.dumps({"version": VERSION, "target": self.target, **self.to_dict(), **exact},
+        return json.dumps({"version": VERSION, "target": self.target, **self.to_dict()},
                           indent=1).encode()  # fmt: skip
 
 

@@ -41,8 +41,7 @@ def test_a_hold_written_is_read_back_and_released(tmp_path: Path) -> None:
     assert back.describe().startswith(f"held by {holds.who()} since ")
     assert back.describe().endswith(": kernel upgrade")
     data = json.loads(path.read_text())
-    assert data == {"version": 1, "target": "agent", **back.to_dict(),
-                    "at": data["at"], "until": data["until"]}  # fmt: skip
+    assert data == {"version": 1, "target": "agent", **back.to_dict()}
     assert data["at"].endswith("Z")
     assert len(data["at"]) == len("2026-11-30T01:00:00.000Z")
     assert holds.read(tmp_path, "worker") is None  # another target's: none
@@ -356,3 +355,17 @@ def test_a_hold_is_never_written_where_it_would_not_be_believed(tmp_path: Path, 
     with pytest.raises(PermissionError, match="so a hold there would not be believed"):
         holds.write(tmp_path, holds.make("agent", seconds=None, reason=""))
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_records_hold_says_its_end_to_the_millisecond(tmp_path: Path) -> None:
+    """What a record (and status --json) carries is when the hold really ends: cut to the
+    second, a check in the fraction after it still found the target held, and a report
+    counted that fraction down."""
+    hold = holds.make("agent", seconds=90.25, reason="")
+    assert hold.until is not None
+    shown = hold.to_dict()
+    assert isinstance(shown["until"], str)
+    assert isinstance(shown["at"], str)
+    assert abs(holds._parse_wall(shown["until"]) - hold.until) < 0.001
+    assert abs(holds._parse_wall(shown["at"]) - hold.at) < 0.001
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", shown["until"])

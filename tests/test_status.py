@@ -1178,8 +1178,10 @@ def test_a_held_target_is_said_first_and_exits_1_until_released(g: Guardian) -> 
     shown, data = status(g)
     assert shown.rc == 1, shown.stdout
     lines = shown.stdout.splitlines()
-    assert lines[0] == f"agent: HELD by {holds.who()} since {hold.to_dict()['at']} until " \
-                       f"{hold.to_dict()['until']}: kernel upgrade"  # fmt: skip
+    assert hold.until is not None
+    # To the second for people; to the millisecond in --json (below).
+    assert lines[0] == f"agent: HELD by {holds.who()} since {holds._wall(hold.at)} until " \
+                       f"{holds._wall(hold.until)}: kernel upgrade"  # fmt: skip
     assert lines[1].startswith(f"  not running (held): no pidfile at {g.pidfile}")
     assert "NOT RUNNING" not in shown.stdout  # down on purpose: said, not shouted
     (agent,) = data["targets"]
