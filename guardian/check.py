@@ -42,6 +42,9 @@ _HOOK_OF: dict[HookEvent, str] = {
     "restarted": "on_start",
     "gave_up": "on_give_up",
 }
+# What a dead target left in its session: looked at and ended this many times at most
+# (members born while the first were being ended: see Guard._end_session).
+_SESSION_ROUNDS = 5
 
 
 def _current(found: Found, *, ready: bool) -> state.Current:
@@ -551,8 +554,46 @@ class Guard:
             return pids, f"; {lost}: left {len(pids)} process(es) it left behind alone"
         self.run.step(f"ending what pid {pid} left behind")
         wait = min(self.target.stop_timeout, self.run.remaining() / 2)
-        proc.end_members(members, self.target.stop_signal, wait)
+        pids += self._end_session(pid, members, wait)
         return pids, f"; ended {len(pids)} process(es) it left behind"
+
+    def _end_session(
+        self, session: int, members: list[proc.Member], wait: float
+    ) -> tuple[int, ...]:
+        """End ``members`` of ``session`` (all of them proven its own), within ``wait``; the
+        pids of the members found after them (and ended too).
+
+        One that forked while the look went on (a pre-fork server's master, a target that
+        forks every few ms) has children the look did not see. So the session is looked at
+        again, up to _SESSION_ROUNDS times: a new member is ended only if it was born after
+        the first start among the members just signalled and no later than the tick in
+        which the last of them was found alive and signalled. The session's number was
+        held all that while, so it could not have been anyone else's (to be another's, its
+        every member must be gone and a stranger must get the leader's very pid and call
+        setsid; a live leader stops the rounds).
+        """
+        deadline = time.monotonic() + wait
+        seen = {m.pid for m in members}
+        later: list[int] = []
+        for round_ in range(_SESSION_ROUNDS):
+            hit = proc.signal_members(members, self.target.stop_signal)
+            # Each reached alive as it was signalled: what was born until now (to the tick,
+            # a hundredth of a second) was born while the session's number was held.
+            signalled_at = proc.ticks(state.now())
+            proc.finish_members(hit, max(0.0, deadline - time.monotonic()))
+            if not hit or round_ == _SESSION_ROUNDS - 1:
+                break  # (none found that is not then ended)
+            leader = proc.stat(session)
+            if leader is not None and not leader.dead:
+                break  # its number taken again: not to be looked into
+            born_from = min(m.start_ticks for m in hit)
+            members = [m for m in proc.session_members(session) if m.pid not in seen
+                       and born_from <= m.start_ticks <= signalled_at]  # fmt: skip
+            if not members:
+                break
+            seen.update(m.pid for m in members)
+            later += [m.pid for m in members]
+        return tuple(later)
 
     def start(
         self,

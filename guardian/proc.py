@@ -374,11 +374,22 @@ def session_members(session: int) -> list[Member]:
 
 def end_members(members: list[Member], sig: int, wait: float) -> list[int]:
     """End ``members``: ``sig`` to all, then SIGKILL to what remains; the pids that were hit."""
+    hit = signal_members(members, sig)
+    finish_members(hit, wait)
+    return [m.pid for m in hit]
+
+
+def signal_members(members: list[Member], sig: int) -> list[Member]:
+    """``sig`` (and SIGCONT, for a stopped one) to each of ``members``; those it reached."""
     hit = [m for m in members if signal_if_same(m.pid, m.start_ticks, sig)]
     for m in hit:
         signal_if_same(m.pid, m.start_ticks, signal.SIGCONT)
+    return hit
+
+
+def finish_members(hit: list[Member], wait: float) -> None:
+    """Wait up to ``wait`` for ``hit`` (signalled) to be gone; SIGKILL what remains."""
     deadline = time.monotonic() + wait
     for m in hit:
         if not wait_gone(m.pid, m.start_ticks, max(0.0, deadline - time.monotonic())):
             signal_if_same(m.pid, m.start_ticks, signal.SIGKILL)
-    return [m.pid for m in hit]

@@ -157,3 +157,63 @@ def test_a_target_that_did_not_lead_its_session_leaves_its_session_alone(g: Guar
     assert alive(child)
     assert shell.poll() is None  # the shell, in that session, never signalled
     assert Path(f"/proc/{shell.pid}").exists()
+
+
+# The target: leads its session, and leaves a forker there (its own command line, not the
+# target's) that, once the target is dead, forks a child every millisecond (as a pre-fork
+# server's master replaces its workers), for three seconds at most; each child is a sleep.
+FORKER = r"""
+import os, sys, time
+parent = os.getppid()
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+while os.getppid() == parent:
+    time.sleep(0.005)
+end = time.monotonic() + 3
+while time.monotonic() < end:
+    if os.fork() == 0:
+        os.execv("/bin/sleep", ["sleep", "60"])
+    time.sleep(0.001)
+"""
+FORKER_TARGET = f"""
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", {FORKER!r}, sys.argv[1]])
+time.sleep(300)
+"""
+
+
+def test_what_a_forker_left_while_it_was_being_ended_is_ended_too(g: Guardian) -> None:
+    """A leftover that forks while guardian looks at the session: its children born after
+    the look were left running (a target forking every few ms beat the scan). The session
+    is looked at again, and what was born while a member just ended still lived is ended
+    too: nothing of it is left."""
+    from guardian import proc
+
+    script = g.tmp / "forker.py"
+    script.write_text(FORKER_TARGET)
+    forker_pidfile = g.tmp / "forker.pid"
+    g.configure(command=[sys.executable, str(script), str(forker_pidfile)], start_grace="0.1s")
+    assert g.check().rc == 0
+    leader = g.pid()
+    g.track()
+    forker = wait_for(lambda: forker_pidfile.exists() and int(forker_pidfile.read_text()))
+    g.reaper.track(forker)
+    try:
+        time.sleep(1.2)  # seen alive by guardian after the forker started: provably its own
+        assert g.check().rc == 0
+        os.kill(leader, signal.SIGKILL)
+        wait_for(lambda: not alive(leader), what="the target to die")
+        time.sleep(0.2)  # the forker is at it
+        result = g.check()
+        g.track()
+        assert result.rc == 0, result.stderr
+        record = g.audit()[-1]
+        assert record["action"] == "started"
+        left = [m.pid for m in proc.session_members(leader)]
+        assert left == [], f"{len(left)} of the forker's children left running"
+        assert len(record["orphans"]) > 1  # the forker and its children, all of them ended
+        assert f"ended {len(record['orphans'])} process(es)" in record["reason"]
+    finally:
+        for member in proc.session_members(leader):  # the test's own, by their session
+            g.reaper.track(member.pid)
