@@ -158,7 +158,7 @@ def test_the_role_installs_guardian_and_a_second_run_changes_nothing(
     assert echo is not None
     targets = {
         "sleep.er": {  # a dotted name: a quoted key in TOML, not a nested table
-            "command": [sleep, "300"],
+            "command": [sleep, "300.017"],  # its own: never a bystander's sleep 300
             "start_grace": "0.2s",
             "env": {"PATH": "/usr/bin:/bin", "ODD.NAME": TRICKY[0]},
             "on_failure": [echo, *TRICKY],

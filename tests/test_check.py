@@ -534,7 +534,7 @@ def test_one_targets_missing_program_does_not_keep_the_others_down(g: Guardian) 
     fields = {"pidfile": str(g.pidfile), "start_grace": "0.3s", "on_failure": [str(notify)]}
     write_config(g.config_path, {"state_dir": str(g.state)}, {
         "super": {"command": g.command, **fields},
-        "other": {"command": [str(gone), "300"], "pidfile": str(g.tmp / "other.pid")},
+        "other": {"command": [str(gone), "300.019"], "pidfile": str(g.tmp / "other.pid")},
     })  # fmt: skip
     gone.symlink_to("/bin/sleep")
     assert g.check().rc == 0

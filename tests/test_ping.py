@@ -368,7 +368,7 @@ def test_a_check_ended_by_sigterm_with_every_target_running_pings_success(
 def test_a_run_that_used_up_its_time_still_pings_fail(g: Guardian, monitor: Monitor) -> None:
     # A target that never becomes ready (it writes no pidfile): the run's own 2 s run out.
     g.configure(
-        command=["/bin/sleep", "30"],
+        command=["/bin/sleep", "30.023"],  # its own: a bystander's sleep 30 is adopted
         daemonizes=True,
         guardian={"ping_url": monitor.url, "ping_timeout": "3s", "timeout": "2s"},
     )
