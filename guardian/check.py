@@ -47,6 +47,26 @@ _HOOK_OF: dict[HookEvent, str] = {
 _SESSION_ROUNDS = 5
 
 
+def _born_while_held(
+    found: list[proc.Member], spans: list[tuple[int, int]], looked: int
+) -> list[proc.Member]:
+    """Those of ``found`` (members of the session, alive in it at tick ``looked`` or later)
+    born while one of its own was alive in it: a start tick strictly between the start of
+    one and a tick it was seen alive in (``spans``; ticks are a hundredth of a second, so
+    the same tick proves nothing). A process never rejoins a session it left, so one found
+    in it now has been in it since its birth: each one proven is a span too (start to
+    ``looked``), and may prove a sibling born in the tick its parent was last seen."""
+    proven: list[proc.Member] = []
+    left = list(found)
+    while True:
+        more = [m for m in left if any(a < m.start_ticks < b for a, b in spans)]
+        if not more:
+            return proven
+        proven += more
+        spans += [(m.start_ticks, looked) for m in more]
+        left = [m for m in left if m not in more]
+
+
 def _current(found: Found, *, ready: bool) -> state.Current:
     """``found`` as the state file remembers it, seen alive now."""
     return state.Current(found.pid, found.start_ticks, found.session, ready, state.now(),
@@ -554,46 +574,53 @@ class Guard:
             return pids, f"; {lost}: left {len(pids)} process(es) it left behind alone"
         self.run.step(f"ending what pid {pid} left behind")
         wait = min(self.target.stop_timeout, self.run.remaining() / 2)
-        pids += self._end_session(pid, members, wait)
-        return pids, f"; ended {len(pids)} process(es) it left behind"
+        later, unproven = self._end_session(pid, members, wait)
+        pids += later
+        unsaid = (f"; {unproven} more in its old session, born as it was ended, not "
+                  "provably its own: left alone") if unproven else ""  # fmt: skip
+        return pids, f"; ended {len(pids)} process(es) it left behind{unsaid}"
 
     def _end_session(
         self, session: int, members: list[proc.Member], wait: float
-    ) -> tuple[int, ...]:
-        """End ``members`` of ``session`` (all of them proven its own), within ``wait``; the
-        pids of the members found after them (and ended too).
+    ) -> tuple[tuple[int, ...], int]:
+        """End ``members`` of ``session`` (all of them proven its own), within ``wait``: the
+        pids of the members found after them (and ended too), and how many more are in the
+        session, not provably its own (left alone).
 
-        One that forked while the look went on (a pre-fork server's master, a target that
-        forks every few ms) has children the look did not see. So the session is looked at
-        again, up to _SESSION_ROUNDS times: a new member is ended only if it was born after
-        the first start among the members just signalled and no later than the tick in
-        which the last of them was found alive and signalled. The session's number was
-        held all that while, so it could not have been anyone else's (to be another's, its
+        One that forked while the look went on, or while it was ending (a pre-fork server's
+        master replaces its workers), has children the look did not see. So the session
+        is looked at again, up to _SESSION_ROUNDS times, and a new member is ended only if
+        it was born while the session's number was held by one of its own
+        (``_born_while_held``): then it could not have been anyone else's (to be another's,
         every member must be gone and a stranger must get the leader's very pid and call
-        setsid; a live leader stops the rounds).
+        setsid).
         """
         deadline = time.monotonic() + wait
-        seen = {m.pid for m in members}
+        seen = {(m.pid, m.start_ticks) for m in members}
         later: list[int] = []
-        for round_ in range(_SESSION_ROUNDS):
-            hit = proc.signal_members(members, self.target.stop_signal)
-            # Each reached alive as it was signalled: what was born until now (to the tick,
-            # a hundredth of a second) was born while the session's number was held.
-            signalled_at = proc.ticks(state.now())
-            proc.finish_members(hit, max(0.0, deadline - time.monotonic()))
-            if not hit or round_ == _SESSION_ROUNDS - 1:
-                break  # (none found that is not then ended)
-            leader = proc.stat(session)
-            if leader is not None and not leader.dead:
-                break  # its number taken again: not to be looked into
-            born_from = min(m.start_ticks for m in hit)
-            members = [m for m in proc.session_members(session) if m.pid not in seen
-                       and born_from <= m.start_ticks <= signalled_at]  # fmt: skip
+        # (start, tick): one of its own lived in the session from its start until at least
+        # that tick, so the session's number was held all the while.
+        spans: list[tuple[int, int]] = []
+        for _ in range(_SESSION_ROUNDS):
+            hit, seen_at = proc.signal_members(members, self.target.stop_signal, session)
+            alive_at = proc.finish_members(hit, seen_at, session,
+                                           max(0.0, deadline - time.monotonic()))  # fmt: skip
+            spans += [(m.start_ticks, at) for m, at in alive_at.items()]
+            looked = proc.ticks(state.now())  # each found below is alive in it now, or later
+            found = [m for m in proc.session_members(session)
+                     if (m.pid, m.start_ticks) not in seen]  # fmt: skip
+            members = _born_while_held(found, spans, looked)
             if not members:
                 break
-            seen.update(m.pid for m in members)
+            seen.update((m.pid, m.start_ticks) for m in members)
             later += [m.pid for m in members]
-        return tuple(later)
+        else:
+            # The last round's finds were signalled by no round: ended after all, here.
+            hit, seen_at = proc.signal_members(members, self.target.stop_signal, session)
+            proc.finish_members(hit, seen_at, session, max(0.0, deadline - time.monotonic()))
+        unproven = [m for m in proc.session_members(session)
+                    if (m.pid, m.start_ticks) not in seen]  # fmt: skip
+        return tuple(later), len(unproven)
 
     def start(
         self,

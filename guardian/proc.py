@@ -372,24 +372,59 @@ def session_members(session: int) -> list[Member]:
     return members
 
 
-def end_members(members: list[Member], sig: int, wait: float) -> list[int]:
-    """End ``members``: ``sig`` to all, then SIGKILL to what remains; the pids that were hit."""
-    hit = signal_members(members, sig)
-    finish_members(hit, wait)
-    return [m.pid for m in hit]
-
-
-def signal_members(members: list[Member], sig: int) -> list[Member]:
-    """``sig`` (and SIGCONT, for a stopped one) to each of ``members``; those it reached."""
-    hit = [m for m in members if signal_if_same(m.pid, m.start_ticks, sig)]
+def signal_members(
+    members: list[Member], sig: int, session: int
+) -> tuple[list[Member], dict[Member, int]]:
+    """``sig`` (and SIGCONT, for a stopped one) to each of ``members``: those it reached;
+    and for each seen alive in ``session`` just before, the clock tick in which it was
+    (read before the look, as in ``finish_members``)."""
+    hit: list[Member] = []
+    alive_at: dict[Member, int] = {}
+    for m in members:
+        at = ticks(now())
+        st = stat(m.pid)
+        if signal_if_same(m.pid, m.start_ticks, sig):
+            hit.append(m)
+            if st is not None and st.start_ticks == m.start_ticks and st.session == session:
+                alive_at[m] = at
     for m in hit:
         signal_if_same(m.pid, m.start_ticks, signal.SIGCONT)
-    return hit
+    return hit, alive_at
 
 
-def finish_members(hit: list[Member], wait: float) -> None:
-    """Wait up to ``wait`` for ``hit`` (signalled) to be gone; SIGKILL what remains."""
+# How often a signalled session's members are looked at while they end.
+_MEMBER_POLL = 0.01
+
+
+def finish_members(
+    hit: list[Member], alive_at: dict[Member, int], session: int, wait: float
+) -> dict[Member, int]:
+    """Wait up to ``wait`` for ``hit`` (signalled) to be gone; SIGKILL what remains. For
+    each, the last clock tick in which it was seen alive and still in ``session`` (the
+    tick is read before the look: it was alive then, or later), ``alive_at`` brought up
+    to date; absent if never seen so.
+
+    What was born in an earlier tick than that, and after it started, was born while the
+    session's number was held by it."""
     deadline = time.monotonic() + wait
-    for m in hit:
-        if not wait_gone(m.pid, m.start_ticks, max(0.0, deadline - time.monotonic())):
-            signal_if_same(m.pid, m.start_ticks, signal.SIGKILL)
+    alive_at = dict(alive_at)
+    left = list(hit)
+    while True:
+        still = []
+        for m in left:
+            at = ticks(now())
+            st = stat(m.pid)
+            if st is None or st.start_ticks != m.start_ticks or st.dead:
+                continue  # gone
+            if st.session == session:
+                alive_at[m] = at
+            still.append(m)  # (one that left the session by setsid is no longer proof)
+        left = still
+        if not left:
+            return alive_at
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(_MEMBER_POLL)
+    for m in left:
+        signal_if_same(m.pid, m.start_ticks, signal.SIGKILL)
+    return alive_at
