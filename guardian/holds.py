@@ -163,7 +163,7 @@ def _parse(path: Path, name: str, data: bytes) -> Hold:
             None if until is None else _parse_wall(until),
             _one_line(reason, MAX_REASON),
         )
-
+        hold.to_dict()  # its times as every record shows them: not past year 9999 once rounded
     except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as e:
         raise HoldError(f"hold file {path} is not one guardian wrote ({e})") from None
     return hold

@@ -369,3 +369,17 @@ def test_a_records_hold_says_its_end_to_the_millisecond(tmp_path: Path) -> None:
     assert abs(holds._parse_wall(shown["until"]) - hold.until) < 0.001
     assert abs(holds._parse_wall(shown["at"]) - hold.at) < 0.001
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", shown["until"])
+
+
+@pytest.mark.parametrize("field", ["until", "at"])
+def test_a_time_that_cannot_be_shown_is_not_believed(tmp_path: Path, field: str) -> None:
+    """A hand-edited hold of 9999-12-31T23:59:59.999999Z rounds to year 10000 when a record
+    shows it: every check then wrote an internal error, and status exited 3 with a traceback
+    (the hostile review). Not a hold guardian wrote: not believed, said once."""
+    holds.write(tmp_path, holds.make("agent", seconds=60, reason="x"))
+    path = hold_file(tmp_path)
+    data = json.loads(path.read_text())
+    data[field] = "9999-12-31T23:59:59.999999Z"
+    path.write_text(json.dumps(data))
+    with pytest.raises(HoldError, match="year 10000 is out of range"):
+        holds.read(tmp_path, "agent")
