@@ -61,8 +61,8 @@ _SERIES = (
     ("guardian_target_up", "gauge", "1 if the target's process is running."),
     ("guardian_target_healthy", "gauge", "1 if the target is running and no probe is failing."),
     ("guardian_target_held", "gauge", "1 if the target is held down (guardian stop)."),
-    ("guardian_target_held_since_timestamp_seconds", "gauge",
-     "When the hold on the target was set (only while it is held)."),
+    ("guardian_target_held_seconds", "gauge",
+     "How long the target has been held, by this host's clock (only while it is held)."),
     ("guardian_target_gave_up", "gauge",
      "1 while guardian has given up on the target (crash loop; until its window ends)."),
     ("guardian_target_watched", "gauge", "1 while a guardian watches the target (check --watch)."),
@@ -92,7 +92,7 @@ class TargetFacts(NamedTuple):
     up: bool
     healthy: bool
     held: bool
-    held_since: float | None  # when the hold was set (wall clock), while held
+    held_for: float | None  # how long it has been held (this host's clock), while held
     gave_up: bool
     watched: bool
     starts: dict[str, int]
@@ -175,7 +175,9 @@ def target_facts(
         up=up,
         healthy=up and st.probe_failures == 0,
         held=holding,
-        held_since=hold.at if hold is not None and holding else None,
+        # Both ends on this host's clock, so Prometheus's own (skewed, say) never enters it;
+        # a hold set "in the future" (the clock stepped back since) is held for 0 so far.
+        held_for=max(0.0, wall - hold.at) if hold is not None and holding else None,
         gave_up=gave_up,
         watched=_watched(settings.lock_dir, target.name, os.geteuid(), watching=watching),
         starts={
@@ -212,8 +214,8 @@ def render(config: Config, run: RunFacts) -> str:
         add("guardian_target_up", t, f.up)
         add("guardian_target_healthy", t, f.healthy)
         add("guardian_target_held", t, f.held)
-        if f.held_since is not None:  # a day's hold is alerted on from this, exactly
-            add("guardian_target_held_since_timestamp_seconds", t, round(f.held_since, 3))
+        if f.held_for is not None:  # a day's hold is alerted on from this, exactly
+            add("guardian_target_held_seconds", t, round(f.held_for, 3))
         add("guardian_target_gave_up", t, f.gave_up)
         add("guardian_target_watched", t, f.watched)
         for cause in CAUSES:
