@@ -55,7 +55,8 @@ def _born_while_held(
     one and a tick it was seen alive in (``spans``; ticks are a hundredth of a second, so
     the same tick proves nothing). A process never rejoins a session it left, so one found
     in it now has been in it since its birth: each one proven is a span too (start to
-    ``looked``), and may prove a sibling born in the tick its parent was last seen."""
+    ``looked``, added to ``spans``), and may prove a sibling born in the tick its parent
+    was last seen."""
     proven: list[proc.Member] = []
     left = list(found)
     while True:
