@@ -68,9 +68,14 @@ def _born_while_held(
         left = [m for m in left if m not in more]
 
 
+def _seen(found: Found) -> float:
+    """When ``found`` was seen alive: read before the look (``Found.seen``)."""
+    return found.seen or state.now()
+
+
 def _current(found: Found, *, ready: bool) -> state.Current:
     """``found`` as the state file remembers it, seen alive now."""
-    return state.Current(found.pid, found.start_ticks, found.session, ready, state.now(),
+    return state.Current(found.pid, found.start_ticks, found.session, ready, _seen(found),
                          exe=found.exe)  # fmt: skip
 
 
@@ -377,7 +382,7 @@ class Guard:
     def alive(self, found: Found, *, note: str = "", adopted: str | None = None) -> AuditRecord:
         """The target runs: learn from it (first sight included), and probe it."""
         self.st = state.seen_alive(self.st, found.pid, found.start_ticks, found.session,
-                                   state.now(), self.target.restart, found.exe)  # fmt: skip
+                                   _seen(found), self.target.restart, found.exe)  # fmt: skip
         action: Action = "adopted" if adopted is not None else "ok"
         evidence = adopted if adopted is not None else f"running: {note}{found.evidence}"
         health = self.target.health
@@ -431,7 +436,7 @@ class Guard:
         if again[:2] != found[:2]:  # another process now (another run restarted it)
             self.pid = again.pid
             self.st = state.seen_alive(self.st, again.pid, again.start_ticks, again.session,
-                                       state.now(), self.target.restart, again.exe)  # fmt: skip
+                                       _seen(again), self.target.restart, again.exe)  # fmt: skip
             self.save()
             return self.record("ok", f"running: {again.evidence} (pid {found.pid}, which "
                                f"failed its probes, is gone: {why})")  # fmt: skip
@@ -561,8 +566,11 @@ class Guard:
         members = proc.session_members(pid)
         if not members:
             return (), ""
+        # Started in a clock tick before the one it was last seen alive in (read before the
+        # look): started while it lived, so in its session, not in one a stranger who got
+        # its pid could have made since (the same tick proves nothing).
         seen = proc.ticks(current.last_seen)
-        proven = [m for m in members if current.start_ticks <= m.start_ticks <= seen]
+        proven = [m for m in members if current.start_ticks <= m.start_ticks < seen]
         if not proven:
             shown = ", ".join(str(m.pid) for m in members)
             return (), (f"; pid(s) {shown} in its old session started after it was last seen "
@@ -863,7 +871,7 @@ class Guard:
             self.pid = self.old_pid = found.pid
             # Learn it first, so that what it leaves behind is known.
             self.st = state.seen_alive(self.st, found.pid, found.start_ticks, found.session,
-                                       state.now(), self.target.restart, found.exe)  # fmt: skip
+                                       _seen(found), self.target.restart, found.exe)  # fmt: skip
             if what == "start":
                 self.save()
                 return self.record("ok", f"started by hand: already running, "

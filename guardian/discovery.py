@@ -38,6 +38,9 @@ class Found(NamedTuple):
     evidence: str
     session: int = 0
     exe: str = ""  # the program it runs, as /proc/PID/exe says
+    # When it was seen alive (CLOCK_BOOTTIME), read just before the look that saw it: what
+    # started in an earlier clock tick started while it lived (see Guard.leftovers).
+    seen: float = 0.0
 
 
 class Missing(NamedTuple):
@@ -375,6 +378,7 @@ def inspect(
             return f"pid {pid} is a kernel thread ({before.comm}), never a target"
         uid = proc.real_uid(pid)
         cmdline = proc.cmdline(pid, before)
+        seen = proc.now()
         after = proc.stat(pid)
         if uid is None or cmdline is None or after is None:
             return f"pid {pid} is not running"
@@ -410,7 +414,7 @@ def inspect(
     if not_after is not None and create_time > not_after + START_TOLERANCE:
         return f"pid {pid} started after the pidfile was written: another process (pid reused)"
     found = Found(pid, after.start_ticks, create_time, "pidfile", f"pid {pid}", after.session)
-    return found._replace(exe=exe or "")
+    return found._replace(exe=exe or "", seen=seen)
 
 
 _SHOWN = 200  # of a command line in a record: a stranger's argv can be megabytes

@@ -372,23 +372,35 @@ def session_members(session: int) -> list[Member]:
     return members
 
 
+def _in(session: int) -> Callable[[int], bool]:
+    """A ``verify`` for ``signal_if_same``: the process is (still) in ``session``. With the
+    pid pinned, and its start tick checked: one that has that pid and start tick and is in
+    the session was born while the session's number was held (a stranger could reuse a
+    member's pid within its start tick, but not join its session)."""
+
+    def check(pid: int) -> bool:
+        st = stat(pid)
+        return st is not None and st.session == session
+
+    return check
+
+
 def signal_members(
     members: list[Member], sig: int, session: int
 ) -> tuple[list[Member], dict[Member, int]]:
-    """``sig`` (and SIGCONT, for a stopped one) to each of ``members``: those it reached;
-    and for each seen alive in ``session`` just before, the clock tick in which it was
-    (read before the look, as in ``finish_members``)."""
+    """``sig`` (and SIGCONT, for a stopped one) to each of ``members`` still in ``session``:
+    those it reached, each with the clock tick in which it was seen alive there (read
+    before the look, as in ``finish_members``)."""
     hit: list[Member] = []
     alive_at: dict[Member, int] = {}
+    verify = _in(session)
     for m in members:
         at = ticks(now())
-        st = stat(m.pid)
-        if signal_if_same(m.pid, m.start_ticks, sig):
+        if signal_if_same(m.pid, m.start_ticks, sig, verify):
             hit.append(m)
-            if st is not None and st.start_ticks == m.start_ticks and st.session == session:
-                alive_at[m] = at
+            alive_at[m] = at
     for m in hit:
-        signal_if_same(m.pid, m.start_ticks, signal.SIGCONT)
+        signal_if_same(m.pid, m.start_ticks, signal.SIGCONT, verify)
     return hit, alive_at
 
 
@@ -425,6 +437,7 @@ def finish_members(
         if time.monotonic() >= deadline:
             break
         time.sleep(_MEMBER_POLL)
+    verify = _in(session)
     for m in left:
-        signal_if_same(m.pid, m.start_ticks, signal.SIGKILL)
+        signal_if_same(m.pid, m.start_ticks, signal.SIGKILL, verify)
     return alive_at
