@@ -453,6 +453,14 @@ for i in range(attempts):
         end(leader, int(open(f"{d}/agent.pid").read()))
         s.kill()
         s.wait()
+        for line in log.splitlines():  # B, if still there: the scene's own, ended by its pid
+            if line.endswith("(got the pid)"):
+                b = int(line.split("; B ")[1].split()[0])
+                try:
+                    os.kill(b, signal.SIGKILL)
+                    os.waitpid(b, 0)  # (re-parented to this subreaper when S ended)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
         if "(got the pid)" in log:
             print(json.dumps({"got": True, "signalled": "got signal" in log, "log": log,
                               "reason": record["reason"]}))
