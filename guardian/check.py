@@ -563,6 +563,7 @@ class Guard:
             # The pid is alive again: either the old target under another command line
             # (not ours to signal) or a new process that reused the id. Neither is debris.
             return (), ""
+        looked = proc.ticks(state.now())  # each member found is alive in it now, or later
         members = proc.session_members(pid)
         if not members:
             return (), ""
@@ -575,6 +576,10 @@ class Guard:
             shown = ", ".join(str(m.pid) for m in members)
             return (), (f"; pid(s) {shown} in its old session started after it was last seen "
                         "alive, so are not provably its own: left alone")  # fmt: skip
+        # And what was born while one of those lived (the session's number held by it).
+        rest = [m for m in members if m not in proven]
+        members = proven + _born_while_held(rest, [(m.start_ticks, looked) for m in proven],
+                                            looked)  # fmt: skip
         pids = tuple(m.pid for m in members)
         if self.target.orphans == "keep":
             return pids, f"; kept {len(pids)} process(es) it left behind"
@@ -585,8 +590,8 @@ class Guard:
         wait = min(self.target.stop_timeout, self.run.remaining() / 2)
         later, unproven = self._end_session(pid, members, wait)
         pids += later
-        unsaid = (f"; {unproven} more in its old session, born as it was ended, not "
-                  "provably its own: left alone") if unproven else ""  # fmt: skip
+        unsaid = (f"; {unproven} more in its old session, not provably its own (born after "
+                  "the last of its own was seen): left alone") if unproven else ""  # fmt: skip
         return pids, f"; ended {len(pids)} process(es) it left behind{unsaid}"
 
     def _end_session(

@@ -371,8 +371,8 @@ def test_a_strangers_session_of_the_same_number_born_in_the_same_tick_is_left_al
     record = g.audit()[-1]
     assert record["action"] == "started"
     assert seen["stranger"] not in record["orphans"]
-    # (Said as "1 more in its old session, ... not provably its own: left alone" when it was
-    # there by guardian's last look, which it may not be.)
+    # (Said as "1 more in its old session, not provably its own (...): left alone" when it
+    # was there by guardian's last look, which it may not be.)
 
 
 # --- what the third hostile review of the rounds found: a stranger within one clock tick ---
