@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,9 @@ from conftest import Guardian, alive, wait_for
 # Runs the scene in a process of its own that is a child subreaper: the orphaned target
 # is re-parented to it (this machine's pid 1 never reaps), so its pid can be freed and
 # handed out again, on purpose, through /proc/sys/kernel/ns_last_pid.
-REUSE = r"""
+# The start of a scene: in a child subreaper, guardian starts the target (config and
+# pidfile from argv); ``leader`` is its pid.
+SCENE = r"""
 import ctypes, json, os, signal, subprocess, sys, time
 config, pidfile = sys.argv[1], sys.argv[2]
 libc = ctypes.CDLL(None, use_errno=True)
@@ -32,6 +35,10 @@ assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
 check = [sys.executable, "-m", "guardian", "check", "--config", config]
 subprocess.run(check, check=True, capture_output=True)
 leader = int(open(pidfile).read())
+"""
+REUSE = (
+    SCENE
+    + r"""
 time.sleep(1.2)  # what starts from now on started after guardian last saw the target
 os.kill(leader, signal.SIGKILL)
 os.waitpid(leader, 0)  # reaped: its pid is free again
@@ -64,21 +71,29 @@ print(json.dumps({"leader": leader, "member": member, "rc": done.returncode,
                   "member_alive": state not in ("Z", "X"), "stderr": done.stderr}))
 os.kill(member, signal.SIGKILL)
 """
+)
 
 
-def test_a_reused_pid_s_session_is_not_the_dead_targets(g: Guardian) -> None:
+def play(g: Guardian, scene: str) -> dict[str, Any]:
+    """Run ``scene`` (a script that picks pids: REUSE, SAME_TICK) with this config and
+    pidfile; what it printed (the test is skipped if it could not get the pid back)."""
     if not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
         pytest.skip("cannot choose the next pid here")
-    scene = subprocess.run(
-        [sys.executable, "-c", REUSE, str(g.config_path), str(g.pidfile)],
+    done = subprocess.run(
+        [sys.executable, "-c", scene, str(g.config_path), str(g.pidfile)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     g.track()
-    assert scene.returncode == 0, scene.stderr
-    seen = json.loads(scene.stdout)
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, Any] = json.loads(done.stdout)
     if "skip" in seen:
         pytest.skip(seen["skip"])
     assert seen["rc"] == 0, seen["stderr"]
+    return seen
+
+
+def test_a_reused_pid_s_session_is_not_the_dead_targets(g: Guardian) -> None:
+    seen = play(g, REUSE)
     assert seen["member_alive"]  # a stranger in a session with the old number: untouched
     record = g.audit()[-1]
     assert record["action"] == "started"
@@ -184,40 +199,49 @@ time.sleep(300)
 """
 
 
+def end_with_a_leftover(
+    g: Guardian, target: str, name: str, settle: float = 0.0, **fields: object
+) -> tuple[dict[str, Any], list[int]]:
+    """Run ``target`` (whose leftover writes its pid to NAME.pid), let guardian see it
+    alive, kill the target, wait ``settle``, and check: the record, and the pids still in
+    its old session (the test's own: ended by their pids after)."""
+    from guardian import proc
+
+    script = g.tmp / f"{name}.py"
+    script.write_text(target)
+    pidfile = g.tmp / f"{name}.pid"
+    g.configure(command=[sys.executable, str(script), str(pidfile)], start_grace="0.1s",
+                **fields)  # fmt: skip
+    assert g.check().rc == 0
+    leader = g.pid()
+    g.track()
+    g.reaper.track(wait_for(lambda: pidfile.exists() and int(pidfile.read_text())))
+    try:
+        time.sleep(1.2)  # seen alive by guardian after the leftover started: provably its own
+        assert g.check().rc == 0
+        os.kill(leader, signal.SIGKILL)
+        wait_for(lambda: not alive(leader), what="the target to die")
+        time.sleep(settle)
+        result = g.check()
+        g.track()
+        assert result.rc == 0, result.stderr
+        record: dict[str, Any] = g.audit()[-1]
+        assert record["action"] == "started"
+        return record, [m.pid for m in proc.session_members(leader)]
+    finally:
+        for member in proc.session_members(leader):
+            g.reaper.track(member.pid)
+
+
 def test_what_a_forker_left_while_it_was_being_ended_is_ended_too(g: Guardian) -> None:
     """A leftover that forks while guardian looks at the session: its children born after
     the look were left running (a target forking every few ms beat the scan). The session
     is looked at again, and what was born while a member just ended still lived is ended
     too: nothing of it is left."""
-    from guardian import proc
-
-    script = g.tmp / "forker.py"
-    script.write_text(FORKER_TARGET)
-    forker_pidfile = g.tmp / "forker.pid"
-    g.configure(command=[sys.executable, str(script), str(forker_pidfile)], start_grace="0.1s")
-    assert g.check().rc == 0
-    leader = g.pid()
-    g.track()
-    forker = wait_for(lambda: forker_pidfile.exists() and int(forker_pidfile.read_text()))
-    g.reaper.track(forker)
-    try:
-        time.sleep(1.2)  # seen alive by guardian after the forker started: provably its own
-        assert g.check().rc == 0
-        os.kill(leader, signal.SIGKILL)
-        wait_for(lambda: not alive(leader), what="the target to die")
-        time.sleep(0.2)  # the forker is at it
-        result = g.check()
-        g.track()
-        assert result.rc == 0, result.stderr
-        record = g.audit()[-1]
-        assert record["action"] == "started"
-        left = [m.pid for m in proc.session_members(leader)]
-        assert left == [], f"{len(left)} of the forker's children left running"
-        assert len(record["orphans"]) > 1  # the forker and its children, all of them ended
-        assert f"ended {len(record['orphans'])} process(es)" in record["reason"]
-    finally:
-        for member in proc.session_members(leader):  # the test's own, by their session
-            g.reaper.track(member.pid)
+    record, left = end_with_a_leftover(g, FORKER_TARGET, "forker", settle=0.2)
+    assert left == [], f"{len(left)} of the forker's children left running"
+    assert len(record["orphans"]) > 1  # the forker and its children, all of them ended
+    assert f"ended {len(record['orphans'])} process(es)" in record["reason"]
 
 
 # A pre-fork master left behind (its own command line): keeps 3 workers (sleeps); on
@@ -258,51 +282,52 @@ time.sleep(300)
 
 
 def test_workers_a_master_replaced_while_it_shut_down_are_ended_too(g: Guardian) -> None:
-    from guardian import proc
+    record, left = end_with_a_leftover(g, MASTER_TARGET, "master", stop_timeout="3s")
+    assert left == [], f"{len(left)} workers left running"
+    # The master, its 3 workers, and those it started while it shut down.
+    assert len(record["orphans"]) > 4
+    assert f"ended {len(record['orphans'])} process(es) it left behind; ready" in (
+        record["reason"])  # fmt: skip
 
-    script = g.tmp / "master.py"
-    script.write_text(MASTER_TARGET)
-    master_pidfile = g.tmp / "master.pid"
-    g.configure(command=[sys.executable, str(script), str(master_pidfile)],
-                start_grace="0.1s", stop_timeout="3s")  # fmt: skip
-    assert g.check().rc == 0
-    leader = g.pid()
-    g.track()
-    master = wait_for(lambda: master_pidfile.exists() and int(master_pidfile.read_text()))
-    g.reaper.track(master)
-    try:
-        time.sleep(1.2)  # seen alive by guardian after the master started: provably its own
-        assert g.check().rc == 0
-        os.kill(leader, signal.SIGKILL)
-        wait_for(lambda: not alive(leader), what="the target to die")
-        result = g.check()
-        g.track()
-        assert result.rc == 0, result.stderr
-        record = g.audit()[-1]
-        assert record["action"] == "started"
-        left = [m.pid for m in proc.session_members(leader)]
-        assert left == [], f"{len(left)} workers left running"
-        # The master, its 3 workers, and those it started while it shut down.
-        assert len(record["orphans"]) > 4
-        assert f"ended {len(record['orphans'])} process(es) it left behind; ready" in (
-            record["reason"])  # fmt: skip
-    finally:
-        for member in proc.session_members(leader):  # the test's own, by their session
-            g.reaper.track(member.pid)
+
+# For the scenes below: a stranger (outside any of the target's sessions) takes the dead
+# leader's pid back through ns_last_pid, calls setsid, starts a sleep (on a pid no member
+# had) and exits. Returns the pid it got and its child's pid (None: it did not get it).
+STRANGER = r"""
+import os
+
+
+def stranger(leader):
+    r, w = os.pipe()
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(leader - 1))
+    pid = os.fork()
+    if pid == 0:
+        if os.getpid() == leader:
+            os.setsid()
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(leader + 200))
+            child = os.fork()
+            if child == 0:
+                os.execv("/bin/sleep", ["sleep", "60"])
+            os.write(w, str(child).encode())
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 32)
+    os.close(r)
+    os.waitpid(pid, 0)
+    return pid, int(got) if got else None
+"""
 
 
 # The dead target's only leftover dies on guardian's SIGTERM; within the same clock tick
 # (a hundredth of a second) a stranger gets the dead leader's pid, calls setsid, starts a
 # child and exits: the child is in a session of the old number, born after the last of
 # the target's own was seen alive. Run in a child subreaper, as REUSE is.
-SAME_TICK = r"""
-import ctypes, json, os, signal, subprocess, sys, time
-config, pidfile = sys.argv[1], sys.argv[2]
-libc = ctypes.CDLL(None, use_errno=True)
-assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-check = [sys.executable, "-m", "guardian", "check", "--config", config]
-subprocess.run(check, check=True, capture_output=True)
-leader = int(open(pidfile).read())
+SAME_TICK = (
+    STRANGER
+    + SCENE
+    + r"""
 time.sleep(1.2)
 subprocess.run(check, check=True, capture_output=True)
 member = int(open(pidfile + ".child").read())
@@ -310,35 +335,18 @@ os.kill(leader, signal.SIGKILL)
 os.waitpid(leader, 0)
 run = subprocess.Popen(check, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 os.waitpid(member, 0)  # ended by guardian's SIGTERM, and reaped: the session is free
-r, w = os.pipe()
-with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-    f.write(str(leader - 1))
-pid = os.fork()
-if pid == 0:
-    if os.getpid() == leader:
-        os.setsid()
-        with open("/proc/sys/kernel/ns_last_pid", "w") as f:  # not the dead member's pid
-            f.write(str(leader + 200))
-        child = os.fork()
-        if child == 0:
-            os.execv("/bin/sleep", ["sleep", "60"])
-        os.write(w, str(child).encode())
-    os._exit(0)
-os.close(w)
-got = os.read(r, 32)
-os.close(r)
-os.waitpid(pid, 0)
+pid, child = stranger(leader)
 out, err = run.communicate(timeout=60)
-if pid != leader:
+if pid != leader or child is None:
     print(json.dumps({"skip": "could not get the pid back"}))
     sys.exit(0)
-stranger = int(got)
 time.sleep(0.3)
-state = open(f"/proc/{stranger}/stat").read().split(")")[-1].split()[0]
-print(json.dumps({"stranger": stranger, "alive": state not in ("Z", "X"), "rc": run.returncode,
+state = open(f"/proc/{child}/stat").read().split(")")[-1].split()[0]
+print(json.dumps({"stranger": child, "alive": state not in ("Z", "X"), "rc": run.returncode,
                   "stderr": err}))
-os.kill(stranger, signal.SIGKILL)
+os.kill(child, signal.SIGKILL)
 """
+)
 LEAVES_A_CHILD = r"""
 import subprocess, sys, time
 child = subprocess.Popen(["/bin/sleep", "60"])
@@ -351,22 +359,11 @@ time.sleep(300)
 def test_a_strangers_session_of_the_same_number_born_in_the_same_tick_is_left_alone(
     g: Guardian,
 ) -> None:
-    if not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
-        pytest.skip("cannot choose the next pid here")
     script = g.tmp / "leaves.py"
     script.write_text(LEAVES_A_CHILD)
     g.configure(command=[sys.executable, str(script), str(g.pidfile)], start_grace="0.1s",
                 stop_timeout="3s")  # fmt: skip
-    scene = subprocess.run(
-        [sys.executable, "-c", SAME_TICK, str(g.config_path), str(g.pidfile)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    g.track()
-    assert scene.returncode == 0, scene.stderr
-    seen = json.loads(scene.stdout)
-    if "skip" in seen:
-        pytest.skip(seen["skip"])
-    assert seen["rc"] == 0, seen["stderr"]
+    seen = play(g, SAME_TICK)
     assert seen["alive"]  # born after the target's own were gone: a stranger's, untouched
     record = g.audit()[-1]
     assert record["action"] == "started"
@@ -386,10 +383,12 @@ def test_a_strangers_session_of_the_same_number_born_in_the_same_tick_is_left_al
 #     SIGTERM, if A was born in this tick, F kills A and the stranger S takes A's pid back
 #     for a child B, within A's start tick: B has A's (pid, start tick), outside the session.
 # Attempts go on until the stranger got the pid in the same tick; prints what happened.
-ONE_TICK = r"""
+ONE_TICK = (
+    STRANGER
+    + r"""
 import ctypes, json, os, signal, subprocess, sys, time
 mode, folder, attempts = sys.argv[1], sys.argv[2], int(sys.argv[3])
-forker, stranger = sys.argv[4:6]
+forker, stranger_program = sys.argv[4:6]
 libc = ctypes.CDLL(None, use_errno=True)
 assert libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
 
@@ -437,7 +436,7 @@ for i in range(attempts):
         f'[guardian]\nstate_dir = "{d}/state"\ntimeout = "30s"\n\n[targets.agent]\n'
         f'command = [{json.dumps(sys.executable)}, "{d}/target.py"]\npidfile = "{d}/agent.pid"\n'
         'start_grace = "0.1s"\nstop_timeout = "1s"\n')
-    s = subprocess.Popen([stranger, fifo, f"{d}/b.log"]) if mode == "member" else None
+    s = subprocess.Popen([stranger_program, fifo, f"{d}/b.log"]) if mode == "member" else None
     subprocess.run(check, check=True, capture_output=True)
     leader = int(open(f"{d}/agent.pid").read())
     time.sleep(1.3)
@@ -472,27 +471,11 @@ for i in range(attempts):
         pass
     os.kill(leader, signal.SIGKILL)
     os.waitpid(leader, 0)
-    r, w = os.pipe()
-    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-        f.write(str(leader - 1))
-    pid = os.fork()
-    if pid == 0:
-        if os.getpid() == leader:
-            os.setsid()
-            child = os.fork()
-            if child == 0:
-                os.execv("/bin/sleep", ["sleep", "60"])
-            os.write(w, str(child).encode())
-        os._exit(0)
-    os.close(w)
-    got = os.read(r, 32)
-    os.close(r)
-    os.waitpid(pid, 0)
+    pid, child = stranger(leader)
     run.wait()
-    if pid != leader or not got:
+    if pid != leader or child is None:
         end(leader)
         continue
-    child = int(got)
     seen = int(json.load(open(state))["current"]["last_seen"] * 100)
     if tick_of(child) > seen:  # born a tick later: not the case looked for
         end(leader, child)
@@ -506,6 +489,7 @@ for i in range(attempts):
     sys.exit(0)
 print(json.dumps({"got": False}))
 """
+)
 FORKER_C = r"""
 #define _GNU_SOURCE
 #include <fcntl.h>
