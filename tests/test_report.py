@@ -32,6 +32,17 @@ def _report(g: Guardian, *args: str) -> dict[str, Any]:
     return data
 
 
+def _watching(g: Guardian, seconds: str) -> subprocess.Popen[bytes]:
+    """``guardian check --watch SECONDS``, once it watches the target (its lock named)."""
+    watcher = g.spawn(
+        [sys.executable, "-m", "guardian", "check", "--watch", seconds, "--config",
+         str(g.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    lock = g.state / "locks" / "agent.watch.lock"
+    wait_for(lambda: lock.exists() and lock.read_text().strip(), what="the watcher to watch")
+    return watcher
+
+
 def test_a_kill_a_hold_and_a_start_by_hand_are_counted_as_they_happened(g: Guardian) -> None:
     assert g.check().rc == 0  # started: the first start ("other")
     assert g.check().rc == 0  # ok
@@ -76,12 +87,7 @@ def test_a_kill_a_hold_and_a_start_by_hand_are_counted_as_they_happened(g: Guard
 
 def test_a_death_a_watcher_saw_is_timed_to_the_millisecond(g: Guardian) -> None:
     assert g.check().rc == 0
-    watcher = g.spawn(
-        [sys.executable, "-m", "guardian", "check", "--watch", "4s", "--config",
-         str(g.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    lock = g.state / "locks" / "agent.watch.lock"
-    wait_for(lambda: lock.exists() and lock.read_text().strip(), what="the watcher to watch")
+    watcher = _watching(g, "4s")
     time.sleep(0.3)
     os.kill(g.pid(), signal.SIGKILL)
     wait_for(lambda: g.actions().count("started") == 2, what="the watcher's start")
@@ -452,12 +458,7 @@ def test_a_death_a_watcher_saw_ending_in_backoff_then_a_hold_is_down_from_the_de
     wait_for(lambda: not g.matches(), what="the target to die")
     assert g.check().rc == 0  # started after a death (young once: at once)
     assert g.check().rc == 0  # ok: the last record of it alive
-    watcher = g.spawn(
-        [sys.executable, "-m", "guardian", "check", "--watch", "3s", "--config",
-         str(g.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    lock = g.state / "locks" / "agent.watch.lock"
-    wait_for(lambda: lock.exists() and lock.read_text().strip(), what="the watcher to watch")
+    watcher = _watching(g, "3s")
     time.sleep(1.0)  # alive all along, seen through its pidfd: in no record but the state's
     os.kill(g.pid(), signal.SIGKILL)
     wait_for(lambda: "backoff" in g.actions(), what="the watcher's backoff (young twice)")
